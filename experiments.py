@@ -1,0 +1,154 @@
+"""
+Every run the report needs, by name, in two profiles:
+
+- ``gpu``: the assignment's hyperparameters exactly (15 classification epochs, 40
+  segmentation epochs on whole 512x512 images, the template's batch sizes).
+- ``cpu``: scaled to finish in about three hours on a two-core CPU (random crops,
+  fewer epochs, a PathMNIST subset); every scaling is visible in the run's command
+  and stored in its results.json.
+
+    python experiments.py --profile cpu --data ../shared/data/retina     # run them all
+    python experiments.py --profile gpu --list                           # one shell command per run
+    python experiments.py --profile cpu --only unet unet_noskip          # a selection
+
+Outputs go to ``runs/<profile>/<name>/``. A finished run (its results.json exists) is
+skipped and an interrupted one resumed. A run that cannot be made on this machine (no
+PathMNIST file, no ImageNet weights offline) is recorded in ``not_run.json`` with the
+reason and the command that fills it; nothing is ever faked.
+"""
+import argparse
+import datetime
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine import UserError, read_json, run_cli, write_json
+
+LEARNING_RATES = ("1e-1", "1e-2", "1e-3", "1e-4", "1e-5")
+AUGMENTATIONS = ("flip", "affine", "color", "elastic", "combined")
+
+PROFILES = {
+    # The assignment's hyperparameters (the scripts' defaults), nothing scaled.
+    "gpu": {
+        "classification": [],
+        "segmentation": [],
+        "convolution": [],
+    },
+    # Two CPU cores, about three hours in all: 128-px random crops (batch 8, four crops of each
+    # training image per epoch, so one epoch sees a quarter of the pixels of a full-image epoch),
+    # evaluation on the whole 512-px test images every second epoch; a PathMNIST subset.
+    "cpu": {
+        "classification": ["--subset", "20000", "--epochs", "5"],
+        "segmentation": ["--crop_size", "128", "--batch_size", "8", "--crops_per_image", "4",
+                         "--epochs", "24", "--eval_every", "2"],
+        "convolution": [],
+    },
+}
+
+
+def plan(profile, data, data_dir):
+    """The runs of a profile: name -> (script, arguments, what it needs)."""
+    p = PROFILES[profile]
+    cls = ["--data_dir", data_dir, *p["classification"]]
+    seg = ["--dataset", data, *p["segmentation"]]
+    runs = {
+        "convolution": ("convolution.py", p["convolution"], None),
+        "mlp": ("main_classification.py", ["--model", "mlp", *cls], "pathmnist"),
+        "mobilenet": ("main_classification.py", ["--model", "mobilenet", *cls], "pathmnist"),
+        # the template's literal behaviour: cross-entropy on softmax probabilities
+        "mobilenet_probs": ("main_classification.py", ["--model", "mobilenet", "--loss_on_probabilities", *cls],
+                            "pathmnist"),
+        "unet": ("main_segmentation.py", ["--model", "unet", "--show_augmentations", "4", *seg], None),
+        "unet_noskip": ("main_segmentation.py", ["--model", "unet_noskip", *seg], None),
+    }
+    for lr in LEARNING_RATES:
+        runs[f"lr_{lr}"] = ("main_segmentation.py", ["--model", "unet", "--optimizer", "adam", "--lr", lr, *seg], None)
+    for aug in AUGMENTATIONS:  # 'none' is the unet run itself
+        runs[f"aug_{aug}"] = ("main_segmentation.py", ["--model", "unet", "--augmentation", aug, *seg], None)
+    runs["smp_pretrained"] = ("main_segmentation.py",
+                              ["--model", "smp_unet", "--encoder_weights", "imagenet", *seg], "imagenet")
+    runs["smp_scratch"] = ("main_segmentation.py", ["--model", "smp_unet", "--encoder_weights", "none", *seg], None)
+    return runs
+
+
+def command(script, arguments, logdir, out_flag):
+    return [sys.executable, script, *arguments, out_flag, str(logdir)]
+
+
+def status(logdir):
+    if (logdir / "results.json").exists() or (logdir / "convolution_timings.json").exists():
+        return "complete"
+    if (logdir / "checkpoint.pt").exists():
+        return "interrupted"
+    return "new"
+
+
+def run_one(name, script, arguments, logdir):
+    """Run one experiment, its output going to ``logdir/log.txt``. Returns its state."""
+    out_flag = "--out" if script == "convolution.py" else "--logdir"
+    state = status(logdir)
+    if state == "complete":
+        return "complete (skipped)"
+    cmd = command(script, arguments, logdir, out_flag)
+    if state == "interrupted":
+        cmd.append("--resume")
+    logdir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TQDM_MININTERVAL="30", PYTHONUNBUFFERED="1")
+    started = time.time()
+    with open(logdir / "log.txt", "a") as log:
+        log.write(f"\n$ {shlex.join(cmd)}   # {datetime.datetime.now().isoformat(timespec='seconds')}\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode == 2:  # a one-line UserError: this machine cannot make the run
+        reason = [l for l in (logdir / "log.txt").read_text().splitlines() if l.startswith("error:")][-1:]
+        write_json(logdir / "not_run.json", {
+            "status": "not run", "reason": reason[0][len("error: "):] if reason else "see log.txt",
+            "command": shlex.join(cmd), "date": datetime.datetime.now().isoformat(timespec="seconds")})
+        return "not run: " + (reason[0] if reason else "see log.txt")
+    if proc.returncode != 0:
+        return f"failed (exit {proc.returncode}, see {logdir / 'log.txt'})"
+    (logdir / "not_run.json").unlink(missing_ok=True)
+    return f"done in {(time.time() - started) / 60:.1f} min"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--data", default="data/retina", help="the retina folder (train/ and test/)")
+    parser.add_argument("--data_dir", default="data", help="the PathMNIST root (pathmnist.npz)")
+    parser.add_argument("--runs", default="runs", help="where runs/<profile>/<name>/ go")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these")
+    parser.add_argument("--list", action="store_true", help="print one shell command per run and exit")
+    args = parser.parse_args()
+
+    runs = plan(args.profile, args.data, args.data_dir)
+    unknown = sorted(set(args.only or []) - set(runs))
+    if unknown:
+        raise UserError(f"unknown run name(s) {', '.join(unknown)}; choose from {', '.join(runs)}")
+    selected = {k: v for k, v in runs.items() if not args.only or k in args.only}
+    root = Path(args.runs) / args.profile
+
+    if args.list:
+        for name in selected:
+            print(f"{shlex.quote(sys.executable)} experiments.py --profile {args.profile} "
+                  f"--data {shlex.quote(args.data)} --data_dir {shlex.quote(args.data_dir)} "
+                  f"--runs {shlex.quote(args.runs)} --only {name}")
+        return
+
+    summary = {}
+    progress = tqdm(selected.items(), desc=f"{args.profile} runs", dynamic_ncols=True)
+    for name, (script, arguments, _) in progress:
+        progress.set_postfix_str(name)
+        summary[name] = run_one(name, script, arguments, root / name)
+        tqdm.write(f"{name}: {summary[name]}")
+    write_json(root / "summary.json", {"profile": args.profile, "runs": summary,
+                                       "date": datetime.datetime.now().isoformat(timespec="seconds")})
+
+
+if __name__ == "__main__":
+    run_cli(main)

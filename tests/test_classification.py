@@ -1,0 +1,111 @@
+"""main_classification.py end to end on a generated PathMNIST-format file (conftest.py)."""
+import json
+
+import numpy as np
+import pytest
+
+import main_classification as cls
+from conftest import write_pathmnist
+
+FAST = ["--epochs", "1", "--batch_size", "32", "--num_workers", "0", "--print_every", "1000"]
+
+
+def run(data_dir, logdir, *extra):
+    cls.main(["--logdir", str(logdir), "--data_dir", str(data_dir), *FAST, *extra])
+    return json.loads((logdir / "results.json").read_text())
+
+
+def check_results(results):
+    for key in ("train_losses", "valid_losses", "train_accs", "valid_accs"):
+        assert len(results[key]) == results["config"]["epochs"] and all(np.isfinite(results[key])), key
+    assert np.isfinite(results["test_loss"]) and 0 <= results["test_acc"] <= 1
+    confusion = np.array(results["confusion_matrix"])
+    assert confusion.shape == (9, 9)
+    if (confusion.sum(1) > 0).all():
+        assert 0 <= results["test_auc"] <= 1
+    else:  # AUC is undefined when a class is absent from the test set
+        assert results["test_auc"] is None
+    assert np.sum(results["confusion_matrix"]) == results["n_samples"]["test"]
+    assert {"command", "config", "machine", "versions", "timings", "test_at_best_epoch"} <= set(results)
+
+
+@pytest.mark.parametrize("model", ["mlp", "mobilenet"])
+def test_one_epoch_of_each_model(pathmnist_dir, tmp_path, model):
+    results = run(pathmnist_dir, tmp_path / model, "--model", model)
+    check_results(results)
+    assert results["n_samples"] == {"train": 180, "val": 60, "test": 60}
+    assert (tmp_path / model / "curves.png").stat().st_size > 0
+    assert (tmp_path / model / "confusion.png").stat().st_size > 0
+
+
+def test_the_mlp_learns_the_synthetic_classes(pathmnist_dir, tmp_path):
+    results = run(pathmnist_dir, tmp_path / "learn", "--model", "mlp", "--epochs", "3")
+    assert results["train_losses"][-1] < results["train_losses"][0]
+    assert results["test_acc"] > 0.8  # chance is 1/9
+
+
+def test_loss_on_probabilities_and_subset(pathmnist_dir, tmp_path):
+    results = run(pathmnist_dir, tmp_path / "probs", "--model", "mobilenet", "--loss_on_probabilities",
+                  "--subset", "50")
+    check_results(results)
+    assert results["n_samples"] == {"train": 50, "val": 50, "test": 50}
+    # cross-entropy on probabilities is bounded below by -log(e / (e + 8)) > 0 ... and above by log(9)+1
+    assert all(1.0 < loss < np.log(9) + 1 for loss in results["train_losses"])
+
+
+def test_scores_are_logits_unless_the_templates_behaviour_is_asked_for():
+    import torch
+    from mobileNet import MobileNet
+    model = MobileNet(9).eval()
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(cls.Scores(model)(x), model.forward_logits(x))
+        torch.testing.assert_close(cls.Scores(model, probabilities=True)(x), model(x))
+
+
+def test_missing_file_offline_gives_one_clear_line(offline, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cls.run_cli(lambda: cls.main(["--logdir", str(tmp_path / "run"), "--data_dir", str(tmp_path / "empty")]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(tmp_path / "empty" / "pathmnist.npz") in err and "zenodo" in err
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_corrupt_file_gives_one_clear_line(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pathmnist.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(SystemExit) as exit_info:
+        cls.run_cli(lambda: cls.main(["--logdir", str(tmp_path / "run"), "--data_dir", str(tmp_path / "data")]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pathmnist.npz" in err and "download" in err
+
+
+def test_wrong_image_shape_is_refused(tmp_path, capsys):
+    write_pathmnist(tmp_path / "data" / "pathmnist.npz", image_size=20)
+    with pytest.raises(SystemExit):
+        cls.run_cli(lambda: cls.main(["--logdir", str(tmp_path / "run"), "--data_dir", str(tmp_path / "data")]))
+    assert "(28, 28, 3)" in capsys.readouterr().err
+
+
+def test_resume_after_an_interruption(pathmnist_dir, tmp_path, monkeypatch):
+    argv = ["--model", "mlp", "--epochs", "3"]
+    straight = run(pathmnist_dir, tmp_path / "straight", *argv)
+    real_train = cls.train
+
+    def interrupted(epoch, *args, **kwargs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_train(epoch, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(pathmnist_dir, tmp_path / "resumed", *argv)
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    monkeypatch.setattr(cls, "train", real_train)
+    resumed = run(pathmnist_dir, tmp_path / "resumed", *argv, "--resume")
+    assert resumed["resumed_at_epoch"] == 2 and len(resumed["train_losses"]) == 3
+    np.testing.assert_allclose(resumed["train_losses"], straight["train_losses"], rtol=1e-4)
+    assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
