@@ -1,0 +1,192 @@
+"""
+Training-step benchmark: the template's plain execution against faster ones that
+compute the same thing.
+
+    python bench.py --out bench.json [--device cpu|cuda] [--quick] [--models unet_512 ...]
+
+Times full training steps (forward, loss, backward, AdamW step; warm-up excluded;
+median of repeats) of the MLP and MobileNet (batch 128, 3x28x28), the UNet (batch 2
+at 512x512, and the CPU profile's batch of 8 random 128x128 crops) and the
+segmentation-models-pytorch ResNet-18 UNet (batch 2, 512x512), each in several
+configurations:
+
+- ``plain``: fp32, contiguous tensors, eager (the template).
+- ``channels_last``: NHWC tensors, which oneDNN and cuDNN convolutions prefer.
+- ``bf16``/``fp16``: autocast mixed precision (bf16 where the CPU has AVX512-BF16/AMX).
+- ``..._compile``: the same under ``torch.compile``.
+
+Prints a table and writes seconds per step, images per second, achieved TFLOP/s
+(FLOPs counted by ``torch.utils.flop_counter``) and the speed-up over ``plain`` measured
+in the same run, with the machine, versions and date.
+"""
+import argparse
+import datetime
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+from engine import (UserError, autocast, cpu_supports_bf16, library_versions, machine_info, pick_device,
+                    run_cli, to_memory_format, write_json)
+
+# model name -> (batch size, image size)
+SHAPES = {"mlp": (128, 28), "mobilenet": (128, 28), "unet_512": (2, 512), "unet_crop": (8, 128),
+          "smp_unet_512": (2, 512)}
+
+
+def build(model_name):
+    """A fresh model and its loss; ``targets`` makes a matching batch of labels."""
+    if model_name == "mlp":
+        from mlp import MLP
+        return MLP(3 * 28 * 28, [1024, 512, 64, 64], 9), nn.CrossEntropyLoss()
+    if model_name == "mobilenet":
+        from mobileNet import MobileNet
+        model = MobileNet(9)
+        model.forward = model.forward_logits  # train on logits, as main_classification.py does
+        return model, nn.CrossEntropyLoss()
+    from utils import DiceCELoss
+    if model_name.startswith("unet"):
+        from unet import UNet
+        return UNet(3, 1), DiceCELoss()
+    import segmentation_models_pytorch as smp
+    return smp.Unet(encoder_name="resnet18", encoder_weights=None, in_channels=3, classes=1), DiceCELoss()
+
+
+def batch(model_name, device, generator=None):
+    n, size = SHAPES[model_name]
+    x = torch.randn(n, 3, size, size, generator=generator)
+    if model_name in ("mlp", "mobilenet"):
+        y = torch.randint(0, 9, (n,), generator=generator)
+    else:
+        y = (torch.rand(n, 1, size, size, generator=generator) > 0.88).float()
+    return x.to(device), y.to(device)
+
+
+def configs_for(device):
+    """Configuration name -> (autocast dtype, channels_last, compile)."""
+    fast = torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+    if device.type == "cuda":
+        fast = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    configs = {"plain": (None, False, False), "channels_last": (None, True, False)}
+    if fast is not None:
+        name = "bf16" if fast == torch.bfloat16 else "fp16"
+        configs[name] = (fast, False, False)
+        configs[f"{name}_channels_last"] = (fast, True, False)
+        configs[f"{name}_channels_last_compile"] = (fast, True, True)
+    else:
+        configs["channels_last_compile"] = (None, True, True)
+    return configs
+
+
+def make_step(model_name, config, device, seed=0):
+    """A closure running one training step; returns (step, model, inputs, targets)."""
+    amp_dtype, channels_last, compiled = config
+    torch.manual_seed(seed)
+    model, loss_fn = build(model_name)
+    model = model.to(device)
+    x, y = batch(model_name, device, torch.Generator().manual_seed(seed))
+    if channels_last and x.dim() == 4 and model_name != "mlp":
+        model = model.to(memory_format=torch.channels_last)
+        x = to_memory_format(x, True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
+    # fp16 on CUDA needs loss scaling to train; bf16 has fp32's range and does not
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    forward = torch.compile(model) if compiled else model
+
+    def step():
+        with autocast(device, amp_dtype):
+            out = forward(x)
+        loss = loss_fn(out.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.detach(), out.detach()
+
+    return step, model, x, y
+
+
+def count_flops(model_name, device):
+    """FLOPs of one fp32 forward + backward (the optimizer step is negligible)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model, loss_fn = build(model_name)
+    model = model.to(device)
+    x, y = batch(model_name, device)
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(model(x).float(), y).backward()
+    return counter.get_total_flops()
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step, device, warmup, repeats):
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="the JSON file to write")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, no torch.compile")
+    parser.add_argument("--models", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--configs", nargs="+", help="only these configurations (plain is always run)")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+
+    configs = configs_for(device)
+    if args.quick:
+        configs = {k: v for k, v in configs.items() if not v[2]}
+    if args.configs:
+        unknown = set(args.configs) - set(configs)
+        if unknown:
+            raise UserError(f"unknown configuration(s) {', '.join(sorted(unknown))} on {device.type}; "
+                            f"choose from {', '.join(configs)}")
+        configs = {k: v for k, v in configs.items() if k == "plain" or k in args.configs}
+    started = time.perf_counter()
+    results = []
+    print(f"{'model':<14}{'config':<32}{'s/step':>9}{'img/s':>9}{'TFLOP/s':>9}{'speedup':>9}")
+    for model_name in args.models:
+        flops = count_flops(model_name, device)
+        n = SHAPES[model_name][0]
+        plain_seconds = None
+        for config_name, config in configs.items():
+            slow = model_name in ("unet_512", "smp_unet_512") and config == configs["plain"] and device.type == "cpu"
+            warmup = 3 if config[2] else (1 if slow else 2)
+            repeats = 3 if (args.quick or slow) else 7
+            step = make_step(model_name, config, device)[0]
+            seconds, times = time_steps(step, device, warmup, repeats)
+            plain_seconds = plain_seconds or seconds
+            record = {"model": model_name, "config": config_name, "batch_size": n,
+                      "image_size": SHAPES[model_name][1],
+                      "autocast": str(config[0]) if config[0] else None, "channels_last": config[1],
+                      "compile": config[2], "seconds_per_step": seconds, "all_times": times,
+                      "images_per_second": n / seconds, "flops_per_step": flops,
+                      "tflops": flops / seconds / 1e12, "speedup": plain_seconds / seconds}
+            results.append(record)
+            print(f"{model_name:<14}{config_name:<32}{seconds:>9.4f}{n / seconds:>9.1f}"
+                  f"{record['tflops']:>9.3f}{record['speedup']:>8.2f}x", flush=True)
+            del step
+    write_json(args.out, {
+        "command": "python bench.py " + " ".join(__import__("sys").argv[1:]),
+        "device": str(device), "machine": machine_info(device),
+        "versions": library_versions("segmentation_models_pytorch"),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - started, "results": results,
+    })
+
+
+if __name__ == "__main__":
+    run_cli(main)

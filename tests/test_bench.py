@@ -1,0 +1,77 @@
+"""The fast configurations compute what the plain one computes, within bf16 tolerance,
+so a speed-up can never silently change the math; and bench.py writes its record."""
+import json
+import sys
+
+import pytest
+import torch
+
+import bench
+from engine import cpu_supports_bf16
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def small_shapes(monkeypatch):
+    # Large enough that BatchNorm's batch statistics (MobileNet, ResNet-18) are taken over
+    # dozens of values: over two or three, BN turns rounding noise into order-one changes.
+    monkeypatch.setattr(bench, "SHAPES", {"mlp": (8, 28), "mobilenet": (16, 64), "unet_512": (2, 32),
+                                          "unet_crop": (2, 32), "smp_unet_512": (4, 128)})
+
+
+def _one_step(model_name, config):
+    step, model, x, _ = bench.make_step(model_name, config, CPU, seed=0)
+    model.eval()  # first the forward pass with BatchNorm's running statistics
+    with torch.no_grad(), bench.autocast(CPU, config[0]):
+        out = model(x).float()
+    # BatchNorm keeps its running statistics in the step too: at initialisation the deep
+    # features barely vary across a batch, and batch statistics would blow rounding noise up
+    # into order-one changes, a property of the untrained network rather than of the fast path.
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    loss, _ = step()
+    grads = torch.cat([p.grad.float().flatten() for p in model.parameters()])
+    return loss.float(), out, grads
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "mobilenet", "unet_512", "smp_unet_512"])
+@pytest.mark.parametrize("config_name", ["channels_last", "bf16_channels_last"])
+def test_fast_configuration_matches_plain(model_name, config_name):
+    configs = bench.configs_for(CPU)
+    if config_name not in configs:
+        pytest.skip("this CPU has no native bf16")
+    loss_plain, out_plain, grads_plain = _one_step(model_name, configs["plain"])
+    loss_fast, out_fast, grads_fast = _one_step(model_name, configs[config_name])
+    bf16 = configs[config_name][0] is not None
+    # bf16 keeps 8 bits of mantissa; fp32 in another memory layout only sums in another order
+    tol = dict(rtol=5e-2, atol=5e-2) if bf16 else dict(rtol=1e-4, atol=1e-4)
+    scale = out_plain.abs().max().clamp_min(1e-3)  # outputs relative to their spread
+    torch.testing.assert_close(out_fast / scale, out_plain / scale, **tol)
+    torch.testing.assert_close(loss_fast, loss_plain, **tol)
+    cosine = torch.nn.functional.cosine_similarity(grads_fast, grads_plain, dim=0).item()
+    assert cosine > (0.99 if bf16 else 0.9999), cosine
+
+
+def test_configurations_offered_on_this_cpu():
+    configs = bench.configs_for(CPU)
+    assert configs["plain"] == (None, False, False)
+    assert ("bf16_channels_last" in configs) == cpu_supports_bf16()
+
+
+def test_bench_writes_its_record(tmp_path, monkeypatch):
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--out", str(out), "--quick", "--models", "mlp", "mobilenet",
+                                      "--configs", "channels_last"])
+    bench.main()
+    record = json.loads(out.read_text())
+    assert {"machine", "versions", "date", "results"} <= set(record)
+    rows = record["results"]
+    assert {(r["model"], r["config"]) for r in rows} == {(m, c) for m in ("mlp", "mobilenet")
+                                                         for c in ("plain", "channels_last")}
+    for r in rows:
+        assert r["seconds_per_step"] > 0 and r["tflops"] > 0 and r["speedup"] > 0
+        assert r["flops_per_step"] > 0
+    assert all(r["speedup"] == 1.0 for r in rows if r["config"] == "plain")
