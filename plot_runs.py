@@ -1,0 +1,62 @@
+"""
+Overlay the training curves of several runs in one figure, e.g. MLP against MobileNet:
+
+    python plot_runs.py runs/cpu/mlp runs/cpu/mobilenet --out mlp_vs_mobilenet.png
+
+Each RUN is a folder holding the results.json that a training script wrote.
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from engine import UserError, atomic_write, read_json, run_cli
+
+
+def load_runs(folders):
+    runs = {}
+    for folder in folders:
+        path = Path(folder) / "results.json"
+        if not path.exists():
+            raise UserError(f"{path}: not found; each RUN must be a folder with a finished run's results.json")
+        runs[Path(folder).name] = read_json(path)
+    return runs
+
+
+def overlay(runs, out, accuracy_label="accuracy", title=""):
+    """Loss and accuracy against epoch, one colour per run: train solid, validation dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for (name, r), colour in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
+        epochs = np.arange(1, len(r["train_losses"]) + 1)
+        valid_epochs = r.get("evaluated_epochs") or epochs[:len(r["valid_losses"])]
+        for ax, key in ((ax_loss, "losses"), (ax_acc, "accs")):
+            ax.plot(epochs, r[f"train_{key}"], "-", color=colour, label=f"{name} train")
+            ax.plot(valid_epochs, r[f"valid_{key}"], "--", color=colour, label=f"{name} validation")
+    for ax, label in ((ax_loss, "loss"), (ax_acc, accuracy_label)):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each with results.json)")
+    parser.add_argument("--out", required=True, help="the PNG to write")
+    parser.add_argument("--accuracy_label", default="accuracy")
+    parser.add_argument("--title", default="")
+    args = parser.parse_args()
+    overlay(load_runs(args.runs), args.out, args.accuracy_label, args.title)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
