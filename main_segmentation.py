@@ -418,13 +418,14 @@ def save_augmentations_figure(path, images, masks, count, seed):
     import matplotlib.pyplot as plt
     from engine import atomic_write
 
-    torch.manual_seed(seed)
     fig, axes = plt.subplots(len(AUGMENTATIONS), count, figsize=(2.4 * count, 2.5 * len(AUGMENTATIONS)),
                              squeeze=False)
+    with torch.random.fork_rng():  # leave the training's random stream untouched
+        torch.manual_seed(seed)
+        samples = {name: [RetinaTrainSet(images[:1], masks[:1], augmentation=name)[0] for _ in range(count)]
+                   for name in AUGMENTATIONS}
     for row, name in enumerate(AUGMENTATIONS):
-        dataset = RetinaTrainSet(images[:1], masks[:1], augmentation=name)
-        for col in range(count):
-            image, mask = dataset[0]
+        for col, (image, mask) in enumerate(samples[name]):
             ax = axes[row, col]
             ax.imshow(image.permute(1, 2, 0).numpy())
             ax.contour(mask[0].numpy(), levels=[0.5], colors="yellow", linewidths=0.3)
