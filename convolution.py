@@ -181,7 +181,7 @@ def blur_figure(image, path):
     ax.legend()
     fig.suptitle("Blurring: every output pixel is a weighted average of its neighbours (weights sum to 1)")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight"))
     plt.close(fig)
     return {"gaussian_sigma": 2.0, "gaussian_size": len(gauss), "box_size": 7,
             "high_frequency_energy_ratio": float(_high_frequency_energy(blurred) / _high_frequency_energy(image))}
@@ -217,7 +217,7 @@ def edges_figure(image, path):
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight"))
     plt.close(fig)
     return {"horizontal_edge_kernel": SOBEL_HORIZONTAL_EDGES.tolist(),
             "vertical_edge_kernel": SOBEL_VERTICAL_EDGES.tolist()}

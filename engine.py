@@ -141,6 +141,20 @@ def library_versions(*names):
     return versions
 
 
+def project_version():
+    """The project's git commit (with '+changes' when the work tree differs), or None."""
+    import subprocess
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+changes" if dirty else "")) or None
+
+
 def run_record(script, argv, args, device, *libraries):
     """Everything needed to reproduce and judge a run, stored in its results.json.
     ``argv``: the script's arguments (None: this process's command line)."""
@@ -150,6 +164,7 @@ def run_record(script, argv, args, device, *libraries):
         "config": {k: v for k, v in vars(args).items()},
         "machine": machine_info(device),
         "versions": library_versions(*libraries),
+        "project_version": project_version(),
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 

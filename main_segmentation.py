@@ -255,23 +255,17 @@ def build_smp_unet(encoder_weights):
         raise UserError("--model smp_unet needs segmentation-models-pytorch: pip install -r requirements.txt")
     net = smp.Unet(encoder_name="resnet18", encoder_weights=None, in_channels=3, classes=1)
     if encoder_weights == "imagenet":
-        import os
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        try:  # a cached copy first, without the network
-            from huggingface_hub.utils import reset_sessions  # noqa: F401  (present in the versions we support)
-            os.environ["HF_HUB_OFFLINE"] = "1"
+        # smp fetches the weights from the Hugging Face hub, retrying for half a minute when
+        # offline: look first, and fail at once with what to do instead
+        if not _online():
+            raise UserError("cannot download the ImageNet weights of resnet18 (no connection to "
+                            "huggingface.co); connect to the internet, or pass --encoder_weights PATH to a "
+                            "torchvision ResNet-18 state dict (resnet18-f37072fd.pth from download.pytorch.org)")
+        try:
             net = smp.Unet(encoder_name="resnet18", encoder_weights="imagenet", in_channels=3, classes=1)
-        except Exception:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-            if not _online():
-                raise UserError("cannot download the ImageNet weights of resnet18 (no connection to "
-                                "huggingface.co); connect to the internet, or pass --encoder_weights PATH to a "
-                                "torchvision ResNet-18 state dict (resnet18-f37072fd.pth from download.pytorch.org)")
-            try:
-                net = smp.Unet(encoder_name="resnet18", encoder_weights="imagenet", in_channels=3, classes=1)
-            except Exception as err:
-                raise UserError(f"downloading the ImageNet weights of resnet18 failed ({err.__class__.__name__}); "
-                                f"retry, or pass --encoder_weights PATH to a torchvision ResNet-18 state dict")
+        except Exception as err:
+            raise UserError(f"downloading the ImageNet weights of resnet18 failed ({err.__class__.__name__}); "
+                            f"retry, or pass --encoder_weights PATH to a torchvision ResNet-18 state dict")
     elif encoder_weights != "none":
         path = Path(encoder_weights)
         if not path.is_file():
