@@ -85,6 +85,12 @@ def autocast(device, dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def grad_scaler(device, amp_dtype):
+    """Loss scaling for fp16 autocast (older GPUs without bf16), whose small gradients
+    would otherwise underflow; a no-op for bf16 and fp32."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+
 def to_memory_format(tensor, channels_last):
     if channels_last and tensor.dim() == 4:
         return tensor.contiguous(memory_format=torch.channels_last)

@@ -26,9 +26,9 @@ import torch.nn as nn
 from torch import optim
 from tqdm import tqdm
 
-from engine import (Timer, UserError, atomic_write, autocast, autocast_dtype, default_num_workers, load_checkpoint,
-                    pick_device, plot_curves, prepare_logdir, rng_state, run_cli, run_record, save_checkpoint,
-                    seed_everything, set_rng_state, to_memory_format, write_json)
+from engine import (Timer, UserError, atomic_write, autocast, autocast_dtype, default_num_workers, grad_scaler,
+                    load_checkpoint, pick_device, plot_curves, prepare_logdir, rng_state, run_cli, run_record,
+                    save_checkpoint, seed_everything, set_rng_state, to_memory_format, write_json)
 from mlp import MLP
 from mobileNet import MobileNet
 
@@ -148,7 +148,7 @@ class Scores(nn.Module):
         return torch.softmax(logits, dim=1) if self.probabilities else logits
 
 
-def train(epoch, model, loader, optimizer, criterion, device, args, amp_dtype, channels_last):
+def train(epoch, model, loader, optimizer, scaler, criterion, device, args, amp_dtype, channels_last):
     """One epoch; returns (mean per-sample loss, accuracy, seconds)."""
     model.train()
     total_loss = correct = seen = 0
@@ -160,8 +160,9 @@ def train(epoch, model, loader, optimizer, criterion, device, args, amp_dtype, c
             scores = model(X)
         loss = criterion(scores.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
         total_loss += loss.item() * len(y)
         correct += (scores.argmax(dim=1) == y).sum().item()
@@ -260,6 +261,7 @@ def main(argv=None):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Initialized {args.model} with {n_params} parameters")
     optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scaler = grad_scaler(device, amp_dtype)
     criterion = nn.CrossEntropyLoss()
     scores = Scores(model, args.loss_on_probabilities)
     forward_model = torch.compile(scores) if args.compile else scores
@@ -273,6 +275,7 @@ def main(argv=None):
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
         history, start_epoch, best = state["history"], state["epoch"] + 1, state["best"]
         set_rng_state(state["rng"])
         shuffle_rng.set_state(state["shuffle_rng"])
@@ -283,7 +286,7 @@ def main(argv=None):
     prior_seconds = sum(history["train_times"]) + sum(history["valid_times"])
     for epoch in tqdm(range(start_epoch, args.epochs), desc="epochs", initial=start_epoch, total=args.epochs,
                       dynamic_ncols=True):
-        loss, acc, seconds = train(epoch, forward_model, train_loader, optimizer, criterion, device, args,
+        loss, acc, seconds = train(epoch, forward_model, train_loader, optimizer, scaler, criterion, device, args,
                                    amp_dtype, channels_last)
         with Timer() as timer:
             v_loss, v_acc, _, _ = test(forward_model, val_loader, criterion, device, args, amp_dtype, channels_last)
@@ -296,6 +299,7 @@ def main(argv=None):
             best = {"epoch": epoch + 1, "acc": v_acc, "state": copy.deepcopy(model.state_dict())}
         if epoch + 1 < args.epochs:
             save_checkpoint(checkpoint_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(),
                             history=history, epoch=epoch, best=best, rng=rng_state(),
                             shuffle_rng=shuffle_rng.get_state())
 

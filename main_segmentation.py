@@ -29,8 +29,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import optim
 from tqdm import tqdm
 
-from engine import (Timer, UserError, autocast, autocast_dtype, load_checkpoint, pick_device, plot_curves,
-                    prepare_logdir, rng_state, run_cli, run_record, save_checkpoint, seed_everything,
+from engine import (Timer, UserError, autocast, autocast_dtype, grad_scaler, load_checkpoint, pick_device,
+                    plot_curves, prepare_logdir, rng_state, run_cli, run_record, save_checkpoint, seed_everything,
                     set_rng_state, to_memory_format, write_json)
 from unet import UNet
 from utils import DiceCELoss, DiceLoss
@@ -319,7 +319,7 @@ def pixel_metrics(probs, targets):
 
 # ----------------------------------------------------------------------------- train / evaluate
 
-def train(epoch, model, dataloader, optimizer, loss_fn, device, args, amp_dtype, channels_last):
+def train(epoch, model, dataloader, optimizer, scaler, loss_fn, device, args, amp_dtype, channels_last):
     """One epoch. Returns (mean loss, mean soft Dice, seconds); stops early at a non-finite loss."""
     model.train()
     total_loss = total_dice = seen = 0.0
@@ -334,8 +334,9 @@ def train(epoch, model, dataloader, optimizer, loss_fn, device, args, amp_dtype,
         if not torch.isfinite(loss):
             return float("nan"), float("nan"), time.perf_counter() - start
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
         with torch.no_grad():
             dice = dice_score(logits.float(), y)
@@ -486,6 +487,7 @@ def main(argv=None):
         optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     else:
         optimizer = optim.Adam(model.parameters(), lr=args.lr)
+    scaler = grad_scaler(device, amp_dtype)
     loss_fn = DiceCELoss()
     forward_model = torch.compile(model) if args.compile else model
 
@@ -498,6 +500,7 @@ def main(argv=None):
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
         history, start_epoch, best = state["history"], state["epoch"] + 1, state["best"]
         set_rng_state(state["rng"])
         shuffle_rng.set_state(state["shuffle_rng"])
@@ -508,7 +511,7 @@ def main(argv=None):
     prior_seconds = sum(history["train_times"]) + sum(history["valid_times"])
     for epoch in tqdm(range(start_epoch, args.epochs), desc="epochs", initial=start_epoch, total=args.epochs,
                       dynamic_ncols=True):
-        loss, acc, seconds = train(epoch, forward_model, train_loader, optimizer, loss_fn, device, args,
+        loss, acc, seconds = train(epoch, forward_model, train_loader, optimizer, scaler, loss_fn, device, args,
                                    amp_dtype, channels_last)
         if not math.isfinite(loss):
             tqdm.write(f"Non-finite loss at epoch {epoch}: the run diverged; stopping (lr {args.lr})")
@@ -533,6 +536,7 @@ def main(argv=None):
                 best = {"epoch": epoch + 1, "dice": v_hard, "state": copy.deepcopy(model.state_dict())}
         if epoch + 1 < args.epochs:
             save_checkpoint(checkpoint_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(),
                             history=history, epoch=epoch, best=best, rng=rng_state(),
                             shuffle_rng=shuffle_rng.get_state())
 
