@@ -84,7 +84,7 @@ def plan(profile, data, data_dir):
 
 
 def command(script, arguments, logdir, out_flag):
-    return [sys.executable, script, *arguments, out_flag, str(logdir)]
+    return [sys.executable, str(Path(__file__).resolve().parent / script), *arguments, out_flag, str(logdir)]
 
 
 def status(logdir):
