@@ -193,11 +193,22 @@ def atomic_write(path, write):
 
 
 def write_json(path, obj):
+    """Atomic JSON; NaN and infinities (which JSON lacks) are stored as null."""
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False, default=_json_default)
+            json.dump(_finite(obj), f, indent=2, allow_nan=False, default=_json_default)
             f.write("\n")
     atomic_write(path, write)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj):

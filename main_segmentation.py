@@ -549,7 +549,6 @@ def main(argv=None):
         probs = [torch.sigmoid(l[0, :h, :w]).numpy() for l, (h, w) in zip(logits, test_sizes)]
         truths = [m[0, :h, :w].numpy() for m, (h, w) in zip(test_masks, test_sizes)]
         final = {"dice": t_hard, "soft_dice": t_soft, "loss": t_loss, **pixel_metrics(probs, truths)}
-    final = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in final.items()}
 
     valid_dice = history["valid_dice_thresholded"]
     results = {
@@ -571,8 +570,7 @@ def main(argv=None):
         **record,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    results = _finite(results)
-    print(f"Test: thresholded Dice {final['dice']:.4f}, accuracy {final['accuracy']:.4f}, AUC {final['auc']}")
+    print(f"Test: thresholded Dice {final['dice']:.4f}, accuracy {final['accuracy']:.4f}, AUC {final['auc']:.4f}")
     print(f'Writing training logs to {logdir}...')
     if history["valid_losses"]:
         plot_curves(history, logdir / "curves.png", title=f"{args.model}, {logdir.name}", accuracy_label="soft Dice",
@@ -582,17 +580,6 @@ def main(argv=None):
         save_checkpoint(logdir / "model.pt", model=model.state_dict(), config=vars(args))
     write_json(logdir / "results.json", results)
     checkpoint_path.unlink(missing_ok=True)
-
-
-def _finite(obj):
-    """JSON has no NaN: non-finite numbers are stored as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 if __name__ == "__main__":
