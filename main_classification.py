@@ -275,7 +275,8 @@ def main(argv=None):
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        if "scaler" in state:  # absent from checkpoints of older versions
+            scaler.load_state_dict(state["scaler"])
         history, start_epoch, best = state["history"], state["epoch"] + 1, state["best"]
         set_rng_state(state["rng"])
         shuffle_rng.set_state(state["shuffle_rng"])

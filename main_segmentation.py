@@ -64,6 +64,8 @@ def parse_args(argv=None):
                              "torchvision ResNet-18 state dict (default: %(default)s).")
     parser.add_argument('--optimizer', choices=('adamw', 'adam'), default='adamw',
                         help='adam ignores --weight_decay (default: %(default)s).')
+    parser.add_argument('--lr_schedule', choices=('constant', 'cosine'), default='constant',
+                        help="constant (the template's) or cosine decay to zero over the epochs (default: %(default)s).")
     parser.add_argument('--augmentation', choices=AUGMENTATIONS, default='none',
                         help='Training-time augmentation strategy (default: %(default)s).')
     parser.add_argument('--show_augmentations', type=int, default=0, metavar='N',
@@ -487,6 +489,8 @@ def main(argv=None):
         optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     else:
         optimizer = optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = (optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs) if args.lr_schedule == "cosine"
+                 else optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0))
     scaler = grad_scaler(device, amp_dtype)
     loss_fn = DiceCELoss()
     forward_model = torch.compile(model) if args.compile else model
@@ -500,7 +504,9 @@ def main(argv=None):
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        for name, part in (("scaler", scaler), ("scheduler", scheduler)):
+            if name in state:  # absent from checkpoints of older versions
+                part.load_state_dict(state[name])
         history, start_epoch, best = state["history"], state["epoch"] + 1, state["best"]
         set_rng_state(state["rng"])
         shuffle_rng.set_state(state["shuffle_rng"])
@@ -520,6 +526,8 @@ def main(argv=None):
         history["train_losses"].append(loss)
         history["train_accs"].append(acc)
         history["train_times"].append(seconds)
+        history.setdefault("learning_rates", []).append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
 
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
             with Timer() as timer:
@@ -536,7 +544,7 @@ def main(argv=None):
                 best = {"epoch": epoch + 1, "dice": v_hard, "state": copy.deepcopy(model.state_dict())}
         if epoch + 1 < args.epochs:
             save_checkpoint(checkpoint_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(),
+                            scaler=scaler.state_dict(), scheduler=scheduler.state_dict(),
                             history=history, epoch=epoch, best=best, rng=rng_state(),
                             shuffle_rng=shuffle_rng.get_state())
 
@@ -555,6 +563,7 @@ def main(argv=None):
         **{k: history[k] for k in ("train_losses", "valid_losses", "train_accs", "valid_accs")},
         "valid_dice_thresholded": valid_dice,
         "evaluated_epochs": history["evaluated_epochs"],
+        "learning_rates": history.get("learning_rates", []),
         "evaluated_on": eval_name,
         "best_epoch": (best["epoch"] if best["epoch"] is not None else
                        history["evaluated_epochs"][int(np.argmax(valid_dice))] if valid_dice else None),
