@@ -52,7 +52,7 @@ PROFILES = {
         "segmentation": ["--crop_size", "128", "--batch_size", "8", "--crops_per_image", "4",
                          "--epochs", "10", "--eval_every", "2", "--lr", "1e-3"],
         "reference_unet": ["--epochs", "40"],
-        "long_unet": ["--epochs", "36", "--lr_schedule", "cosine"],
+        "long_unet": ["--epochs", "30", "--lr_schedule", "cosine"],
         "convolution": [],
     },
 }

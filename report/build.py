@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from engine import UserError, atomic_write, read_json, run_cli, write_json  # noqa: E402
 
-SEGMENTATION_RUNS = ["unet", "unet_noskip", "lr_1e-1", "lr_1e-2", "lr_1e-3", "lr_1e-4", "lr_1e-5",
+SEGMENTATION_RUNS = ["unet", "unet_cosine", "unet_noskip", "lr_1e-1", "lr_1e-2", "lr_1e-3", "lr_1e-4", "lr_1e-5",
                      "smp_pretrained", "smp_scratch", "aug_flip", "aug_affine", "aug_color", "aug_elastic",
                      "aug_combined"]
 CLASSIFICATION_RUNS = ["mlp", "mobilenet", "mobilenet_probs"]

@@ -67,15 +67,17 @@ def classification_numbers(runs, fmt):
 
 def segmentation_figures(runs, root, figures, curves_figure):
     epoch = compare_epoch(runs)
+    curves_figure(runs, ["unet", "unet_cosine"], ["constant lr (reference)", "cosine lr decay"],
+                  figures / "reference.png", "The reference UNet, trained longer")
     curves_figure(runs, ["unet", "unet_noskip"], ["UNet (skip connections)", "UNet without skip connections"],
-                  figures / "skip.png", "Problem 4.1: skip connections", up_to=None)
+                  figures / "skip.png", "Problem 4.1: skip connections", up_to=epoch)
     curves_figure(runs, LR_RUNS, [f"Adam, lr {r[3:]}" for r in LR_RUNS], figures / "lr.png",
                   "Problem 4.2: Adam learning rate")
     curves_figure(runs, ["unet", *AUG_RUNS], ["none", "flip", "affine", "color", "elastic", "combined"],
                   figures / "augmentation_curves.png", "Problem 4.3: augmentation strategies", up_to=epoch)
     curves_figure(runs, ["unet", "smp_scratch", "smp_pretrained"],
                   ["our UNet (from scratch)", "smp ResNet-18 UNet, from scratch", "smp ResNet-18 UNet, ImageNet"],
-                  figures / "smp.png", "Problem 4.4: pretrained encoder", up_to=None)
+                  figures / "smp.png", "Problem 4.4: pretrained encoder", up_to=epoch)
     for run, name in (("unet", "augmentations.png"), ("unet", "predictions.png")):
         if (root / run / name).exists():
             shutil.copyfile(root / run / name, figures / f"unet_{name}")
