@@ -87,6 +87,9 @@ def curves_figure(runs, names, labels, path, title, up_to=None):
         ax_loss.plot(epochs[keep], np.array(r["train_losses"])[keep], "-", color=line.get_color(), label=label)
     ax_dice.set_ylabel("test Dice (threshold 0.5)")
     ax_loss.set_ylabel("training DiceCE loss")
+    low, high = ax_loss.get_ylim()
+    if high > 100:  # a diverged run: its loss would flatten every other curve
+        ax_loss.set_yscale("log")
     for ax in (ax_dice, ax_loss):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -130,6 +133,7 @@ def classification_figure(runs, path):
 def architecture_facts():
     """Parameter counts and per-stage output shapes, measured on the graded models."""
     import torch
+    torch.set_num_threads(1)  # small work; leave the other core to any training running beside
     from mlp import MLP
     from mobileNet import MobileNet
     from unet import UNet
@@ -240,6 +244,7 @@ def main():
     numbers["arch"] = architecture_facts()
     numbers.update(report_content.segmentation_numbers(runs, segmentation_rows, dice_at, fmt))
     numbers.update(report_content.classification_numbers(runs, fmt))
+    numbers.update(report_content.discussion(runs, dice_at, fmt))
     numbers["profile"] = root.name
 
     if runs["convolution"].get("status") == "done":
@@ -262,7 +267,11 @@ def main():
 
     import typst
     out = Path(args.out)
-    atomic_write(out, lambda tmp: typst.compile(str(HERE / "report.typ"), output=tmp, root=str(HERE)))
+    try:
+        atomic_write(out, lambda tmp: typst.compile(str(HERE / "report.typ"), output=tmp, root=str(HERE)))
+    except typst.TypstError as err:
+        raise UserError(f"report/report.typ does not compile: {str(err).splitlines()[0]}; fix the source "
+                        f"(numbers it reads are in report/generated/numbers.json)")
     print(f"wrote {out}")
 
 

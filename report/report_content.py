@@ -85,4 +85,114 @@ def segmentation_figures(runs, root, figures, curves_figure):
 
 def claims(runs, dice_at):
     """(claim, holds) pairs: each sentence of the discussion that depends on a result."""
-    return []
+    E = compare_epoch(runs)
+    out = []
+
+    def claim(text, holds):
+        out.append((text, bool(holds)))
+
+    if _done(runs["unet"]) and _done(runs["unet_noskip"]):
+        claim("without skip connections the UNet stays on the all-background solution",
+              _collapsed(runs, "unet_noskip"))
+        claim("with skip connections it has learnt by the same epoch", dice_at(runs["unet"], E) > 0.5)
+    if _done(runs["unet"]) and _done(runs["unet_cosine"]):
+        claim("the cosine decay beats the constant learning rate with fewer epochs",
+              _dice(runs, "unet_cosine") > _dice(runs, "unet")
+              and runs["unet_cosine"]["config"]["epochs"] < runs["unet"]["config"]["epochs"])
+    if all(_done(runs[n]) for n in LR_RUNS):
+        claim("lr 1e-1 diverges (loss above 1e3 from the first epoch, no vessel predicted)",
+              runs["lr_1e-1"]["train_losses"][0] > 1e3 and _dice(runs, "lr_1e-1") < 0.01)
+        claim("lr 1e-2 collapses to the all-background output", _collapsed(runs, "lr_1e-2"))
+        claim("lr 1e-3 is the best of the sweep",
+              _dice(runs, "lr_1e-3") == max(_dice(runs, n) for n in LR_RUNS))
+        claim("lr 1e-5 is below lr 1e-4", _dice(runs, "lr_1e-5") <= _dice(runs, "lr_1e-4"))
+    return out
+
+
+# ----------------------------------------------------------------------------- the discussion
+
+def _dice(runs, name):
+    return runs[name]["final_metrics"]["dice"] if _done(runs[name]) else None
+
+
+def _auc(runs, name):
+    return runs[name]["final_metrics"]["auc"] if _done(runs[name]) else None
+
+
+def _collapsed(runs, name):
+    """Stuck on a constant, all-background output: no vessel pixel predicted, chance AUC."""
+    f = runs[name]["final_metrics"]
+    return f["dice"] < 0.01 and (f["auc"] is None or abs(f["auc"] - 0.5) < 0.1)
+
+
+def discussion(runs, dice_at, fmt):
+    E = compare_epoch(runs)
+    d = {}
+    # the reference and its cosine-decay twin
+    if _done(runs["unet"]) and _done(runs["unet_cosine"]):
+        gain = _dice(runs, "unet_cosine") - _dice(runs, "unet")
+        d["cosine_sentence"] = (f"The decay is worth {fmt(gain)} Dice here, with "
+                                f"{runs['unet']['config']['epochs'] - runs['unet_cosine']['config']['epochs']} "
+                                f"fewer epochs.")
+    else:
+        d["cosine_sentence"] = ""
+
+    rows = []
+    for name in LR_RUNS:
+        r = runs[name]
+        if _done(r):
+            rows.append({"lr": name[3:], "dice": fmt(_dice(runs, name)), "auc": fmt(_auc(runs, name)),
+                         "first_loss": f"{r['train_losses'][0]:.3g}", "last_loss": f"{r['train_losses'][-1]:.3g}"})
+        else:
+            rows.append({"lr": name[3:], "dice": "not run", "auc": "", "first_loss": "", "last_loss": ""})
+    d["lr_rows"] = rows
+    if all(_done(runs[n]) for n in LR_RUNS):
+        lr = {n: runs[n] for n in LR_RUNS}
+        d["lr_text"] = (
+            f"*10#super[-1]: divergence.* The first Adam steps move every weight by about 0.1, far more "
+            f"than the weights themselves: the activations blow up, the training loss reaches "
+            f"{lr['lr_1e-1']['train_losses'][0]:.2g} in the first epoch and stays astronomically high (finite in "
+            f"float32, so the run is not stopped), and the saturated network predicts no vessel (test Dice "
+            f"{fmt(_dice(runs, 'lr_1e-1'))}). "
+            f"*10#super[-2]: collapse.* The loss falls at once to {lr['lr_1e-2']['train_losses'][-1]:.3f}, the value "
+            f"of predicting background everywhere, and never leaves it (AUC {fmt(_auc(runs, 'lr_1e-2'))}, chance): "
+            f"steps this large push the ReLUs of this unnormalised network into the dead regime (zero output, zero "
+            f"gradient) before any vessel feature forms. "
+            f"*10#super[-3]: the best of the sweep*, test Dice {fmt(_dice(runs, 'lr_1e-3'))} after {E} epochs: large "
+            f"enough steps to leave the all-background plateau within a few epochs, small enough to stay stable. "
+            f"*10#super[-4], the assignment's rate*: test Dice {fmt(_dice(runs, 'lr_1e-4'))} after {E} epochs. "
+            f"{_slow_sentence(runs, 'lr_1e-4', fmt)} "
+            f"*10#super[-5]*: test Dice {fmt(_dice(runs, 'lr_1e-5'))}: {_slow_sentence(runs, 'lr_1e-5', fmt)} "
+            f"The learning rate sets the size of each step: too large and training diverges or dies, too small and "
+            f"the budget runs out before the network has learnt. With Adam the step is roughly the learning rate "
+            f"itself whatever the gradient's scale, which is why the usable range is narrow and why 10#super[-3] "
+            f"(Adam's default) is a good first choice; with a budget of 40 full-image epochs on a GPU, "
+            f"10#super[-4] has time to converge too, and decaying the rate (above) helps at any budget.")
+    else:
+        d["lr_text"] = "Some runs of the sweep have not been made yet."
+    d["aug_text"] = _augmentation_text(runs, dice_at, fmt, E)
+    d["smp_text"] = _smp_text(runs, dice_at, fmt, E)
+    return {"discussion": d}
+
+
+def _slow_sentence(runs, name, fmt):
+    r = runs[name]
+    if _collapsed(runs, name):
+        return (f"Within {r['config']['epochs']} epochs the network has not left the all-background plateau "
+                f"(training loss {r['train_losses'][0]:.3f} to {r['train_losses'][-1]:.3f}): the steps are too small "
+                f"for this budget, not wrong.")
+    return (f"The network learns, but more slowly (training loss {r['train_losses'][0]:.3f} to "
+            f"{r['train_losses'][-1]:.3f}); it would need a longer budget.")
+
+
+def _augmentation_text(runs, dice_at, fmt, E):
+    if not all(_done(runs[n]) for n in ["unet", *AUG_RUNS]):
+        return "Some augmentation runs have not been made yet."
+    return "Results: " + ", ".join(f"{n[4:]} {fmt(_dice(runs, n))}" for n in AUG_RUNS) + \
+        f"; none {fmt(dice_at(runs['unet'], E))}."
+
+
+def _smp_text(runs, dice_at, fmt, E):
+    if not _done(runs["smp_scratch"]):
+        return "The runs of this section have not been made yet."
+    return f"smp from scratch: {fmt(_dice(runs, 'smp_scratch'))}."
