@@ -191,6 +191,8 @@ def test(model, loader, criterion, device, args, amp_dtype, channels_last):
 
 def test_metrics(loss, acc, probs, labels):
     from sklearn.metrics import confusion_matrix, roc_auc_score
+    probs = probs.astype(np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)  # bf16 softmax outputs sum to 1 only within ~1e-3
     present = np.unique(labels)
     try:  # one-vs-rest, macro-averaged: the MedMNIST benchmark's AUC
         auc = float(roc_auc_score(labels, probs, multi_class="ovr", labels=np.arange(NUM_CLASSES))) \
