@@ -224,6 +224,25 @@ def collect(runs):
     return n
 
 
+def bench_numbers(folder):
+    """The training-step benchmark and the full-epoch timings, when they were run."""
+    path = folder / "bench_cpu.json"
+    if not path.exists():
+        return None
+    bench = read_json(path)
+    rows = [{"model": r["model"], "config": r["config"], "seconds": f"{r['seconds_per_step']:.3f}",
+             "tflops": f"{r['tflops']:.2f}", "speedup": f"{r['speedup']:.2f}"} for r in bench["results"]]
+    epochs = {}
+    for model in ("mlp", "mobilenet"):
+        timing = folder / f"epoch_timing_synthetic_{model}.json"
+        if timing.exists():
+            t = read_json(timing)
+            epochs[model] = {"seconds": f"{t['timings']['train_seconds_per_epoch'][0]:.0f}",
+                             "n": t["n_samples"]["train"], "command": t["command"]}
+    return {"rows": rows, "cpu": bench["machine"]["cpu"], "command": bench["command"], "date": bench["date"],
+            "torch": bench["versions"]["torch"], "epochs": epochs}
+
+
 # ----------------------------------------------------------------------------- main
 
 def main():
@@ -246,6 +265,7 @@ def main():
     numbers.update(report_content.classification_numbers(runs, fmt))
     numbers.update(report_content.discussion(runs, dice_at, fmt))
     numbers["profile"] = root.name
+    numbers["bench"] = bench_numbers(root / "bench")
 
     if runs["convolution"].get("status") == "done":
         import convolution
