@@ -119,7 +119,8 @@ def run_one(name, script, arguments, logdir):
         reason = [l for l in (logdir / "log.txt").read_text().splitlines() if l.startswith("error:")][-1:]
         write_json(logdir / "not_run.json", {
             "status": "not run", "reason": reason[0][len("error: "):] if reason else "see log.txt",
-            "command": shlex.join(cmd), "date": datetime.datetime.now().isoformat(timespec="seconds")})
+            "command": shlex.join(["python", script, *cmd[2:]]),
+            "date": datetime.datetime.now().isoformat(timespec="seconds")})
         return "not run: " + (reason[0] if reason else "see log.txt")
     if proc.returncode != 0:
         return f"failed (exit {proc.returncode}, see {logdir / 'log.txt'})"
