@@ -159,21 +159,22 @@ def discussion(runs, dice_at, fmt):
     if all(_done(runs[n]) for n in LR_RUNS):
         lr = {n: runs[n] for n in LR_RUNS}
         d["lr_text"] = (
-            f"*10#super[-1]: divergence.* The first Adam steps move every weight by about 0.1, far more "
+            f"- *10#super[-1]: divergence.* The first Adam steps move every weight by about 0.1, far more "
             f"than the weights themselves: the activations blow up, the training loss reaches "
             f"{lr['lr_1e-1']['train_losses'][0]:.2g} in the first epoch and stays astronomically high (finite in "
             f"float32, so the run is not stopped), and the saturated network predicts no vessel (test Dice "
             f"{fmt(_dice(runs, 'lr_1e-1'))}). "
-            f"*10#super[-2]: collapse.* The first steps blow the loss up too (a mean of "
+            f"\n- *10#super[-2]: collapse.* The first steps blow the loss up too (a mean of "
             f"{lr['lr_1e-2']['train_losses'][0]:.2g} over the first epoch); then the network settles on predicting "
             f"background everywhere (training loss {lr['lr_1e-2']['train_losses'][-1]:.3f}, AUC "
             f"{fmt(_auc(runs, 'lr_1e-2'))}, chance) and never leaves it: steps this large push the ReLUs of this "
             f"unnormalised network into the dead regime (zero output, zero gradient) before any vessel feature forms. "
-            f"*10#super[-3]: the best of the sweep*, test Dice {fmt(_dice(runs, 'lr_1e-3'))} after {E} epochs: large "
+            f"\n- *10#super[-3]: the best of the sweep*, test Dice {fmt(_dice(runs, 'lr_1e-3'))} after {E} epochs: large "
             f"enough steps to leave the all-background plateau within a few epochs, small enough to stay stable. "
-            f"*10#super[-4], the assignment's rate*: test Dice {fmt(_dice(runs, 'lr_1e-4'))} after {E} epochs. "
+            f"\n- *10#super[-4], the assignment's rate*: test Dice {fmt(_dice(runs, 'lr_1e-4'))} after {E} epochs. "
             f"{_slow_sentence(runs, 'lr_1e-4', fmt)} "
-            f"*10#super[-5]*: test Dice {fmt(_dice(runs, 'lr_1e-5'))}: {_slow_sentence(runs, 'lr_1e-5', fmt)} "
+            f"\n- *10#super[-5]*: test Dice {fmt(_dice(runs, 'lr_1e-5'))}, ten times slower still. "
+            f"{_slow_sentence(runs, 'lr_1e-5', fmt)}\n\n"
             f"The learning rate sets the size of each step: too large and training diverges or dies, too small and "
             f"the budget runs out before the network has learnt. With Adam the step is roughly the learning rate "
             f"itself whatever the gradient's scale, which is why the usable range is narrow and why 10#super[-3] "
@@ -205,6 +206,13 @@ def _augmentation_text(runs, dice_at, fmt, E):
         f"; none {fmt(dice_at(runs['unet'], E))}."
 
 
+def _plain(text):
+    """Text from a log, shown literally inside Typst markup."""
+    for ch in "\\*_#$@<>`[]~":
+        text = text.replace(ch, "\\" + ch)
+    return text.replace("--", "-\u2060-")
+
+
 def _smp_text(runs, dice_at, fmt, E):
     scratch, unet, pre = runs["smp_scratch"], runs["unet"], runs["smp_pretrained"]
     if not (_done(scratch) and _done(unet)):
@@ -215,12 +223,12 @@ def _smp_text(runs, dice_at, fmt, E):
                       f"after {E} epochs, against {fmt(_dice(runs, 'smp_scratch'))} from scratch. ")
     else:
         pretrained = (f"*Pretrained: not run here.* The ImageNet-pretrained run could not be made on the machine that "
-                      f"built this report: {pre.get('reason', '')}. With internet access (or with `--encoder_weights "
-                      f"PATH` to torchvision's ResNet-18 weights) the command `{pre.get('command', '')}` fills it, and "
-                      f"the table and figure above pick it up. ")
+                      f"built this report: {_plain(pre.get('reason', ''))}. With internet access (or with "
+                      f"`--encoder_weights PATH` to torchvision's ResNet-18 weights) the command "
+                      f"`{pre.get('command', '')}` fills it, and the table and figure above pick it up. ")
     return (
         pretrained +
-        f"*The architecture alone.* What could be measured is the `segmentation-models-pytorch` UNet with a ResNet-18 "
+        f"\n\n*The architecture alone.* What could be measured is the `segmentation-models-pytorch` UNet with a ResNet-18 "
         f"encoder trained from scratch, with the same data, budget and hyperparameters: it reaches a test Dice of "
         f"{fmt(_dice(runs, 'smp_scratch'))} after {E} epochs, against {fmt(dice_at(unet, E))} for our UNet after the "
         f"same {E} epochs, with {scratch['n_parameters'] / 1e6:.1f} million parameters instead of "
@@ -231,7 +239,7 @@ def _smp_text(runs, dice_at, fmt, E):
         f"encoder's batch normalisation and residual connections keep activations and gradients well scaled from "
         f"the first step, which our unnormalised UNet lacks, and its encoder downsamples early (a stride-2 7×7 "
         f"convolution and a max-pool), so each step is cheaper. "
-        f"*What pretraining changes.* A pretrained encoder starts from filters that already detect edges, lines and "
+        f"\n\n*What pretraining changes.* A pretrained encoder starts from filters that already detect edges, lines and "
         f"textures, which is most of what vessel segmentation needs, so fine-tuning mostly has to learn the decoder "
         f"and adapt the encoder to fundus images. The expected effect, with only 20 training fundi, is faster "
         f"convergence and a better or equal final Dice, limited by the domain gap between natural photographs and "
