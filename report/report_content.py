@@ -107,6 +107,12 @@ def claims(runs, dice_at):
         claim("lr 1e-3 is the best of the sweep",
               _dice(runs, "lr_1e-3") == max(_dice(runs, n) for n in LR_RUNS))
         claim("lr 1e-5 is below lr 1e-4", _dice(runs, "lr_1e-5") <= _dice(runs, "lr_1e-4"))
+    if all(_done(runs[n]) for n in ["unet", "lr_1e-3", *AUG_RUNS]):
+        unet = runs["unet"]
+        claim("the reference UNet does not overfit: final test loss not above final training loss",
+              unet["valid_losses"][-1] <= unet["train_losses"][-1])
+        claim("the reference UNet does not overfit: final test soft Dice not below the training one",
+              unet["valid_accs"][-1] >= unet["train_accs"][-1])
     if _done(runs["smp_scratch"]) and _done(runs["unet"]):
         claim("the smp UNet from scratch beats our UNet at the same epoch",
               _dice(runs, "smp_scratch") > dice_at(runs["unet"], E))
@@ -199,11 +205,67 @@ def _slow_sentence(runs, name, fmt):
             f"budget.")
 
 
+AUG_WHY = {
+    "aug_flip": "random horizontal and vertical flips, which change nothing a vessel looks like; but the course's "
+                "training set already holds a flipped, a mirrored and a rotated copy of every eye, so flips add "
+                "little that is new",
+    "aug_affine": "rotations, small shifts, zooms and shears, which mimic another eye position or camera distance; "
+                  "the interpolation softens one-pixel vessels, and the black corners it brings in are new",
+    "aug_color": "brightness, contrast, saturation and hue jitter and a light blur, which mimic the variation of "
+                 "illumination and camera between patients, the main difference between fundus photographs; the "
+                 "geometry, and so the mask, is untouched",
+    "aug_elastic": "smooth random deformations, which bend vessels into other plausible shapes but also thicken or "
+                   "thin them locally",
+    "aug_combined": "flips, affine and colour together, the strongest regularisation of all",
+}
+
+
+def augmentation_noise(runs, dice_at):
+    """Run-to-run noise at this budget: two runs that differ only in a negligible way (Adam, and
+    AdamW whose decoupled weight decay of 5e-4 x lr is tiny), both at lr 1e-3."""
+    E = compare_epoch(runs)
+    return abs(_dice(runs, "lr_1e-3") - dice_at(runs["unet"], E))
+
+
 def _augmentation_text(runs, dice_at, fmt, E):
-    if not all(_done(runs[n]) for n in ["unet", *AUG_RUNS]):
+    if not all(_done(runs[n]) for n in ["unet", "lr_1e-3", *AUG_RUNS]):
         return "Some augmentation runs have not been made yet."
-    return "Results: " + ", ".join(f"{n[4:]} {fmt(_dice(runs, n))}" for n in AUG_RUNS) + \
-        f"; none {fmt(dice_at(runs['unet'], E))}."
+    none = dice_at(runs["unet"], E)
+    noise = augmentation_noise(runs, dice_at)
+    ranked = sorted(AUG_RUNS, key=lambda n: -_dice(runs, n))
+    verdict = {n: ("better" if _dice(runs, n) - none > noise else "worse" if none - _dice(runs, n) > noise
+                   else "within noise") for n in AUG_RUNS}
+    lines = [f"- `{n[4:]}` ({AUG_WHY[n]}): test Dice {fmt(_dice(runs, n))}, "
+             f"{'+' if _dice(runs, n) >= none else '−'}{fmt(abs(_dice(runs, n) - none))} against no augmentation "
+             f"({verdict[n]})." for n in ranked]
+    unet = runs["unet"]
+    end_train, end_test = unet["train_losses"][-1], unet["valid_losses"][-1]
+    better = [n[4:] for n in ranked if verdict[n] == "better"]
+    worse = [n[4:] for n in ranked if verdict[n] == "worse"]
+    conclusion = (
+        f"*How to read these numbers.* Each strategy was run once, for {E} epochs, against the no-augmentation "
+        f"reference ({fmt(none)} after the same {E} epochs). How much two runs differ by chance here is measured by "
+        f"a pair that is practically the same configuration: Adam at 10#super[-3] ({fmt(_dice(runs, 'lr_1e-3'))}) "
+        f"and the reference's AdamW at 10#super[-3] ({fmt(none)}), {fmt(noise)} apart, because after {E} epochs each "
+        f"run has only just left the all-background plateau, at a moment that varies from run to run. A difference "
+        f"smaller than that is called within noise above.\n\n"
+        f"*Conclusion.* " +
+        (f"{', '.join(f'`{b}`' for b in better)} helped beyond the noise. " if better else
+         "No strategy helped beyond the noise within this budget. ") +
+        (f"{', '.join(f'`{w}`' for w in worse)} made the result worse: " if worse else "") +
+        (f"an augmentation makes the training task harder and slows the fitting, which a {E}-epoch budget "
+         f"cannot afford. " if worse else "") +
+        f"The reason is that the reference network does not overfit yet: at the end of its "
+        f"{unet['config']['epochs']} epochs its test loss on whole images ({end_test:.3f}) is still no higher than "
+        f"its training loss on crops ({end_train:.3f}), and its test soft Dice ({unet['valid_accs'][-1]:.3f}) no lower "
+        f"than its training one ({unet['train_accs'][-1]:.3f}), so there is no generalisation gap for augmentation "
+        f"to close. Augmentation pays when "
+        f"training is long enough to memorise the 20 training eyes (the assignment's 40 full-image epochs on a GPU "
+        f"come closer), and the strategies that match the real variation between fundus photographs, illumination "
+        f"and contrast (`color`) and small changes of pose (`flip`, mild `affine`), are the ones to expect to help "
+        f"there; heavy geometric distortion (`elastic`, strong `affine`) changes the width and shape of vessels, the "
+        f"very thing the network must measure, and is the riskiest.")
+    return "\n".join(lines) + "\n\n" + conclusion
 
 
 def _plain(text):
