@@ -158,7 +158,9 @@ def main():
         progress.set_postfix_str(name)
         summary[name] = run_one(name, script, arguments, root / name)
         tqdm.write(f"{name}: {summary[name]}")
-    write_json(root / "summary.json", {"profile": args.profile, "runs": summary,
+    # merged with earlier invocations' (--only, a job array): one line per run, its latest state
+    previous = read_json(root / "summary.json")["runs"] if (root / "summary.json").exists() else {}
+    write_json(root / "summary.json", {"profile": args.profile, "runs": {**previous, **summary},
                                        "date": datetime.datetime.now().isoformat(timespec="seconds")})
 
 
