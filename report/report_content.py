@@ -255,6 +255,8 @@ def _augmentation_text(runs, dice_at, fmt, E):
         (f"{', '.join(f'`{w}`' for w in worse)} made the result worse: " if worse else "") +
         (f"an augmentation makes the training task harder and slows the fitting, which a {E}-epoch budget "
          f"cannot afford. " if worse else "") +
+        f"The least costly, `{ranked[0][4:]}`, is the strategy that moves the training images least away from the "
+        f"test images. " +
         f"The reason is that the reference network does not overfit yet: at the end of its "
         f"{unet['config']['epochs']} epochs its test loss on whole images ({end_test:.3f}) is still no higher than "
         f"its training loss on crops ({end_train:.3f}), and its test soft Dice ({unet['valid_accs'][-1]:.3f}) no lower "
