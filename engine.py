@@ -244,6 +244,29 @@ def prepare_logdir(logdir, resume):
     return logdir
 
 
+def finished(logdir):
+    """A run whose results are written and that has nothing left to resume."""
+    return (Path(logdir) / "results.json").exists() and not (Path(logdir) / "checkpoint.pt").exists()
+
+
+def save_training_state(path, parts, shuffle_rng, **progress):
+    """Checkpoint everything a resumed run needs to continue exactly: the state dicts of
+    ``parts`` (model, optimizer, ...), the random streams, and ``progress`` (epoch, history)."""
+    save_checkpoint(path, **{name: part.state_dict() for name, part in parts.items()}, rng=rng_state(),
+                    shuffle_rng=shuffle_rng.get_state(), **progress)
+
+
+def load_training_state(path, parts, shuffle_rng):
+    """Restore what :func:`save_training_state` saved; returns the checkpoint (for its progress)."""
+    state = load_checkpoint(path)
+    for name, part in parts.items():
+        if name in state:  # older checkpoints lack the scaler and scheduler
+            part.load_state_dict(state[name])
+    set_rng_state(state["rng"])
+    shuffle_rng.set_state(state["shuffle_rng"])
+    return state
+
+
 def save_checkpoint(path, **state):
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 

@@ -26,9 +26,9 @@ import torch.nn as nn
 from torch import optim
 from tqdm import tqdm
 
-from engine import (Timer, UserError, atomic_write, autocast, autocast_dtype, default_num_workers, grad_scaler,
-                    load_checkpoint, pick_device, plot_curves, prepare_logdir, rng_state, run_cli, run_record,
-                    save_checkpoint, seed_everything, set_rng_state, to_memory_format, write_json)
+from engine import (Timer, UserError, atomic_write, autocast, autocast_dtype, default_num_workers, finished,
+                    grad_scaler, load_training_state, pick_device, plot_curves, prepare_logdir, run_cli, run_record,
+                    save_training_state, seed_everything, to_memory_format, write_json)
 from mlp import MLP
 from mobileNet import MobileNet
 
@@ -233,7 +233,7 @@ def confusion_figure(matrix, path, title):
 def main(argv=None):
     args = parse_args(argv)
     logdir = prepare_logdir(args.logdir, args.resume)
-    if args.resume and (logdir / "results.json").exists() and not (logdir / "checkpoint.pt").exists():
+    if args.resume and finished(logdir):
         print(f"{logdir}: the run is already complete; nothing to do")
         return
 
@@ -277,15 +277,10 @@ def main(argv=None):
     start_epoch, best = 0, {"epoch": None, "acc": -1.0, "state": None}
     checkpoint_path = logdir / "checkpoint.pt"
     record = run_record(__file__, argv, args, device, "medmnist", "sklearn")
+    training_state = {"model": model, "optimizer": optimizer, "scaler": scaler}
     if args.resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if "scaler" in state:  # absent from checkpoints of older versions
-            scaler.load_state_dict(state["scaler"])
+        state = load_training_state(checkpoint_path, training_state, shuffle_rng)
         history, start_epoch, best = state["history"], state["epoch"] + 1, state["best"]
-        set_rng_state(state["rng"])
-        shuffle_rng.set_state(state["shuffle_rng"])
         record["resumed_at_epoch"] = start_epoch
         print(f"Resuming {logdir} at epoch {start_epoch}")
 
@@ -305,10 +300,7 @@ def main(argv=None):
         if v_acc > best["acc"]:
             best = {"epoch": epoch + 1, "acc": v_acc, "state": copy.deepcopy(model.state_dict())}
         if epoch + 1 < args.epochs:
-            save_checkpoint(checkpoint_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(),
-                            history=history, epoch=epoch, best=best, rng=rng_state(),
-                            shuffle_rng=shuffle_rng.get_state())
+            save_training_state(checkpoint_path, training_state, shuffle_rng, history=history, epoch=epoch, best=best)
 
     with Timer() as timer:
         last = test_metrics(*test(scores, test_loader, criterion, device, args, amp_dtype, channels_last))

@@ -29,9 +29,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import optim
 from tqdm import tqdm
 
-from engine import (Timer, UserError, autocast, autocast_dtype, grad_scaler, load_checkpoint, pick_device,
-                    plot_curves, prepare_logdir, rng_state, run_cli, run_record, save_checkpoint, seed_everything,
-                    set_rng_state, to_memory_format, write_json)
+from engine import (Timer, UserError, autocast, autocast_dtype, finished, grad_scaler, load_training_state,
+                    pick_device, plot_curves, prepare_logdir, run_cli, run_record, save_checkpoint,
+                    save_training_state, seed_everything, to_memory_format, write_json)
 from unet import UNet
 from utils import DiceCELoss, DiceLoss
 
@@ -441,7 +441,7 @@ def save_augmentations_figure(path, images, masks, count, seed):
 def main(argv=None):
     args = parse_args(argv)
     logdir = prepare_logdir(args.logdir, args.resume)
-    if args.resume and (logdir / "results.json").exists() and not (logdir / "checkpoint.pt").exists():
+    if args.resume and finished(logdir):
         print(f"{logdir}: the run is already complete; nothing to do")
         return
 
@@ -500,16 +500,10 @@ def main(argv=None):
     start_epoch, diverged, best = 0, False, {"epoch": None, "dice": -1.0, "state": None}
     checkpoint_path = logdir / "checkpoint.pt"
     record = run_record(__file__, argv, args, device, "segmentation_models_pytorch", "sklearn")
+    training_state = {"model": model, "optimizer": optimizer, "scaler": scaler, "scheduler": scheduler}
     if args.resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for name, part in (("scaler", scaler), ("scheduler", scheduler)):
-            if name in state:  # absent from checkpoints of older versions
-                part.load_state_dict(state[name])
+        state = load_training_state(checkpoint_path, training_state, shuffle_rng)
         history, start_epoch, best = state["history"], state["epoch"] + 1, state["best"]
-        set_rng_state(state["rng"])
-        shuffle_rng.set_state(state["shuffle_rng"])
         record["resumed_at_epoch"] = start_epoch
         print(f"Resuming {logdir} at epoch {start_epoch}")
 
@@ -543,10 +537,7 @@ def main(argv=None):
             if args.val_fraction and v_hard > best["dice"]:
                 best = {"epoch": epoch + 1, "dice": v_hard, "state": copy.deepcopy(model.state_dict())}
         if epoch + 1 < args.epochs:
-            save_checkpoint(checkpoint_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(), scheduler=scheduler.state_dict(),
-                            history=history, epoch=epoch, best=best, rng=rng_state(),
-                            shuffle_rng=shuffle_rng.get_state())
+            save_training_state(checkpoint_path, training_state, shuffle_rng, history=history, epoch=epoch, best=best)
 
     # Final metrics on the test images, with the best-validation model when there is a validation split
     if best["state"] is not None:
