@@ -186,6 +186,9 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; results are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
