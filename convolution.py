@@ -19,7 +19,7 @@ import scipy
 import scipy.signal
 import torch
 
-from engine import UserError, atomic_write, library_versions, machine_info, run_cli, write_json
+from engine import UserError, save_figure, library_versions, machine_info, run_cli, write_json
 from utils import discrete_2d_convolution, discrete_2d_convolution_loop
 
 # ITU-R BT.601 luma, the usual RGB -> gray conversion (also PIL's 'L' mode).
@@ -144,8 +144,7 @@ def speed_figure(records, path):
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("2-D cross-correlation, float64, one CPU thread where the library allows")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 # ----------------------------------------------------------------------------- questions 2 and 3
@@ -181,8 +180,7 @@ def blur_figure(image, path):
     ax.legend()
     fig.suptitle("Blurring: every output pixel is a weighted average of its neighbours (weights sum to 1)")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, bbox_inches="tight")
     return {"gaussian_sigma": 2.0, "gaussian_size": len(gauss), "box_size": 7,
             "high_frequency_energy_ratio": float(_high_frequency_energy(blurred) / _high_frequency_energy(image))}
 
@@ -217,8 +215,7 @@ def edges_figure(image, path):
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=90, bbox_inches="tight")
     return {"horizontal_edge_kernel": SOBEL_HORIZONTAL_EDGES.tolist(),
             "vertical_edge_kernel": SOBEL_VERTICAL_EDGES.tolist()}
 

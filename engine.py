@@ -302,6 +302,13 @@ class Timer:
 
 # ----------------------------------------------------------------------------- figures
 
+def save_figure(fig, path, dpi=110, **savefig_kwargs):
+    """Write a matplotlib figure as PNG, atomically, and free it."""
+    import matplotlib.pyplot as plt
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", **savefig_kwargs))
+    plt.close(fig)
+
+
 def plot_curves(history, path, title="", accuracy_label="accuracy", valid_epochs=None):
     """Loss and accuracy per epoch, train against validation, in one PNG.
     ``valid_epochs``: the (1-based) epochs at which validation ran, when not every one."""
@@ -321,5 +328,4 @@ def plot_curves(history, path, title="", accuracy_label="accuracy", valid_epochs
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

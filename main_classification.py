@@ -26,7 +26,7 @@ import torch.nn as nn
 from torch import optim
 from tqdm import tqdm
 
-from engine import (Timer, UserError, atomic_write, autocast, autocast_dtype, default_num_workers, finished,
+from engine import (Timer, UserError, save_figure, autocast, autocast_dtype, default_num_workers, finished,
                     grad_scaler, load_training_state, pick_device, plot_curves, prepare_logdir, run_cli, run_record,
                     save_training_state, seed_everything, to_memory_format, write_json)
 from mlp import MLP
@@ -224,8 +224,7 @@ def confusion_figure(matrix, path, title):
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="fraction of the true class")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 # ----------------------------------------------------------------------------- main

@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import optim
 from tqdm import tqdm
 
-from engine import (Timer, UserError, autocast, autocast_dtype, finished, grad_scaler, load_training_state,
+from engine import (Timer, UserError, save_figure, autocast, autocast_dtype, finished, grad_scaler, load_training_state,
                     pick_device, plot_curves, prepare_logdir, run_cli, run_record, save_checkpoint,
                     save_training_state, seed_everything, to_memory_format, write_json)
 from unet import UNet
@@ -384,7 +384,6 @@ def save_predictions_figure(path, images, masks, logits, sizes, names, count=3):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from engine import atomic_write
 
     count = min(count, len(images))
     fig, axes = plt.subplots(count, 3, figsize=(10, 3.4 * count), squeeze=False)
@@ -404,8 +403,7 @@ def save_predictions_figure(path, images, masks, logits, sizes, names, count=3):
             ax.set_title(title)
             ax.axis("off")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def save_augmentations_figure(path, images, masks, count, seed):
@@ -413,7 +411,6 @@ def save_augmentations_figure(path, images, masks, count, seed):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from engine import atomic_write
 
     fig, axes = plt.subplots(len(AUGMENTATIONS), count, figsize=(2.4 * count, 2.5 * len(AUGMENTATIONS)),
                              squeeze=False)
@@ -432,8 +429,7 @@ def save_augmentations_figure(path, images, masks, count, seed):
                 ax.set_ylabel(name, fontsize=12)
     fig.suptitle("Training augmentations (yellow: the transformed vessel mask)")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 # ----------------------------------------------------------------------------- main

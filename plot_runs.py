@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import UserError, atomic_write, read_json, run_cli
+from engine import UserError, read_json, run_cli, save_figure
 
 
 def load_runs(folders):
@@ -43,8 +43,7 @@ def overlay(runs, out, accuracy_label="accuracy", title=""):
     ax_acc.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
 
 
 def main():

@@ -20,7 +20,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from engine import UserError, atomic_write, read_json, run_cli, write_json  # noqa: E402
+from engine import UserError, atomic_write, read_json, run_cli, save_figure, write_json  # noqa: E402
 
 SEGMENTATION_RUNS = ["unet", "unet_cosine", "unet_noskip", "lr_1e-1", "lr_1e-2", "lr_1e-3", "lr_1e-4", "lr_1e-5",
                      "smp_pretrained", "smp_scratch", "aug_flip", "aug_affine", "aug_color", "aug_elastic",
@@ -68,8 +68,7 @@ def _plt():
 
 
 def save(fig, path):
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png", bbox_inches="tight"))
-    _plt().close(fig)
+    save_figure(fig, path, dpi=130, bbox_inches="tight")
 
 
 def curves_figure(runs, names, labels, path, title, up_to=None):
