@@ -27,8 +27,9 @@ import time
 import torch
 import torch.nn as nn
 
-from engine import (UserError, autocast, cpu_supports_bf16, library_versions, machine_info, pick_device,
-                    run_cli, to_memory_format, write_json)
+from cli import UserError, run_cli
+from execution import Execution, cpu_supports_bf16, pick_device
+from runfiles import library_versions, machine_info, write_json
 
 # model name -> (batch size, image size)
 SHAPES = {"mlp": (128, 28), "mobilenet": (128, 28), "unet_512": (2, 512), "unet_crop": (8, 128),
@@ -41,10 +42,9 @@ def build(model_name):
         from mlp import MLP
         return MLP(3 * 28 * 28, [1024, 512, 64, 64], 9), nn.CrossEntropyLoss()
     if model_name == "mobilenet":
+        from classification_models import Scores
         from mobileNet import MobileNet
-        model = MobileNet(9)
-        model.forward = model.forward_logits  # train on logits, as main_classification.py does
-        return model, nn.CrossEntropyLoss()
+        return Scores(MobileNet(9)), nn.CrossEntropyLoss()  # trained on logits, as main_classification.py does
     from utils import DiceCELoss
     if model_name.startswith("unet"):
         from unet import UNet
@@ -86,16 +86,14 @@ def make_step(model_name, config, device, seed=0):
     model, loss_fn = build(model_name)
     model = model.to(device)
     x, y = batch(model_name, device, torch.Generator().manual_seed(seed))
-    if channels_last and x.dim() == 4 and model_name != "mlp":
-        model = model.to(memory_format=torch.channels_last)
-        x = to_memory_format(x, True)
+    execution = Execution(device, amp_dtype, channels_last and x.dim() == 4 and model_name != "mlp")
+    model, x = execution.prepare(model), execution.to_input(x)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
-    # fp16 on CUDA needs loss scaling to train; bf16 has fp32's range and does not
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    scaler = execution.grad_scaler()
     forward = torch.compile(model) if compiled else model
 
     def step():
-        with autocast(device, amp_dtype):
+        with execution.autocast():
             out = forward(x)
         loss = loss_fn(out.float(), y)
         optimizer.zero_grad(set_to_none=True)

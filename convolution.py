@@ -19,7 +19,9 @@ import scipy
 import scipy.signal
 import torch
 
-from engine import UserError, save_figure, library_versions, machine_info, run_cli, write_json
+from cli import UserError, run_cli
+from figures import save_figure
+from runfiles import library_versions, machine_info, write_json
 from utils import discrete_2d_convolution, discrete_2d_convolution_loop
 
 # ITU-R BT.601 luma, the usual RGB -> gray conversion (also PIL's 'L' mode).

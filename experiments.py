@@ -23,14 +23,15 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from engine import UserError, read_json, run_cli, write_json
+from cli import UserError, run_cli
+from runfiles import read_json, write_json
 
 LEARNING_RATES = ("1e-1", "1e-2", "1e-3", "1e-4", "1e-5")
-AUGMENTATIONS = ("flip", "affine", "color", "elastic", "combined")
 
 PROFILES = {
     # The assignment's hyperparameters (the scripts' defaults), nothing scaled.
@@ -58,33 +59,95 @@ PROFILES = {
 }
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run of the report: the question it answers, its script, and its own arguments
+    (which come after the profile's, so they override them)."""
+    name: str
+    problem: str
+    script: str
+    arguments: tuple = ()
+    label: str = ""
+
+
+def registry(profile="cpu"):
+    """Every run of the report, in the order they are made. The only list of runs: the
+    report, the SLURM array (through --list) and the tests read it."""
+    from retina import STRATEGIES  # the augmentation strategies are the ones the code builds
+    p = PROFILES[profile]
+    seg, cls = "main_segmentation.py", "main_classification.py"
+    lite0 = ("--model", "smp_unet", "--encoder", "efficientnet-lite0")
+    # a quarter of the training eyes, four times the crops of each: the same number of steps
+    quarter = ("--train_fraction", "0.25", "--crops_per_image", str(4 * _crops_per_image(p)))
+    runs = [
+        Run("convolution", "2.1", "convolution.py", tuple(p["convolution"]), "convolution study"),
+        Run("unet", "4", seg, ("--model", "unet", "--show_augmentations", "4", *p["reference_unet"]),
+            "UNet (skip connections)"),
+        Run("unet_noskip", "4.1", seg, ("--model", "unet_noskip"), "UNet without skip connections"),
+        *[Run(f"lr_{lr}", "4.2", seg, ("--model", "unet", "--optimizer", "adam", "--lr", lr), f"Adam, lr {lr}")
+          for lr in LEARNING_RATES],
+        *[Run(f"aug_{name}", "4.3", seg, ("--model", "unet", "--augmentation", name), name)
+          for name in STRATEGIES if name != "none"],
+        Run("smp_pretrained", "4.4", seg, (*lite0, "--encoder_weights", "imagenet"),
+            "smp EfficientNet-Lite0 UNet, ImageNet encoder"),
+        Run("smp_scratch", "4.4", seg, (*lite0, "--encoder_weights", "none"),
+            "smp EfficientNet-Lite0 UNet, from scratch"),
+        Run("smp_pretrained_quarter", "4.4", seg, (*lite0, "--encoder_weights", "imagenet", *quarter),
+            "ImageNet encoder, a quarter of the eyes"),
+        Run("smp_scratch_quarter", "4.4", seg, (*lite0, "--encoder_weights", "none", *quarter),
+            "from scratch, a quarter of the eyes"),
+        # the assignment's suggestion, where its ImageNet weights can be downloaded
+        Run("smp_resnet18_pretrained", "4.4", seg, ("--model", "smp_unet", "--encoder", "resnet18",
+                                                    "--encoder_weights", "imagenet"),
+            "smp ResNet-18 UNet, ImageNet encoder"),
+        Run("smp_resnet18_scratch", "4.4", seg, ("--model", "smp_unet", "--encoder", "resnet18",
+                                                 "--encoder_weights", "none"),
+            "smp ResNet-18 UNet, from scratch"),
+        # the best recipe we found for the budget: the reference UNet with a cosine learning-rate decay
+        Run("unet_cosine", "4", seg, ("--model", "unet", *p["long_unet"]), "UNet, cosine lr decay"),
+        Run("mlp", "2.6", cls, ("--model", "mlp"), "MLP"),
+        Run("mobilenet", "2.6", cls, ("--model", "mobilenet"), "MobileNet"),
+        # the template's literal behaviour: cross-entropy on MobileNet's softmax probabilities
+        Run("mobilenet_probs", "2.6", cls, ("--model", "mobilenet", "--loss_on_probabilities"),
+            "MobileNet, loss on probabilities"),
+    ]
+    return {run.name: run for run in runs}
+
+
+def _crops_per_image(profile):
+    args = profile["segmentation"]
+    return int(args[args.index("--crops_per_image") + 1]) if "--crops_per_image" in args else 1
+
+
+def runs_of(problem, profile="cpu"):
+    """The names of the runs that answer ``problem`` (e.g. "4.2"), in registry order."""
+    return [name for name, run in registry(profile).items() if run.problem == problem]
+
+
 def plan(profile, data, data_dir):
     """The runs of a profile, in the order they are made: name -> (script, arguments).
     A run's own arguments come last, so they override the profile's."""
     p = PROFILES[profile]
-    cls = ["--data_dir", data_dir, *p["classification"]]
-    seg = ["--dataset", data, *p["segmentation"]]
-    runs = {
-        "convolution": ("convolution.py", p["convolution"]),
-        # Problem 4: the reference UNet (its curve is also the no-augmentation baseline)
-        "unet": ("main_segmentation.py", [*seg, "--model", "unet", "--show_augmentations", "4",
-                                          *p["reference_unet"]]),
-        "unet_noskip": ("main_segmentation.py", [*seg, "--model", "unet_noskip"]),
-    }
-    for lr in LEARNING_RATES:
-        runs[f"lr_{lr}"] = ("main_segmentation.py", [*seg, "--model", "unet", "--optimizer", "adam", "--lr", lr])
-    runs["smp_pretrained"] = ("main_segmentation.py", [*seg, "--model", "smp_unet", "--encoder_weights", "imagenet"])
-    runs["smp_scratch"] = ("main_segmentation.py", [*seg, "--model", "smp_unet", "--encoder_weights", "none"])
-    for aug in AUGMENTATIONS:
-        runs[f"aug_{aug}"] = ("main_segmentation.py", [*seg, "--model", "unet", "--augmentation", aug])
-    # the best recipe we found for the budget: the reference UNet with a cosine learning-rate decay
-    runs["unet_cosine"] = ("main_segmentation.py", [*seg, "--model", "unet", *p["long_unet"]])
-    # Problem 2.6
-    runs["mlp"] = ("main_classification.py", [*cls, "--model", "mlp"])
-    runs["mobilenet"] = ("main_classification.py", [*cls, "--model", "mobilenet"])
-    # the template's literal behaviour: cross-entropy on MobileNet's softmax probabilities
-    runs["mobilenet_probs"] = ("main_classification.py", [*cls, "--model", "mobilenet", "--loss_on_probabilities"])
-    return runs
+    common = {"main_segmentation.py": ["--dataset", data, *p["segmentation"]],
+              "main_classification.py": ["--data_dir", data_dir, *p["classification"]],
+              "convolution.py": []}
+    return {name: (run.script, merge(common[run.script], run.arguments)) for name, run in registry(profile).items()}
+
+
+def merge(base, own):
+    """``base`` then ``own``, without the options of ``base`` that ``own`` sets again, so a
+    command never says ``--epochs 10 ... --epochs 40``."""
+    overridden = {a for a in own if a.startswith("--")}
+    kept, skip = [], False
+    for i, a in enumerate(base):
+        if skip:
+            skip = False
+            continue
+        if a in overridden:
+            skip = i + 1 < len(base) and not base[i + 1].startswith("--")
+            continue
+        kept.append(a)
+    return [*kept, *own]
 
 
 def command(script, arguments, logdir, out_flag):

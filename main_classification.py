@@ -14,8 +14,7 @@ loss/accuracy/AUC of the last and of the best-validation epoch, confusion matrix
 configuration, command, machine, versions, timings), ``curves.png`` and
 ``confusion.png``.
 """
-import argparse
-import copy
+import dataclasses
 import socket
 import time
 from pathlib import Path
@@ -26,47 +25,49 @@ import torch.nn as nn
 from torch import optim
 from tqdm import tqdm
 
-from engine import (Timer, UserError, save_figure, autocast, autocast_dtype, default_num_workers, finished,
-                    grad_scaler, load_training_state, pick_device, plot_curves, prepare_logdir, run_cli, run_record,
-                    save_training_state, seed_everything, to_memory_format, write_json)
-from mlp import MLP
-from mobileNet import MobileNet
+import figures
+from classification_models import MODELS, NUM_CLASSES, Scores, build_classifier
+from cli import ArgumentParser, UserError, non_negative_float, non_negative_int, positive_float, positive_int, run_cli
+from execution import Execution, default_num_workers, pick_device, seed_everything
+from runfiles import finished, prepare_logdir, run_record, write_json
+from training import Loop, Timer, fit
 
-NUM_CLASSES = 9
 ZENODO = "https://zenodo.org/records/10519652"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="PathMNIST classification: MLP or MobileNet")
-    parser.add_argument("--model", choices=["mlp", "mobilenet"], default="mlp",
-                        help="which model to train (default: %(default)s)")
-    parser.add_argument("--logdir", type=str, required=True, help="where to write the run's logs")
-    parser.add_argument("--batch_size", type=int, default=128, help="batch size (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=15, help="number of epochs (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
-    parser.add_argument("--weight_decay", type=float, default=5e-4, help="AdamW weight decay (default: %(default)s)")
-    parser.add_argument("--print_every", type=int, default=80,
-                        help="print the loss every this many minibatches (default: %(default)s)")
-    parser.add_argument("--data_dir", type=str, default="data", help="the medmnist root (default: %(default)s)")
-    parser.add_argument("--size", type=int, choices=[28, 64, 128, 224], default=28,
-                        help="MedMNIST+ image size (default: %(default)s)")
-    parser.add_argument("--subset", type=int, default=0, metavar="N",
-                        help="use at most N samples of each split (smoke runs, CPU experiments); 0 = all")
-    parser.add_argument("--loss_on_probabilities", action="store_true",
-                        help="the template's literal behaviour: cross-entropy on MobileNet's softmax output")
-    parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
-    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
-                        help="mixed precision: auto = bf16 where the CPU or GPU does it natively")
-    parser.add_argument("--plain", action="store_true", help="the template's execution: fp32, contiguous")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--num_workers", type=int, default=None,
-                        help="data-loading processes (default: CPU cores - 1)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --logdir")
-    parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args(argv)
-    if min(args.batch_size, args.epochs, args.print_every) < 1 or args.subset < 0:
-        parser.error("--batch_size, --epochs and --print_every must be at least 1, --subset at least 0")
-    return args
+    parser = ArgumentParser(description="PathMNIST classification: MLP or MobileNet")
+    template = parser.add_argument_group("the template's options (the assignment's defaults)")
+    template.add_argument("--model", choices=MODELS, default="mlp", help="which model to train (default: %(default)s)")
+    template.add_argument("--logdir", type=str, required=True, help="where to write the run's logs")
+    template.add_argument("--batch_size", type=positive_int, default=128, help="batch size (default: %(default)s)")
+    template.add_argument("--epochs", type=positive_int, default=15, help="number of epochs (default: %(default)s)")
+    template.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: %(default)s)")
+    template.add_argument("--weight_decay", type=non_negative_float, default=5e-4,
+                          help="AdamW weight decay (default: %(default)s)")
+    template.add_argument("--print_every", type=positive_int, default=80,
+                          help="print the loss every this many minibatches (default: %(default)s)")
+    template.add_argument("--seed", type=non_negative_int, default=42, help="random seed (default: %(default)s)")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_dir", type=str, default="data", help="the medmnist root (default: %(default)s)")
+    data.add_argument("--size", type=int, choices=[28, 64, 128, 224], default=28,
+                      help="MedMNIST+ image size (default: %(default)s)")
+    data.add_argument("--subset", type=non_negative_int, default=0, metavar="N",
+                      help="use at most N samples of each split (smoke runs, CPU experiments); 0 = all")
+    data.add_argument("--loss_on_probabilities", action="store_true",
+                      help="the template's literal behaviour: cross-entropy on MobileNet's softmax output")
+
+    machinery = parser.add_argument_group("execution and run files")
+    machinery.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
+    machinery.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                           help="mixed precision: auto = bf16 where the CPU or GPU does it natively")
+    machinery.add_argument("--plain", action="store_true", help="the template's execution: fp32, contiguous")
+    machinery.add_argument("--compile", action="store_true", help="torch.compile the model")
+    machinery.add_argument("--num_workers", type=non_negative_int, default=None,
+                           help="data-loading processes (default: CPU cores - 1)")
+    machinery.add_argument("--resume", action="store_true", help="continue the run in --logdir")
+    return parser.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------- data
@@ -133,30 +134,13 @@ def load_pathmnist(data_dir, size, subset, seed):
 
 # ----------------------------------------------------------------------------- train / test
 
-class Scores(nn.Module):
-    """What the loss sees: the pre-softmax scores, or with ``probabilities`` (the
-    template's literal behaviour for MobileNet) the softmax output."""
-
-    def __init__(self, model, probabilities=False):
-        super().__init__()
-        self.model, self.probabilities = model, probabilities
-
-    def forward(self, x):
-        if isinstance(self.model, MobileNet):
-            return self.model(x) if self.probabilities else self.model.forward_logits(x)
-        logits = self.model(x)
-        return torch.softmax(logits, dim=1) if self.probabilities else logits
-
-
-def train(epoch, model, loader, optimizer, scaler, criterion, device, args, amp_dtype, channels_last):
-    """One epoch; returns (mean per-sample loss, accuracy, seconds)."""
+def train(epoch, model, loader, optimizer, scaler, criterion, execution, print_every):
+    """One epoch; returns (mean per-sample loss, accuracy)."""
     model.train()
     total_loss = correct = seen = 0
-    start = time.perf_counter()
     for idx, (X, y) in enumerate(tqdm(loader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True)):
-        X = to_memory_format(X.to(device, non_blocking=True), channels_last)
-        y = y.to(device, non_blocking=True).view(-1).long()
-        with autocast(device, amp_dtype):
+        X, y = execution.to_input(X), y.to(execution.device, non_blocking=True).view(-1).long()
+        with execution.autocast():
             scores = model(X)
         loss = criterion(scores.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -167,23 +151,23 @@ def train(epoch, model, loader, optimizer, scaler, criterion, device, args, amp_
         total_loss += loss.item() * len(y)
         correct += (scores.argmax(dim=1) == y).sum().item()
         seen += len(y)
-        if idx % args.print_every == 0:
+        if idx % print_every == 0:
             tqdm.write(f"[TRAIN] Epoch: {epoch}, Iter: {idx}, Loss: {loss.item():.5f}")
-    return total_loss / seen, correct / seen, time.perf_counter() - start
+    return total_loss / seen, correct / seen
 
 
 @torch.no_grad()
-def test(model, loader, criterion, device, args, amp_dtype, channels_last):
-    """Returns (mean per-sample loss, accuracy, class probabilities [N, 9], labels [N])."""
+def test(model, loader, criterion, execution):
+    """``model`` is a ``Scores``. Returns (mean per-sample loss, accuracy, class
+    probabilities [N, 9], labels [N])."""
     model.eval()
     total_loss, probs, labels = 0.0, [], []
     for X, y in loader:
-        X = to_memory_format(X.to(device, non_blocking=True), channels_last)
-        y = y.to(device, non_blocking=True).view(-1).long()
-        with autocast(device, amp_dtype):
+        X, y = execution.to_input(X), y.to(execution.device, non_blocking=True).view(-1).long()
+        with execution.autocast():
             scores = model(X).float()
         total_loss += criterion(scores, y).item() * len(y)
-        probs.append((scores if args.loss_on_probabilities else torch.softmax(scores, dim=1)).cpu())
+        probs.append(model.to_probabilities(scores).cpu())
         labels.append(y.cpu())
     probs, labels = torch.cat(probs).numpy(), torch.cat(labels).numpy()
     return total_loss / len(labels), float((probs.argmax(1) == labels).mean()), probs, labels
@@ -203,129 +187,93 @@ def test_metrics(loss, acc, probs, labels):
             "confusion_matrix": confusion_matrix(labels, probs.argmax(1), labels=np.arange(NUM_CLASSES)).tolist()}
 
 
-def confusion_figure(matrix, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import medmnist
-    names = [medmnist.INFO["pathmnist"]["label"][str(i)] for i in range(NUM_CLASSES)]
-    m = np.asarray(matrix, dtype=float)
-    rates = m / np.maximum(m.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(NUM_CLASSES):
-        for j in range(NUM_CLASSES):
-            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(NUM_CLASSES), names, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(NUM_CLASSES), names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="fraction of the true class")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
+def choose_execution(args, device):
+    execution = Execution.from_flags(device, args.amp, args.plain, channels_last=args.model == "mobilenet")
+    if args.model == "mobilenet" and device.type == "cpu" and args.amp == "auto":
+        # Measured (bench.py): on a CPU, MobileNet's depthwise convolutions gain nothing from bf16
+        # and oneDNN's bf16 kernels for them are slower; fp32 with channels_last is the fast path.
+        execution = dataclasses.replace(execution, amp_dtype=None)
+    return execution
 
 
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
     args = parse_args(argv)
-    logdir = prepare_logdir(args.logdir, args.resume)
+    logdir = prepare_logdir(args.logdir, args.resume, create=False)
     if args.resume and finished(logdir):
         print(f"{logdir}: the run is already complete; nothing to do")
         return
-
-    device = pick_device(args.device)
-    amp_dtype = None if args.plain else autocast_dtype(device, args.amp)
-    if args.model == "mobilenet" and device.type == "cpu" and args.amp == "auto":
-        # Measured (bench.py): on a CPU, MobileNet's depthwise convolutions gain nothing from bf16
-        # and oneDNN's bf16 kernels for them are slower; fp32 with channels_last is the fast path.
-        amp_dtype = None
-    channels_last = not args.plain and args.model == "mobilenet" and device.type != "mps"
+    execution = choose_execution(args, pick_device(args.device))
     seed_everything(args.seed)
     torch.backends.cudnn.benchmark = True
-    print(f"Using device: {device} (autocast: {amp_dtype}, channels_last: {channels_last})")
+    print(f"Using device: {execution}")
 
     train_set, val_set, test_set = load_pathmnist(args.data_dir, args.size, args.subset, args.seed)
     print(f"PathMNIST-{args.size}: train {len(train_set)}, val {len(val_set)}, test {len(test_set)}")
+    logdir.mkdir(parents=True, exist_ok=True)
     workers = default_num_workers() if args.num_workers is None else args.num_workers
     shuffle_rng = torch.Generator().manual_seed(args.seed)
     loader = lambda ds, shuffle: torch.utils.data.DataLoader(
-        ds, batch_size=args.batch_size, shuffle=shuffle, num_workers=workers, pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0, generator=shuffle_rng if shuffle else None)
+        ds, batch_size=args.batch_size, shuffle=shuffle, num_workers=workers,
+        pin_memory=execution.device.type == "cuda", persistent_workers=workers > 0,
+        generator=shuffle_rng if shuffle else None)
     train_loader, val_loader, test_loader = loader(train_set, True), loader(val_set, False), loader(test_set, False)
 
-    if args.model == "mlp":
-        model = MLP(3 * args.size * args.size, [1024, 512, 64, 64], NUM_CLASSES, activation="relu")
-    else:
-        model = MobileNet(NUM_CLASSES)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = execution.prepare(build_classifier(args.model, args.size))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Initialized {args.model} with {n_params} parameters")
     optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scaler = grad_scaler(device, amp_dtype)
-    criterion = nn.CrossEntropyLoss()
+    scaler, criterion = execution.grad_scaler(), nn.CrossEntropyLoss()
     scores = Scores(model, args.loss_on_probabilities)
     forward_model = torch.compile(scores) if args.compile else scores
+    record = run_record(__file__, argv, args, execution.device, "medmnist", "sklearn")
 
-    history = {k: [] for k in ("train_losses", "valid_losses", "train_accs", "valid_accs", "train_times",
-                               "valid_times")}
-    start_epoch, best = 0, {"epoch": None, "acc": -1.0, "state": None}
-    checkpoint_path = logdir / "checkpoint.pt"
-    record = run_record(__file__, argv, args, device, "medmnist", "sklearn")
-    training_state = {"model": model, "optimizer": optimizer, "scaler": scaler}
-    if args.resume and checkpoint_path.exists():
-        state = load_training_state(checkpoint_path, training_state, shuffle_rng)
-        history, start_epoch, best = state["history"], state["epoch"] + 1, state["best"]
-        record["resumed_at_epoch"] = start_epoch
-        print(f"Resuming {logdir} at epoch {start_epoch}")
+    def evaluate():
+        loss, acc, _, _ = test(forward_model, val_loader, criterion, execution)
+        return {"valid_losses": loss, "valid_accs": acc}
 
-    wall_start = time.perf_counter()
-    prior_seconds = sum(history["train_times"]) + sum(history["valid_times"])
-    for epoch in tqdm(range(start_epoch, args.epochs), desc="epochs", initial=start_epoch, total=args.epochs,
-                      dynamic_ncols=True):
-        loss, acc, seconds = train(epoch, forward_model, train_loader, optimizer, scaler, criterion, device, args,
-                                   amp_dtype, channels_last)
-        with Timer() as timer:
-            v_loss, v_acc, _, _ = test(forward_model, val_loader, criterion, device, args, amp_dtype, channels_last)
-        for key, value in (("train_losses", loss), ("train_accs", acc), ("train_times", seconds),
-                           ("valid_losses", v_loss), ("valid_accs", v_acc), ("valid_times", timer.seconds)):
-            history[key].append(value)
-        tqdm.write(f"=== Epoch {epoch}: train loss {loss:.4f} acc {acc:.4f} | val loss {v_loss:.4f} "
-                   f"acc {v_acc:.4f} ({seconds:.0f}+{timer.seconds:.0f} s)")
-        if v_acc > best["acc"]:
-            best = {"epoch": epoch + 1, "acc": v_acc, "state": copy.deepcopy(model.state_dict())}
-        if epoch + 1 < args.epochs:
-            save_training_state(checkpoint_path, training_state, shuffle_rng, history=history, epoch=epoch, best=best)
+    run = fit(Loop(model, optimizer, lambda epoch: train(epoch, forward_model, train_loader, optimizer, scaler,
+                                                         criterion, execution, args.print_every),
+                   evaluate, args.epochs, logdir / "checkpoint.pt", shuffle_rng, scaler=scaler, select_best=True),
+              resume=args.resume)
 
     with Timer() as timer:
-        last = test_metrics(*test(scores, test_loader, criterion, device, args, amp_dtype, channels_last))
-        model.load_state_dict(best["state"])
-        best_metrics = test_metrics(*test(scores, test_loader, criterion, device, args, amp_dtype, channels_last))
+        last = test_metrics(*test(scores, test_loader, criterion, execution))
+        if run.best_state is not None:
+            model.load_state_dict(run.best_state)
+        best = test_metrics(*test(scores, test_loader, criterion, execution))
     print(f"Test (last epoch): loss {last['loss']:.4f}, accuracy {last['accuracy']:.4f}, AUC {last['auc']}")
-    print(f"Test (best validation epoch {best['epoch']}): accuracy {best_metrics['accuracy']:.4f}")
+    print(f"Test (best validation epoch {run.best_epoch}): accuracy {best['accuracy']:.4f}")
+    write_outputs(logdir, args, run, last, best, timer.seconds, {
+        **record, "execution": execution.describe(), "n_parameters": n_params,
+        "n_samples": {"train": len(train_set), "val": len(val_set), "test": len(test_set)}})
 
+
+def write_outputs(logdir, args, run, last, best, test_seconds, record):
+    """results.json (the template's keys first), curves.png and confusion.png."""
+    import medmnist
+    h = run.history
     results = {
-        **{k: history[k] for k in ("train_losses", "valid_losses", "train_accs", "valid_accs")},
+        **{k: h.get(k, []) for k in ("train_losses", "valid_losses", "train_accs", "valid_accs")},
         "test_loss": last["loss"], "test_acc": last["accuracy"], "test_auc": last["auc"],
         "confusion_matrix": last["confusion_matrix"],
-        "best_epoch": best["epoch"], "best_valid_acc": best["acc"], "test_at_best_epoch": best_metrics,
-        "n_parameters": n_params,
-        "n_samples": {"train": len(train_set), "val": len(val_set), "test": len(test_set)},
-        "timings": {"train_seconds_per_epoch": history["train_times"], "valid_seconds": history["valid_times"],
-                    "test_seconds": timer.seconds, "total_seconds": prior_seconds + time.perf_counter() - wall_start},
+        "best_epoch": run.best_epoch, "best_valid_acc": None if run.best_state is None else run.best_score,
+        "test_at_best_epoch": best, "diverged": run.diverged,
+        **({"resumed_at_epoch": run.resumed_at_epoch} if run.resumed_at_epoch is not None else {}),
+        "timings": {"train_seconds_per_epoch": h.get("train_times", []), "valid_seconds": h.get("valid_times", []),
+                    "test_seconds": test_seconds, "total_seconds": run.seconds + test_seconds},
         **record,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print(f"Writing training logs to {logdir}...")
-    plot_curves(history, logdir / "curves.png", title=f"{args.model} on PathMNIST-{args.size}")
-    confusion_figure(last["confusion_matrix"], logdir / "confusion.png",
-                     f"{args.model}: test confusion matrix (accuracy {last['accuracy']:.3f})")
+    if h.get("valid_losses"):
+        figures.plot_curves(h, logdir / "curves.png", title=f"{args.model} on PathMNIST-{args.size}")
+    class_names = [medmnist.INFO["pathmnist"]["label"][str(i)] for i in range(NUM_CLASSES)]
+    figures.confusion_figure(last["confusion_matrix"], logdir / "confusion.png",
+                             f"{args.model}: test confusion matrix (accuracy {last['accuracy']:.3f})", class_names)
     write_json(logdir / "results.json", results)
-    checkpoint_path.unlink(missing_ok=True)
+    (logdir / "checkpoint.pt").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import UserError, read_json, run_cli, save_figure
+from cli import UserError, run_cli
+from figures import save_figure
+from runfiles import read_json
 
 
 def load_runs(folders):

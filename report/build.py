@@ -20,7 +20,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from engine import UserError, atomic_write, read_json, run_cli, save_figure, write_json  # noqa: E402
+from cli import UserError, run_cli  # noqa: E402
+from figures import save_figure  # noqa: E402
+from runfiles import atomic_write, read_json, write_json  # noqa: E402
 
 SEGMENTATION_RUNS = ["unet", "unet_cosine", "unet_noskip", "lr_1e-1", "lr_1e-2", "lr_1e-3", "lr_1e-4", "lr_1e-5",
                      "smp_pretrained", "smp_scratch", "aug_flip", "aug_affine", "aug_color", "aug_elastic",

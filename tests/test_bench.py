@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bench
-from engine import cpu_supports_bf16
+from execution import cpu_supports_bf16
 
 CPU = torch.device("cpu")
 
@@ -23,7 +23,7 @@ def small_shapes(monkeypatch):
 def _one_step(model_name, config):
     step, model, x, _ = bench.make_step(model_name, config, CPU, seed=0)
     model.eval()  # first the forward pass with BatchNorm's running statistics
-    with torch.no_grad(), bench.autocast(CPU, config[0]):
+    with torch.no_grad(), bench.Execution(CPU, config[0]).autocast():
         out = model(x).float()
     # BatchNorm keeps its running statistics in the step too: at initialisation the deep
     # features barely vary across a batch, and batch statistics would blow rounding noise up

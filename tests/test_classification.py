@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import main_classification as cls
+from classification_models import Scores
 from conftest import write_pathmnist
 
 FAST = ["--epochs", "1", "--batch_size", "32", "--num_workers", "0", "--print_every", "1000"]
@@ -59,8 +60,8 @@ def test_scores_are_logits_unless_the_templates_behaviour_is_asked_for():
     model = MobileNet(9).eval()
     x = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
-        torch.testing.assert_close(cls.Scores(model)(x), model.forward_logits(x))
-        torch.testing.assert_close(cls.Scores(model, probabilities=True)(x), model(x))
+        torch.testing.assert_close(Scores(model)(x), model.forward_logits(x))
+        torch.testing.assert_close(Scores(model, probabilities=True)(x), model(x))
 
 
 def test_missing_file_offline_gives_one_clear_line(offline, tmp_path, capsys):

@@ -8,7 +8,10 @@ import torch
 from PIL import Image
 
 import main_segmentation as seg
+import retina as retina_data
+from segmentation_metrics import pixel_metrics, thresholded_dice
 from conftest import write_retina
+from segmentation_models import build_smp_unet
 
 FAST = ["--epochs", "1", "--batch_size", "2", "--crop_size", "32", "--threads", "2"]
 
@@ -49,22 +52,24 @@ def test_smp_unet_loads_a_torchvision_resnet18_state_dict(retina, tmp_path):
     weights = torchvision.models.resnet18(weights=None)
     torch.nn.init.constant_(weights.conv1.weight, 0.01)
     torch.save(weights.state_dict(), tmp_path / "resnet18.pth")
-    model = seg.build_smp_unet(str(tmp_path / "resnet18.pth"))
+    model, record = build_smp_unet("resnet18", str(tmp_path / "resnet18.pth"))
     torch.testing.assert_close(model.net.encoder.conv1.weight, weights.conv1.weight)
+    assert record["tensors_loaded"] == 100 and len(record["sha256"]) == 64  # resnet18 without fc: 100 tensors
 
 
 def test_smp_imagenet_weights_offline_fail_fast_with_a_hint(offline, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
-    with pytest.raises(seg.UserError, match="--encoder_weights PATH"):
-        seg.build_smp_unet("imagenet")
+    with pytest.raises(seg.UserError, match="--encoder_weights PATH") as err:
+        build_smp_unet("resnet18", "imagenet")
+    assert "--encoder efficientnet-lite0" in str(err.value)
 
 
-@pytest.mark.parametrize("augmentation", seg.AUGMENTATIONS[1:])
+@pytest.mark.parametrize("augmentation", [s for s in retina_data.STRATEGIES if s != "none"])
 def test_one_epoch_with_each_augmentation(retina, tmp_path, augmentation):
     check_results(run(retina, tmp_path / augmentation, "--augmentation", augmentation))
 
 
-@pytest.mark.parametrize("augmentation", seg.AUGMENTATIONS)
+@pytest.mark.parametrize("augmentation", list(retina_data.STRATEGIES))
 def test_augmentation_keeps_the_mask_binary_and_aligned(augmentation):
     # The vessels are drawn into the image's blue channel: after any transform, the
     # mask must still sit where the image says the vessels are.
@@ -74,7 +79,7 @@ def test_augmentation_keeps_the_mask_binary_and_aligned(augmentation):
     mask[60:64, 10:86] = 1
     mask[rng.integers(0, 96, 40), rng.integers(0, 96, 40)] = 1
     image = np.stack([np.full_like(mask, 120), np.full_like(mask, 60), mask * 255]).astype(np.uint8)
-    dataset = seg.RetinaTrainSet(torch.from_numpy(image)[None], torch.from_numpy(mask)[None, None], augmentation)
+    dataset = retina_data.RetinaTrainSet(torch.from_numpy(image)[None], torch.from_numpy(mask)[None, None], augmentation)
     torch.manual_seed(0)
     for _ in range(8):
         x, y = dataset[0]
@@ -91,7 +96,7 @@ def test_augmentation_keeps_the_mask_binary_and_aligned(augmentation):
 def test_random_crops_stay_aligned():
     image = torch.arange(64 * 64, dtype=torch.float32).view(1, 64, 64).repeat(3, 1, 1)
     mask = (torch.arange(64 * 64).view(1, 64, 64) % 7 == 0).to(torch.uint8)
-    dataset = seg.RetinaTrainSet((image % 256).to(torch.uint8)[None], mask[None], "none", crop_size=16,
+    dataset = retina_data.RetinaTrainSet((image % 256).to(torch.uint8)[None], mask[None], "none", crop_size=16,
                                  crops_per_image=3)
     assert len(dataset) == 3
     for i in range(3):
@@ -106,9 +111,9 @@ def test_random_crops_stay_aligned():
 
 def test_validation_split_keeps_copies_of_one_eye_together():
     names = [f"{21 + f}_training_{k}" for f in range(10) for k in range(4)]
-    train, val = seg.split_by_fundus(names, 0.2, seed=1)
+    train, val = retina_data.split_by_fundus(names, 0.2, seed=1)
     assert len(val) == 8 and len(train) == 32
-    assert {seg.fundus_id(names[i]) for i in train}.isdisjoint({seg.fundus_id(names[i]) for i in val})
+    assert {retina_data.fundus_id(names[i]) for i in train}.isdisjoint({retina_data.fundus_id(names[i]) for i in val})
 
 
 def test_run_with_a_validation_split_selects_the_best_epoch(retina, tmp_path):
@@ -124,7 +129,7 @@ def test_pairs_are_matched_by_name_not_position_and_any_format(tmp_path):
     (root / "train" / "image" / "22_training_0.png").unlink()
     Image.open(root / "train" / "mask" / "22_training_0.png").save(root / "train" / "mask" / "22_training_0_manual1.gif")
     (root / "train" / "mask" / "22_training_0.png").unlink()
-    names, images, masks, sizes = seg.load_split(root / "train")
+    names, images, masks, sizes = retina_data.load_split(root / "train")
     assert names == ["21_training_0", "22_training_0"]
     expected = np.asarray(Image.open(root / "train" / "mask" / "22_training_0_manual1.gif").convert("L")) > 127
     np.testing.assert_array_equal(masks[1, 0].numpy(), expected)
@@ -133,7 +138,7 @@ def test_pairs_are_matched_by_name_not_position_and_any_format(tmp_path):
 
 def test_sizes_not_divisible_by_16_are_padded_and_metrics_ignore_the_padding(tmp_path):
     root = write_retina(tmp_path / "odd", n_train_fundi=1, copies=1, n_test=1, size=50)
-    names, images, masks, sizes = seg.load_split(root / "test")
+    names, images, masks, sizes = retina_data.load_split(root / "test")
     assert images.shape[-2:] == (64, 64) and sizes == [(50, 50)]
     seg.main(["--dataset", str(root), "--logdir", str(tmp_path / "run"), *FAST])
 
@@ -233,9 +238,9 @@ def test_binary_dice_and_pixel_metrics_against_sklearn():
     rng = np.random.default_rng(0)
     truth = rng.random((40, 40)) > 0.8
     probs = np.clip(truth * 0.6 + rng.random((40, 40)) * 0.5, 0, 1)
-    assert seg.binary_dice(torch.from_numpy(probs >= 0.5), torch.from_numpy(truth)) == \
+    assert thresholded_dice(torch.from_numpy(probs >= 0.5), torch.from_numpy(truth)) == \
         pytest.approx(f1_score(truth.ravel(), probs.ravel() >= 0.5))
-    metrics = seg.pixel_metrics([probs], [truth])
+    metrics = pixel_metrics([probs], [truth])
     assert metrics["auc"] == pytest.approx(roc_auc_score(truth.ravel(), probs.ravel()))
     pred = probs >= 0.5
     assert metrics["sensitivity"] == pytest.approx((pred & truth).sum() / truth.sum())

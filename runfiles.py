@@ -1,114 +1,23 @@
-"""What the two training scripts share: device and speed settings, the run's record
-(command, configuration, machine, versions, timings), crash-safe files, resumable
-checkpoints, one-line errors and the training-curve figure.
-
-No framework: each script keeps its own readable ``train``/``test`` loop and calls
-these helpers."""
-import contextlib
+"""A run's files: its folder (never overwriting a finished run), crash-safe JSON,
+the checkpoint that lets an interrupted run continue exactly (weights, optimizer,
+random streams, progress), and the record that makes a run reproducible and
+judgeable (command, configuration, machine, versions, commit)."""
 import datetime
 import json
 import os
 import platform
 import random
 import shlex
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-class UserError(Exception):
-    """Bad input or environment, reported as one line (what, where, what to do)."""
-
-
-def run_cli(main):
-    """Run ``main()``; a ``UserError`` becomes one line on stderr and exit status 2."""
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2)
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command with --resume to continue", file=sys.stderr)
-        raise SystemExit(130)
-
-
-# ----------------------------------------------------------------------------- device and speed
-
-def pick_device(name="auto"):
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("--device mps was asked for but Apple's MPS backend is not available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def cpu_supports_bf16():
-    """True where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX): there bf16
-    autocast is a large speed-up; elsewhere it is emulated and slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def autocast_dtype(device, amp="auto"):
-    """The mixed-precision dtype for ``device``, or None for plain fp32.
-
-    ``amp``: 'auto' (bf16 on a CPU with native bf16 and on CUDA GPUs that have it,
-    fp16 on older GPUs, fp32 elsewhere), 'bf16', 'fp16' or 'off'."""
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def grad_scaler(device, amp_dtype):
-    """Loss scaling for fp16 autocast (older GPUs without bf16), whose small gradients
-    would otherwise underflow; a no-op for bf16 and fp32."""
-    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-
-def to_memory_format(tensor, channels_last):
-    if channels_last and tensor.dim() == 4:
-        return tensor.contiguous(memory_format=torch.channels_last)
-    return tensor
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def default_num_workers():
-    """Loader processes that leave one core for the training step."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
-# ----------------------------------------------------------------------------- the run's record
+from cli import UserError
+from execution import cpu_supports_bf16
 
 def cpu_model():
     try:
@@ -149,7 +58,6 @@ def library_versions(*names):
 
 def project_version():
     """The project's git commit (with '+changes' when the work tree differs), or None."""
-    import subprocess
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
@@ -174,8 +82,6 @@ def run_record(script, argv, args, device, *libraries):
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 
-
-# ----------------------------------------------------------------------------- crash-safe files
 
 def atomic_write(path, write):
     """Write through a temporary file in the same folder, then rename: a crash never
@@ -234,8 +140,10 @@ def read_json(path):
         raise UserError(f"{path}: cannot read it as JSON ({err}); delete it or point to another file")
 
 
-def prepare_logdir(logdir, resume):
-    """Create ``logdir``; refuse to overwrite a finished run, and tell how to go on."""
+def prepare_logdir(logdir, resume, create=True):
+    """Check ``logdir`` (and create it unless ``create`` is False: a script creates it only
+    once its inputs are known to be good); refuse to overwrite a finished run, and tell
+    how to go on."""
     logdir = Path(logdir)
     if logdir.exists() and not logdir.is_dir():
         raise UserError(f"--logdir {logdir} is a file, not a folder; choose another path")
@@ -243,7 +151,8 @@ def prepare_logdir(logdir, resume):
     if not resume and (results.exists() or checkpoint.exists()):
         raise UserError(f"{logdir} already holds a run; pass --resume to continue it, "
                         f"or choose a new --logdir")
-    logdir.mkdir(parents=True, exist_ok=True)
+    if create:
+        logdir.mkdir(parents=True, exist_ok=True)
     return logdir
 
 
@@ -289,43 +198,3 @@ def set_rng_state(state):
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-
-
-class Timer:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
-
-
-# ----------------------------------------------------------------------------- figures
-
-def save_figure(fig, path, dpi=110, **savefig_kwargs):
-    """Write a matplotlib figure as PNG, atomically, and free it."""
-    import matplotlib.pyplot as plt
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", **savefig_kwargs))
-    plt.close(fig)
-
-
-def plot_curves(history, path, title="", accuracy_label="accuracy", valid_epochs=None):
-    """Loss and accuracy per epoch, train against validation, in one PNG.
-    ``valid_epochs``: the (1-based) epochs at which validation ran, when not every one."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = np.arange(1, len(history["train_losses"]) + 1)
-    valid_epochs = epochs if valid_epochs is None else valid_epochs
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, label in ((ax_loss, "losses", "loss"), (ax_acc, "accs", accuracy_label)):
-        ax.plot(epochs, history[f"train_{key}"], "o-", ms=3, label="train")
-        ax.plot(valid_epochs, history[f"valid_{key}"], "s-", ms=3, label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)

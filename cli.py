@@ -1,0 +1,69 @@
+"""Command lines that fail in one line: bad input or environment is reported as
+``error: what, where, what to do`` on stderr with exit status 2, never a traceback."""
+import argparse
+import math
+import sys
+
+
+class UserError(Exception):
+    """Bad input or environment, reported as one line (what, where, what to do)."""
+
+
+def run_cli(main):
+    """Run ``main()``; a ``UserError`` becomes one line on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command with --resume to continue", file=sys.stderr)
+        raise SystemExit(130)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with whole option names only (``--encoder x`` is never taken for
+    ``--encoder_weights x``) and its errors as a ``UserError``: one line, exit 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _number(kind, low=None, high=None, low_open=False, high_open=False, multiple_of=None):
+    """An argparse type: a finite ``kind`` within the bounds, else a clear message."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if low_open else '>='} {low}")
+        if high is not None and (value > high or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'<' if high_open else '<='} {high}")
+        if multiple_of and value % multiple_of:
+            raise argparse.ArgumentTypeError(f"{text} must be a multiple of {multiple_of}")
+        return value
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
+
+
+positive_int = _number(int, low=1)
+non_negative_int = _number(int, low=0)
+positive_float = _number(float, low=0, low_open=True)
+non_negative_float = _number(float, low=0)
+
+
+def multiple_of_16(text):
+    """0 (off) or a positive multiple of 16: the UNet pools four times."""
+    return _number(int, low=0, multiple_of=16)(text)
+
+
+def fraction(low_open, high_open):
+    """A number in [0, 1] with either end open."""
+    return _number(float, low=0, high=1, low_open=low_open, high_open=high_open)

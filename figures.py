@@ -1,0 +1,137 @@
+"""The figures the scripts write: training curves, segmentation predictions,
+augmentation examples and the confusion matrix. Every PNG is written atomically."""
+import numpy as np
+import torch
+
+from runfiles import atomic_write
+from segmentation_metrics import thresholded_dice
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path, dpi=110, **savefig_kwargs):
+    """Write a matplotlib figure as PNG, atomically, and free it."""
+    plt = pyplot()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", **savefig_kwargs))
+    plt.close(fig)
+
+
+def plot_panels(panels, path, title=""):
+    """One PNG of side-by-side panels. ``panels``: ``[(ylabel, [(label, epochs, values), ...])]``;
+    the curves of one panel must be the same measure on comparable data."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (ylabel, curves) in zip(axes[0], panels):
+        for (label, epochs, values), marker in zip(curves, "osd^v"):
+            ax.plot(epochs, values, f"{marker}-", ms=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+
+
+def plot_curves(history, path, title="", accuracy_label="accuracy", valid_epochs=None):
+    """Loss and accuracy per epoch, train against validation, in one PNG (the classification
+    script's: both are measured per epoch on whole samples). ``valid_epochs``: the (1-based)
+    epochs at which validation ran, when not every one."""
+    epochs = np.arange(1, len(history["train_losses"]) + 1)
+    valid_epochs = epochs if valid_epochs is None else valid_epochs
+    plot_panels([(label, [("train", epochs, history[f"train_{key}"]),
+                          ("validation", valid_epochs, history[f"valid_{key}"])])
+                 for key, label in (("losses", "loss"), ("accs", accuracy_label))], path, title)
+
+
+def save_predictions_figure(path, images, masks, logits, sizes, names, count=3):
+    """Image, ground truth and prediction side by side; errors coloured
+    (green: vessel found, red: false positive, blue: missed vessel)."""
+    plt = pyplot()
+
+    count = min(count, len(images))
+    fig, axes = plt.subplots(count, 3, figsize=(10, 3.4 * count), squeeze=False)
+    for row, i in enumerate(range(count)):
+        h, w = sizes[i]
+        image = images[i, :, :h, :w].permute(1, 2, 0).numpy()
+        truth = masks[i, 0, :h, :w].numpy().astype(bool)
+        pred = (logits[i, 0, :h, :w] > 0).numpy()
+        errors = np.zeros((h, w, 3))
+        errors[pred & truth] = (0.1, 0.8, 0.1)
+        errors[pred & ~truth] = (0.9, 0.1, 0.1)
+        errors[~pred & truth] = (0.2, 0.4, 1.0)
+        dice = thresholded_dice(torch.from_numpy(pred), torch.from_numpy(truth))
+        for ax, img, title in zip(axes[row], (image, truth, errors),
+                                  (names[i], "ground truth", f"prediction (Dice {dice:.3f})")):
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+            ax.set_title(title)
+            ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)
+
+
+def vessel_window(mask, size):
+    """The top-left corner of the ``size``-pixel square of ``mask [1, H, W]`` with the most
+    vessel pixels, on a coarse grid: a crop with thick and thin vessels to zoom on."""
+    height, width = mask.shape[-2:]
+    size = min(size, height, width)
+    corners = [(t, l) for t in range(0, height - size + 1, max(1, size // 4))
+               for l in range(0, width - size + 1, max(1, size // 4))]
+    return max(corners, key=lambda c: int(mask[..., c[0]:c[0] + size, c[1]:c[1] + size].sum())), size
+
+
+def save_augmentations_figure(path, image, mask, count, seed, window=160):
+    """Each strategy of ``retina.STRATEGIES`` (a row) on one training image, ``count``
+    random draws of it (columns), shown at full resolution on a zoomed ``window``-pixel
+    crop with the transformed mask as a thin outline; the first column is the original."""
+    from retina import STRATEGIES, RetinaTrainSet
+    plt = pyplot()
+    (top, left), size = vessel_window(mask, window)
+    crop = (..., slice(top, top + size), slice(left, left + size))
+    fig, axes = plt.subplots(len(STRATEGIES), count + 1, figsize=(2.3 * (count + 1), 2.45 * len(STRATEGIES)),
+                             squeeze=False)
+    with torch.random.fork_rng():  # leave the training's random stream untouched
+        torch.manual_seed(seed)
+        for row, name in enumerate(STRATEGIES):
+            dataset = RetinaTrainSet(image[None], mask[None], augmentation=name)
+            samples = [(image.float() / 255, mask.float())] + [dataset[0] for _ in range(count)]
+            for col, (x, y) in enumerate(samples):
+                ax = axes[row, col]
+                ax.imshow(x[crop].permute(1, 2, 0).numpy(), interpolation="nearest")
+                ax.contour(y[crop][0].numpy(), levels=[0.5], colors="cyan", linewidths=0.5)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if col == 0:
+                    ax.set_ylabel(name, fontsize=11)
+                    ax.set_title("original" if row == 0 else "", fontsize=9)
+    fig.suptitle(f"Training augmentations on a {size}x{size} crop at full resolution "
+                 f"(cyan: the transformed vessel mask's outline)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+
+
+def confusion_figure(matrix, path, title, class_names):
+    plt = pyplot()
+    n, names = len(class_names), class_names
+    m = np.asarray(matrix, dtype=float)
+    rates = m / np.maximum(m.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)

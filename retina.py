@@ -1,0 +1,184 @@
+"""The retina-vessel data of Problems 3 and 4: decoding the course's folders, the split
+by eye, the augmentation strategies of Problem 4.3, and the training dataset.
+
+The course's training set holds four copies of each of the 20 DRIVE training eyes
+(original, flipped, rotated): ``21_training_0`` ... ``21_training_3``. Every split here
+keeps the copies of one eye together, so no eye is on both sides of a split.
+"""
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from cli import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".ppm"}
+
+# Problem 4.3's strategies: name -> [(torchvision.transforms.v2 class name, its arguments)].
+# The report's captions are generated from this table (``describe``), so they cannot drift.
+FLIP = [("RandomHorizontalFlip", {}), ("RandomVerticalFlip", {})]
+AFFINE = [("RandomAffine", {"degrees": 30, "translate": (0.05, 0.05), "scale": (0.85, 1.15), "shear": 5})]
+COLOR = [("ColorJitter", {"brightness": 0.3, "contrast": 0.3, "saturation": 0.2, "hue": 0.02}),
+         ("GaussianBlur", {"kernel_size": 5, "sigma": (0.1, 1.0), "p": 0.3})]
+# alpha 400, sigma 12: a smooth field moving pixels by about 3.5 px on average (up to ~10 px),
+# whatever the image size; torchvision's alpha 50 moves them by 1 px, nearly the identity.
+ELASTIC = [("ElasticTransform", {"alpha": 400.0, "sigma": 12.0})]
+STRATEGIES = {"none": [], "flip": FLIP, "affine": AFFINE, "color": COLOR, "elastic": ELASTIC,
+              "combined": FLIP + AFFINE + COLOR}
+
+
+def build_augmentation(name):
+    """A ``torchvision.transforms.v2`` pipeline that moves image and mask together, or None.
+
+    The mask is a ``tv_tensors.Mask``: geometric transforms resample it with nearest
+    neighbour (so it stays binary and aligned) and colour transforms leave it alone."""
+    from torchvision.transforms import v2
+
+    steps = []
+    for class_name, kwargs in STRATEGIES[name]:
+        kwargs = dict(kwargs)
+        p = kwargs.pop("p", None)
+        transform = getattr(v2, class_name)(**kwargs)
+        steps.append(v2.RandomApply([transform], p=p) if p is not None else transform)
+    return v2.Compose(steps) if steps else None
+
+
+def describe(name):
+    """The strategy's transforms and parameters in words, e.g. for a caption."""
+    if not STRATEGIES[name]:
+        return "no augmentation"
+
+    def value(v):
+        return "–".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}"
+    parts = []
+    for class_name, kwargs in STRATEGIES[name]:
+        p = kwargs.get("p")
+        args = ", ".join(f"{k} {value(v)}" for k, v in kwargs.items() if k != "p")
+        parts.append(f"{class_name}({args})" + (f" with probability {p:g}" if p is not None else ""))
+    return "; ".join(parts)
+
+
+def _read(path, mode):
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode)
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserError(f"{path}: cannot read it as an image ({err.__class__.__name__}); replace or remove it")
+
+
+def load_split(folder, image_size=0):
+    """Decode every image/mask pair of ``folder/{image,mask}``, matched by file name.
+
+    Returns ``(names, images, masks, sizes)``: images ``uint8 [N, 3, H, W]``, masks
+    ``uint8 [N, 1, H, W]`` in {0, 1} (any mask value above half its range is vessel).
+    Sizes not divisible by 16 are zero-padded at the bottom and right; ``sizes`` keeps
+    the original ones so that metrics ignore the padding."""
+    folder = Path(folder)
+    image_dir, mask_dir = folder / "image", folder / "mask"
+    for d in (image_dir, mask_dir):
+        if not d.is_dir():
+            raise UserError(f"{d}: folder not found; --dataset must hold train/image, train/mask, "
+                            f"test/image and test/mask")
+
+    def by_stem(d):
+        files = {}
+        for p in sorted(d.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                stem = re.sub(r"_(mask|manual\d?)$", "", p.stem)  # 01_test_manual1.gif pairs with 01_test.tif
+                files[stem] = p
+        return files
+
+    images, masks = by_stem(image_dir), by_stem(mask_dir)
+    if not images:
+        raise UserError(f"{image_dir}: no images found ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    unmatched = sorted(set(images) ^ set(masks))
+    if unmatched:
+        first = unmatched[0]
+        where = image_dir if first in images else mask_dir
+        raise UserError(f"{where / first}*: has no partner of the same name in "
+                        f"{mask_dir if where == image_dir else image_dir} ({len(unmatched)} unmatched); "
+                        f"give every image a mask with the same file name")
+
+    names, xs, ys, sizes = [], [], [], []
+    for name in sorted(images):
+        image, mask = _read(images[name], "RGB"), _read(masks[name], "L")
+        if image.size != mask.size:
+            raise UserError(f"{masks[name]}: mask is {mask.size[0]}x{mask.size[1]} but its image is "
+                            f"{image.size[0]}x{image.size[1]}; they must be the same size")
+        if image_size:
+            image = image.resize((image_size, image_size), Image.BILINEAR)
+            mask = mask.resize((image_size, image_size), Image.NEAREST)
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        y = torch.from_numpy(np.array(mask) > 127).to(torch.uint8)[None]
+        names.append(name)
+        sizes.append(tuple(x.shape[-2:]))
+        xs.append(x)
+        ys.append(y)
+    height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    height, width = -(-height // 16) * 16, -(-width // 16) * 16
+    pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]))
+    return names, torch.stack([pad(x) for x in xs]), torch.stack([pad(y) for y in ys]), sizes
+
+
+def fundus_id(name):
+    """``21_training_3`` -> ``21_training``: the flipped/rotated copies of one eye share an id."""
+    return re.sub(r"_\d+$", "", name)
+
+
+def split_by_fundus(names, val_fraction, seed):
+    """``(train, val)`` indices: a random ``val_fraction`` of the eyes held out, copies together."""
+    groups = sorted({fundus_id(n) for n in names})
+    n_val = max(1, round(len(groups) * val_fraction))
+    if n_val >= len(groups):
+        raise UserError(f"--val_fraction {val_fraction} leaves no training fundus out of {len(groups)}")
+    rng = np.random.default_rng(seed)
+    val_groups = set(rng.choice(groups, size=n_val, replace=False).tolist())
+    val = [i for i, n in enumerate(names) if fundus_id(n) in val_groups]
+    train = [i for i, n in enumerate(names) if fundus_id(n) not in val_groups]
+    return train, val
+
+
+def subset_of_fundi(names, fraction, seed):
+    """Indices of the images of a random ``fraction`` of the eyes (at least one), copies together."""
+    groups = sorted({fundus_id(n) for n in names})
+    n_keep = max(1, round(len(groups) * fraction))
+    kept = set(np.random.default_rng(seed + 1).choice(groups, size=n_keep, replace=False).tolist())
+    return [i for i, n in enumerate(names) if fundus_id(n) in kept]
+
+
+def one_copy_per_eye(names):
+    """Indices of the first copy of every eye: whole training images to evaluate on."""
+    seen, keep = set(), []
+    for i, name in enumerate(names):
+        if fundus_id(name) not in seen:
+            seen.add(fundus_id(name))
+            keep.append(i)
+    return keep
+
+
+class RetinaTrainSet(torch.utils.data.Dataset):
+    """Training samples: augmentation on the whole image, then a random crop. Returns
+    ``(image float [3, h, w] in [0, 1], mask float [1, h, w] in {0, 1})``."""
+
+    def __init__(self, images, masks, augmentation="none", crop_size=0, crops_per_image=1):
+        self.images, self.masks = images, masks
+        self.transform = build_augmentation(augmentation)
+        self.crop_size, self.repeats = crop_size, crops_per_image if crop_size else 1
+
+    def __len__(self):
+        return len(self.images) * self.repeats
+
+    def __getitem__(self, index):
+        from torchvision import tv_tensors
+        image, mask = self.images[index % len(self.images)], self.masks[index % len(self.masks)]
+        if self.transform is not None:
+            image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        if self.crop_size:
+            height, width = image.shape[-2:]
+            top = int(torch.randint(0, height - self.crop_size + 1, ()))
+            left = int(torch.randint(0, width - self.crop_size + 1, ()))
+            window = (..., slice(top, top + self.crop_size), slice(left, left + self.crop_size))
+            image, mask = image[window], mask[window]
+        return image.as_subclass(torch.Tensor).float() / 255.0, mask.as_subclass(torch.Tensor).float()
