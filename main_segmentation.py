@@ -23,6 +23,7 @@ from torch import optim
 from tqdm import tqdm
 
 import figures
+from diagnostics import block_gradient_norms, dead_relu_fraction
 from cli import (ArgumentParser, UserError, fraction, multiple_of_16, non_negative_float, non_negative_int,
                  positive_float, positive_int, run_cli)
 from execution import Execution, pick_device, seed_everything
@@ -207,6 +208,18 @@ def test(model, split, loss_fn, execution):
     return final, logits
 
 
+def initial_gradient_norms(model, split, args, loss_fn, execution):
+    """Per-block gradient norms of the untrained model on a fixed batch: the first
+    ``batch_size`` training images, centre-cropped to ``--crop_size`` (no random stream used)."""
+    images, masks = split["images"][:args.batch_size], split["masks"][:args.batch_size]
+    if args.crop_size:
+        height, width = images.shape[-2:]
+        top, left = (height - args.crop_size) // 2, (width - args.crop_size) // 2
+        window = (..., slice(top, top + args.crop_size), slice(left, left + args.crop_size))
+        images, masks = images[window], masks[window]
+    return block_gradient_norms(model, images, masks, loss_fn, execution)
+
+
 def make_optimizer(model, args):
     if args.optimizer == "adamw":
         optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -257,6 +270,7 @@ def main(argv=None):
     scaler, loss_fn = execution.grad_scaler(), DiceCELoss()
     forward_model = torch.compile(model) if args.compile else model
     record = run_record(__file__, argv, args, execution.device, "segmentation_models_pytorch", "sklearn", "timm")
+    record["initial_gradient_norms"] = initial_gradient_norms(model, train_split, args, loss_fn, execution)
 
     def evaluate_epoch():
         valid, _ = evaluate(forward_model, eval_split, loss_fn, execution)
@@ -276,6 +290,7 @@ def main(argv=None):
         model.load_state_dict(run.best_state)
     with Timer() as timer:
         final, logits = test(model, test_split, loss_fn, execution)
+        record["dead_relu_fraction"] = dead_relu_fraction(model, test_split["images"][:4], execution)
     print(f"Test: thresholded Dice {final['dice']:.4f}, accuracy {final['accuracy']:.4f}, AUC {final['auc']:.4f}")
     write_outputs(logdir, args, run, final, logits, test_split, timer.seconds, {
         **record, "execution": execution.describe(), "model_weights": weights, "n_parameters": n_params,
