@@ -30,6 +30,7 @@ import torch.nn as nn
 from cli import UserError, run_cli
 from execution import Execution, cpu_supports_bf16, pick_device
 from runfiles import library_versions, machine_info, write_json
+from training import training_step
 
 # model name -> (batch size, image size)
 SHAPES = {"mlp": (128, 28), "mobilenet": (128, 28), "unet_512": (2, 512), "unet_crop": (8, 128),
@@ -93,14 +94,8 @@ def make_step(model_name, config, device, seed=0):
     forward = torch.compile(model) if compiled else model
 
     def step():
-        with execution.autocast():
-            out = forward(x)
-        loss = loss_fn(out.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss.detach(), out.detach()
+        loss, out = training_step(forward, x, y, loss_fn, optimizer, scaler, execution)
+        return torch.tensor(loss), out.detach()
 
     return step, model, x, y
 

@@ -59,6 +59,48 @@ positive_float = _number(float, low=0, low_open=True)
 non_negative_float = _number(float, low=0)
 
 
+def add_training_options(parser, batch_size, epochs, lr):
+    """The template's training options, with its defaults for the script: the group every
+    student recognises."""
+    group = parser.add_argument_group("the template's options (the assignment's defaults)")
+    group.add_argument("--logdir", type=str, required=True, help="Directory to save logs")
+    group.add_argument("--batch_size", type=positive_int, default=batch_size, help="Batch size (default: %(default)s).")
+    group.add_argument("--epochs", type=positive_int, default=epochs,
+                       help="Number of epochs for training (default: %(default)s).")
+    group.add_argument("--lr", type=positive_float, default=lr, help="Learning rate (default: %(default)s).")
+    group.add_argument("--weight_decay", type=non_negative_float, default=5e-4,
+                       help="Weight decay (default: %(default)s).")
+    group.add_argument("--print_every", type=positive_int, default=80,
+                       help="Number of minibatches after which we print the loss (default: %(default)s).")
+    group.add_argument("--seed", type=non_negative_int, default=42, help="Random seed (default: %(default)s).")
+    return group
+
+
+def add_execution_options(parser):
+    """How the run executes and where it keeps its files; none of these changes the math
+    beyond the rounding of the chosen precision."""
+    group = parser.add_argument_group("execution and run files")
+    group.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
+    group.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                       help="Mixed precision: auto = bf16 where the CPU or GPU does it natively (default: %(default)s).")
+    group.add_argument("--plain", action="store_true",
+                       help="The template's execution: fp32, contiguous tensors (overrides --amp).")
+    group.add_argument("--compile", action="store_true", help="torch.compile the model.")
+    group.add_argument("--resume", action="store_true", help="Continue the run in --logdir.")
+    return group
+
+
+def reachable(host, port=443, timeout=3.0):
+    """Whether ``host`` answers: checked before a download, so that an offline machine
+    gets one clear line at once instead of a library's retries."""
+    import socket
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def multiple_of_16(text):
     """0 (off) or a positive multiple of 16: the UNet pools four times."""
     return _number(int, low=0, multiple_of=16)(text)

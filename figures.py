@@ -22,18 +22,20 @@ def save_figure(fig, path, dpi=110, **savefig_kwargs):
     plt.close(fig)
 
 
-def plot_panels(panels, path, title=""):
-    """One PNG of side-by-side panels. ``panels``: ``[(ylabel, [(label, epochs, values), ...])]``;
-    the curves of one panel must be the same measure on comparable data."""
+def plot_panels(panels, path, title="", legend_fontsize=8):
+    """One PNG of side-by-side panels. ``panels``: ``[(ylabel, [(label, epochs, values), ...])]``,
+    a curve optionally with a fourth item, the ``ax.plot`` style; the curves of one panel
+    must be the same measure on comparable data."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
     for ax, (ylabel, curves) in zip(axes[0], panels):
-        for (label, epochs, values), marker in zip(curves, "osd^v"):
-            ax.plot(epochs, values, f"{marker}-", ms=3, label=label)
+        for curve, marker in zip(curves, "osd^v" * 8):
+            label, epochs, values, style = (*curve, {"marker": marker, "ms": 3})[:4]
+            ax.plot(epochs, values, label=label, **style)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=legend_fontsize)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)

@@ -15,7 +15,6 @@ configuration, command, machine, versions, timings), ``curves.png`` and
 ``confusion.png``.
 """
 import dataclasses
-import socket
 import time
 from pathlib import Path
 
@@ -27,27 +26,18 @@ from tqdm import tqdm
 
 import figures
 from classification_models import MODELS, NUM_CLASSES, Scores, build_classifier
-from cli import ArgumentParser, UserError, non_negative_float, non_negative_int, positive_float, positive_int, run_cli
+from cli import ArgumentParser, UserError, add_execution_options, add_training_options, non_negative_int, reachable, run_cli
 from execution import Execution, default_num_workers, pick_device, seed_everything
-from runfiles import finished, prepare_logdir, run_record, write_json
-from training import Loop, Timer, fit
+from runfiles import run_folder, run_record, write_json
+from training import Loop, Timer, fit, training_step
 
 ZENODO = "https://zenodo.org/records/10519652"
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description="PathMNIST classification: MLP or MobileNet")
-    template = parser.add_argument_group("the template's options (the assignment's defaults)")
+    template = add_training_options(parser, batch_size=128, epochs=15, lr=1e-3)
     template.add_argument("--model", choices=MODELS, default="mlp", help="which model to train (default: %(default)s)")
-    template.add_argument("--logdir", type=str, required=True, help="where to write the run's logs")
-    template.add_argument("--batch_size", type=positive_int, default=128, help="batch size (default: %(default)s)")
-    template.add_argument("--epochs", type=positive_int, default=15, help="number of epochs (default: %(default)s)")
-    template.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: %(default)s)")
-    template.add_argument("--weight_decay", type=non_negative_float, default=5e-4,
-                          help="AdamW weight decay (default: %(default)s)")
-    template.add_argument("--print_every", type=positive_int, default=80,
-                          help="print the loss every this many minibatches (default: %(default)s)")
-    template.add_argument("--seed", type=non_negative_int, default=42, help="random seed (default: %(default)s)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data_dir", type=str, default="data", help="the medmnist root (default: %(default)s)")
@@ -58,27 +48,13 @@ def parse_args(argv=None):
     data.add_argument("--loss_on_probabilities", action="store_true",
                       help="the template's literal behaviour: cross-entropy on MobileNet's softmax output")
 
-    machinery = parser.add_argument_group("execution and run files")
-    machinery.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
-    machinery.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
-                           help="mixed precision: auto = bf16 where the CPU or GPU does it natively")
-    machinery.add_argument("--plain", action="store_true", help="the template's execution: fp32, contiguous")
-    machinery.add_argument("--compile", action="store_true", help="torch.compile the model")
+    machinery = add_execution_options(parser)
     machinery.add_argument("--num_workers", type=non_negative_int, default=None,
                            help="data-loading processes (default: CPU cores - 1)")
-    machinery.add_argument("--resume", action="store_true", help="continue the run in --logdir")
     return parser.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------- data
-
-def _reachable(host="zenodo.org", port=443, timeout=3.0):
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
 
 def load_pathmnist(data_dir, size, subset, seed):
     """The three PathMNIST splits as (train, val, test) datasets with the template's
@@ -93,7 +69,7 @@ def load_pathmnist(data_dir, size, subset, seed):
     info = medmnist.INFO["pathmnist"]
     url = info["url" if size == 28 else f"url_{size}"]
     if not path.exists():
-        if not _reachable():
+        if not reachable("zenodo.org"):
             raise UserError(f"{path} not found and zenodo.org is unreachable: download {filename} from {url} "
                             f"(or {ZENODO}) into {data_dir}/, or run where the internet is reachable")
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -140,19 +116,12 @@ def train(epoch, model, loader, optimizer, scaler, criterion, execution, print_e
     total_loss = correct = seen = 0
     for idx, (X, y) in enumerate(tqdm(loader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True)):
         X, y = execution.to_input(X), y.to(execution.device, non_blocking=True).view(-1).long()
-        with execution.autocast():
-            scores = model(X)
-        loss = criterion(scores.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-        total_loss += loss.item() * len(y)
+        loss, scores = training_step(model, X, y, criterion, optimizer, scaler, execution)
+        total_loss += loss * len(y)
         correct += (scores.argmax(dim=1) == y).sum().item()
         seen += len(y)
         if idx % print_every == 0:
-            tqdm.write(f"[TRAIN] Epoch: {epoch}, Iter: {idx}, Loss: {loss.item():.5f}")
+            tqdm.write(f"[TRAIN] Epoch: {epoch}, Iter: {idx}, Loss: {loss:.5f}")
     return total_loss / seen, correct / seen
 
 
@@ -200,9 +169,8 @@ def choose_execution(args, device):
 
 def main(argv=None):
     args = parse_args(argv)
-    logdir = prepare_logdir(args.logdir, args.resume, create=False)
-    if args.resume and finished(logdir):
-        print(f"{logdir}: the run is already complete; nothing to do")
+    logdir = run_folder(args.logdir, args.resume)
+    if logdir is None:
         return
     execution = choose_execution(args, pick_device(args.device))
     seed_everything(args.seed)

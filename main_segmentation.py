@@ -15,6 +15,8 @@ machine, versions, timings), ``curves.png`` and ``predictions.png``.
 
 Credits: the course template by Johan Obando, Jerry Huang and Pierre-Louis Benveniste.
 """
+import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +26,15 @@ from tqdm import tqdm
 
 import figures
 from diagnostics import block_gradient_norms, dead_relu_fraction
-from cli import (ArgumentParser, UserError, fraction, multiple_of_16, non_negative_float, non_negative_int,
-                 positive_float, positive_int, run_cli)
+from cli import (ArgumentParser, UserError, add_execution_options, add_training_options, fraction, multiple_of_16,
+                 non_negative_int, positive_int, run_cli)
 from execution import Execution, pick_device, seed_everything
 from retina import STRATEGIES, RetinaTrainSet, fundus_id, load_split, one_copy_per_eye, split_by_fundus, \
     subset_of_fundi
-from runfiles import finished, prepare_logdir, run_record, save_checkpoint, write_json
+from runfiles import run_folder, run_record, save_checkpoint, write_json
 from segmentation_metrics import constant_prediction_dice, pixel_metrics, soft_dice, thresholded_dice
 from segmentation_models import ENCODERS, MODELS, build_model
-from training import Loop, Timer, fit
+from training import Loop, Timer, fit, training_step
 from utils import DiceCELoss
 
 # What each curve of results.json measures: curves drawn side by side must be the same measure.
@@ -54,19 +56,9 @@ def parse_args(argv=None):
     This function parses the command line arguments.
     """
     parser = ArgumentParser(description='Retina blood vessel segmentation training script')
-    template = parser.add_argument_group("the template's options (the assignment's defaults)")
+    template = add_training_options(parser, batch_size=2, epochs=40, lr=1e-4)
     template.add_argument('--dataset', type=str, required=True,
                           help='Path to the dataset (the Data folder containing train and test folders)')
-    template.add_argument('--logdir', type=str, required=True, help='Directory to save logs')
-    template.add_argument('--batch_size', type=positive_int, default=2, help='Batch size (default: %(default)s).')
-    template.add_argument('--epochs', type=positive_int, default=40,
-                          help='Number of epochs for training (default: %(default)s).')
-    template.add_argument('--lr', type=positive_float, default=1e-4, help='Learning rate (default: %(default)s).')
-    template.add_argument('--weight_decay', type=non_negative_float, default=5e-4,
-                          help='Weight decay (default: %(default)s).')
-    template.add_argument('--print_every', type=positive_int, default=80,
-                          help='Number of minibatches after which we print the loss (default: %(default)s).')
-    template.add_argument('--seed', type=non_negative_int, default=42, help='Random seed (default: %(default)s).')
 
     variants = parser.add_argument_group("Problem 4's variants")
     variants.add_argument('--model', choices=MODELS, default='unet',
@@ -105,17 +97,9 @@ def parse_args(argv=None):
                            'e.g. 0.25 to see what pretraining brings with little data (default: %(default)s).')
     data.add_argument('--eval_every', type=positive_int, default=1, help='Evaluate every N epochs (default: %(default)s).')
 
-    machinery = parser.add_argument_group('execution and run files')
-    machinery.add_argument('--device', choices=('auto', 'cuda', 'mps', 'cpu'), default='auto')
-    machinery.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'off'), default='auto',
-                           help='Mixed precision: auto = bf16 where the CPU or GPU does it natively '
-                                '(default: %(default)s).')
-    machinery.add_argument('--plain', action='store_true',
-                           help="The template's execution: fp32, contiguous tensors (overrides --amp).")
-    machinery.add_argument('--compile', action='store_true', help='torch.compile the model.')
+    machinery = add_execution_options(parser)
     machinery.add_argument('--threads', type=non_negative_int, default=0,
                            help='CPU threads for PyTorch; 0 = its default.')
-    machinery.add_argument('--resume', action='store_true', help='Continue the run in --logdir.')
     machinery.add_argument('--save_model', action='store_true', help='Keep the final weights as model.pt.')
     return parser.parse_args(argv)
 
@@ -152,24 +136,17 @@ def train(epoch, model, dataloader, optimizer, scaler, loss_fn, execution, print
     progress = tqdm(dataloader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True)
     for idx, (X, y) in enumerate(progress):
         X, y = execution.to_input(X), y.to(execution.device, non_blocking=True)
-        with execution.autocast():
-            logits = model(X)
-        loss = loss_fn(logits.float(), y)
-        if not torch.isfinite(loss):
+        loss, logits = training_step(model, X, y, loss_fn, optimizer, scaler, execution)
+        if not math.isfinite(loss):
             return float("nan"), float("nan")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
         with torch.no_grad():
             dice = soft_dice(logits.float(), y)
-        total_loss += loss.item() * len(X)
+        total_loss += loss * len(X)
         total_dice += dice.item() * len(X)
         seen += len(X)
-        progress.set_postfix(loss=f"{loss.item():.4f}")
+        progress.set_postfix(loss=f"{loss:.4f}")
         if idx % print_every == 0:
-            tqdm.write(f"[TRAIN] Epoch: {epoch}, Iter: {idx}, Loss: {loss.item():.5f}")
+            tqdm.write(f"[TRAIN] Epoch: {epoch}, Iter: {idx}, Loss: {loss:.5f}")
     return total_loss / seen, total_dice / seen
 
 
@@ -234,9 +211,8 @@ def make_optimizer(model, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    logdir = prepare_logdir(args.logdir, args.resume, create=False)
-    if args.resume and finished(logdir):
-        print(f"{logdir}: the run is already complete; nothing to do")
+    logdir = run_folder(args.logdir, args.resume)
+    if logdir is None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -321,7 +297,7 @@ def write_outputs(logdir, args, run, final, logits, test_split, test_seconds, re
         "timings": {"train_seconds_per_epoch": h.get("train_times", []), "valid_seconds": h.get("valid_times", []),
                     "final_eval_seconds": test_seconds, "total_seconds": run.seconds + test_seconds},
         **record,
-        "finished": __import__("time").strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print(f'Writing training logs to {logdir}...')
     if h.get("valid_losses"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cli import UserError, run_cli
-from figures import save_figure
+from figures import plot_panels, pyplot
 from runfiles import read_json
 
 
@@ -27,25 +27,17 @@ def load_runs(folders):
 
 def overlay(runs, out, accuracy_label="accuracy", title=""):
     """Loss and accuracy against epoch, one colour per run: train solid, validation dashed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for (name, r), colour in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        epochs = np.arange(1, len(r["train_losses"]) + 1)
-        valid_epochs = r.get("evaluated_epochs") or epochs[:len(r["valid_losses"])]
-        for ax, key in ((ax_loss, "losses"), (ax_acc, "accs")):
-            ax.plot(epochs, r[f"train_{key}"], "-", color=colour, label=f"{name} train")
-            ax.plot(valid_epochs, r[f"valid_{key}"], "--", color=colour, label=f"{name} validation")
-    for ax, label in ((ax_loss, "loss"), (ax_acc, accuracy_label)):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, out, dpi=110)
+    colours = pyplot().rcParams["axes.prop_cycle"].by_key()["color"] * 4
+    panels = []
+    for key, label in (("losses", "loss"), ("accs", accuracy_label)):
+        curves = []
+        for (name, r), colour in zip(runs.items(), colours):
+            epochs = np.arange(1, len(r["train_losses"]) + 1)
+            valid_epochs = r.get("evaluated_epochs") or epochs[:len(r["valid_losses"])]
+            curves += [(f"{name} train", epochs, r[f"train_{key}"], {"color": colour, "ls": "-"}),
+                       (f"{name} validation", valid_epochs, r[f"valid_{key}"], {"color": colour, "ls": "--"})]
+        panels.append((label, curves))
+    plot_panels(panels, out, title, legend_fontsize=7)
 
 
 def main():

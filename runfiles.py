@@ -156,6 +156,16 @@ def prepare_logdir(logdir, resume, create=True):
     return logdir
 
 
+def run_folder(logdir, resume):
+    """The checked (not yet created) folder of a run about to start, or None when
+    ``--resume`` finds that run already complete (there is nothing to do)."""
+    logdir = prepare_logdir(logdir, resume, create=False)
+    if resume and finished(logdir):
+        print(f"{logdir}: the run is already complete; nothing to do")
+        return None
+    return logdir
+
+
 def finished(logdir):
     """A run whose results are written and that has nothing left to resume."""
     return (Path(logdir) / "results.json").exists() and not (Path(logdir) / "checkpoint.pt").exists()

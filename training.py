@@ -22,6 +22,22 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+def training_step(model, x, y, loss_fn, optimizer, scaler, execution):
+    """One optimisation step: forward under the run's autocast, the loss in fp32, backward
+    (scaled for fp16) and the update. A non-finite loss skips the update, so the weights
+    stay those of the last finite step. Returns ``(loss as a float, outputs)``."""
+    with execution.autocast():
+        outputs = model(x)
+    loss = loss_fn(outputs.float(), y)
+    value = loss.item()
+    if math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return value, outputs
+
+
 class History(dict):
     """Named per-epoch lists: ``train_losses``, ``train_accs``, ``train_times``,
     ``learning_rates`` (one value per trained epoch), ``evaluated_epochs``,

@@ -188,20 +188,20 @@ def test_an_existing_run_is_never_overwritten(retina, tmp_path, capsys):
 
 
 def test_divergence_stops_cleanly_and_records_the_history(retina, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real_loss = seg.DiceCELoss
+    real_train = seg.train
 
-    class ExplodingLoss(real_loss):
-        def forward(self, logits, targets):
-            calls["n"] += torch.is_grad_enabled()  # count training steps only
-            loss = super().forward(logits, targets)
-            return loss * float("nan") if calls["n"] > 6 else loss  # the first epoch's 6 steps are finite
+    def exploding_from_epoch_2(epoch, model, loader, optimizer, scaler, loss_fn, *rest):
+        if epoch >= 2:  # the loss of every step of the third epoch is NaN
+            loss_fn = lambda logits, targets, real=loss_fn: real(logits, targets) * float("nan")
+        return real_train(epoch, model, loader, optimizer, scaler, loss_fn, *rest)
 
-    monkeypatch.setattr(seg, "DiceCELoss", ExplodingLoss)
+    monkeypatch.setattr(seg, "train", exploding_from_epoch_2)
     results = run(retina, tmp_path / "nan", "--epochs", "5", "--crops_per_image", "2")
     assert results["diverged"] is True
-    assert 1 <= results["epochs_completed"] < 5
-    assert results["final_metrics"]["dice"] is not None
+    assert results["epochs_completed"] == 2 and len(results["train_losses"]) == 2
+    # the NaN steps were skipped: the final metrics come from the last finite weights
+    assert np.isfinite(results["final_metrics"]["loss"]) and results["final_metrics"]["auc"] is not None
+    assert not (tmp_path / "nan" / "checkpoint.pt").exists()
 
 
 def test_resume_after_an_interruption_continues_where_it_stopped(retina, tmp_path, monkeypatch):
