@@ -247,18 +247,55 @@ def test_mobilenet_returns_probabilities_for_224_and_28_pixel_inputs(size, batch
     torch.testing.assert_close(probs, torch.softmax(logits, dim=1))
 
 
-def test_mobilenet_spatial_sizes_follow_table_1():
+# Table 1, row by row: the output (channels, size) of every layer for a 224x224 input
+TABLE_1_OUTPUTS = {"conv0": (32, 112), "dw_sep_conv0": (64, 112), "dw_sep_conv1": (128, 56),
+                   "dw_sep_conv2": (128, 56), "dw_sep_conv3": (256, 28), "dw_sep_conv4": (256, 28),
+                   "dw_sep_conv5": (512, 14), **{f"dw_sep_conv6{i}": (512, 14) for i in range(1, 6)},
+                   "dw_sep_conv7": (1024, 7), "dw_sep_conv8": (1024, 7), "avgpool": (1024, 1)}
+
+
+def test_mobilenet_every_layer_output_size_follows_table_1():
     model = MobileNet(10).eval()
     sizes = {}
     hooks = [getattr(model, name).register_forward_hook(
         lambda m, i, o, name=name: sizes.__setitem__(name, tuple(o.shape[1:])))
-        for name in ("conv0", "dw_sep_conv0", "dw_sep_conv5", "dw_sep_conv7", "dw_sep_conv8")]
+        for name in [*TABLE_1_OUTPUTS, "fc"]]
     with torch.no_grad():
         model(torch.randn(1, 3, 224, 224))
     for h in hooks:
         h.remove()
-    assert sizes == {"conv0": (32, 112, 112), "dw_sep_conv0": (64, 112, 112), "dw_sep_conv5": (512, 14, 14),
-                     "dw_sep_conv7": (1024, 7, 7), "dw_sep_conv8": (1024, 7, 7)}
+    assert sizes == {**{name: (c, s, s) for name, (c, s) in TABLE_1_OUTPUTS.items()}, "fc": (10,)}
+
+
+def _reference_mobilenet_logits(layout, x):
+    """MobileNet's forward pass written from Figure 3 and Table 1 with functional calls on
+    the reference layout's modules, independently of mobileNet.py."""
+    x = layout["conv0"](x)
+    for name, block in layout.items():
+        if name.startswith("dw_sep_conv"):
+            x = torch.relu(block["bn1"](block["depthwise"](x)))
+            x = torch.relu(block["bn2"](block["pointwise"](x)))
+    return layout["fc"](x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_mobilenet_computes_what_an_independent_network_with_its_weights_computes(training):
+    model, reference = MobileNet(9), _reference_mobilenet_layout(9)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so that eval mode uses them
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+    reference.load_state_dict(model.state_dict(), strict=True)
+    model.train(training)
+    reference.train(training)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        expected = _reference_mobilenet_logits(reference, x)
+        torch.testing.assert_close(model.forward_logits(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(x), torch.softmax(expected, dim=1), rtol=1e-4, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- Problem 3.1
@@ -333,12 +370,33 @@ def test_unet_without_skip_connections_is_opt_in():
 
 # ----------------------------------------------------------------------------- Problem 3.2
 
-monai_losses = pytest.importorskip("monai.losses")
+@pytest.fixture
+def monai_losses():
+    """MONAI, the reference for the Dice losses: only these comparisons skip without it."""
+    return pytest.importorskip("monai.losses")
+
+
+def _dice_loss_by_the_formula(logits, targets, smooth):
+    """1 - (2 sum(p t) + s) / (sum(p) + sum(t) + s) per channel over batch and space, mean over channels."""
+    p = torch.sigmoid(logits.double())
+    t = targets.double()
+    dims = [0, *range(2, p.dim())]
+    dice = (2 * (p * t).sum(dims) + smooth) / (p.sum(dims) + t.sum(dims) + smooth)
+    return (1 - dice).mean().float()
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("smooth", [1.0, 1e-5])
-def test_dice_loss_matches_monai(channels, smooth):
+def test_dice_loss_matches_the_formula(channels, smooth):
+    logits = torch.randn(4, channels, 16, 12) * 2
+    targets = (torch.rand(4, channels, 16, 12) > 0.7).float()
+    torch.testing.assert_close(DiceLoss()(logits, targets, smooth=smooth),
+                               _dice_loss_by_the_formula(logits, targets, smooth), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("smooth", [1.0, 1e-5])
+def test_dice_loss_matches_monai(monai_losses, channels, smooth):
     logits = torch.randn(4, channels, 16, 12) * 2
     targets = (torch.rand(4, channels, 16, 12) > 0.7).float()
     reference = monai_losses.DiceLoss(sigmoid=True, batch=True, smooth_nr=smooth, smooth_dr=smooth)
@@ -364,10 +422,18 @@ def test_dice_ce_loss_is_half_dice_half_bce():
     assert isinstance(loss.diceLoss, DiceLoss) and isinstance(loss.ceLoss, BinaryCELoss)
     logits = torch.randn(2, 1, 10, 10)
     targets = (torch.rand(2, 1, 10, 10) > 0.6).float()
+    dice = _dice_loss_by_the_formula(logits, targets, 1.0)
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    torch.testing.assert_close(loss(logits, targets), 0.5 * dice + 0.5 * bce, atol=1e-5, rtol=0)
+    torch.testing.assert_close(BinaryCELoss()(logits, targets.view(2, 10, 10)), bce)
+
+
+def test_dice_ce_loss_against_monai(monai_losses):
+    logits = torch.randn(2, 1, 10, 10)
+    targets = (torch.rand(2, 1, 10, 10) > 0.6).float()
     monai_dice = monai_losses.DiceLoss(sigmoid=True, batch=True, smooth_nr=1, smooth_dr=1)(logits, targets)
     bce = nn.functional.binary_cross_entropy_with_logits(logits, targets)
-    torch.testing.assert_close(loss(logits, targets), 0.5 * monai_dice + 0.5 * bce, atol=1e-5, rtol=0)
-    torch.testing.assert_close(BinaryCELoss()(logits, targets.view(2, 10, 10)), bce)
+    torch.testing.assert_close(DiceCELoss()(logits, targets), 0.5 * monai_dice + 0.5 * bce, atol=1e-5, rtol=0)
 
 
 def test_gradients_flow_through_the_losses():

@@ -9,7 +9,7 @@ from PIL import Image
 
 import main_segmentation as seg
 import retina as retina_data
-from segmentation_metrics import pixel_metrics, thresholded_dice
+from segmentation_metrics import constant_prediction_dice, pixel_metrics, thresholded_dice
 from conftest import write_retina
 from segmentation_models import build_smp_unet
 
@@ -36,6 +36,12 @@ def test_one_epoch_of_each_unet_variant(retina, tmp_path, model):
     results = run(retina, tmp_path / model, "--model", model)
     check_results(results)
     assert results["config"]["model"] == model
+    from unet import UNet
+    expected = UNet(3, 1, skip_connections=model == "unet")
+    assert results["n_parameters"] == sum(p.numel() for p in expected.parameters())
+    # without skips the decoder's blocks see only the upsampled path: fewer input channels
+    assert (sum(p.numel() for p in UNet(3, 1, skip_connections=False).parameters())
+            < sum(p.numel() for p in UNet(3, 1).parameters()))
     assert (tmp_path / model / "curves.png").stat().st_size > 0
     assert (tmp_path / model / "predictions.png").stat().st_size > 0
     assert not (tmp_path / model / "checkpoint.pt").exists()
@@ -94,19 +100,108 @@ def test_augmentation_keeps_the_mask_binary_and_aligned(augmentation):
 
 
 def test_random_crops_stay_aligned():
-    image = torch.arange(64 * 64, dtype=torch.float32).view(1, 64, 64).repeat(3, 1, 1)
-    mask = (torch.arange(64 * 64).view(1, 64, 64) % 7 == 0).to(torch.uint8)
-    dataset = retina_data.RetinaTrainSet((image % 256).to(torch.uint8)[None], mask[None], "none", crop_size=16,
-                                 crops_per_image=3)
+    # random noise is aperiodic: only the true offset of a crop matches the source anywhere
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 64, 64), generator=generator, dtype=torch.uint8)
+    mask = (torch.rand(1, 64, 64, generator=generator) > 0.5).to(torch.uint8)
+    dataset = retina_data.RetinaTrainSet(image[None], mask[None], "none", crop_size=16, crops_per_image=3)
     assert len(dataset) == 3
-    for i in range(3):
-        x, y = dataset[i]
-        top_left = int(round(x[0, 0, 0].item() * 255))
-        # locate the crop through the mask pattern: it must equal the mask's window
-        found = [(t, l) for t in range(49) for l in range(49)
-                 if torch.equal(mask[0, t:t + 16, l:l + 16].float(), y[0])
-                 and int(image[0, t, l].item()) % 256 == top_left]
-        assert found
+    torch.manual_seed(1)
+    for i in range(20):
+        x, y = dataset[i % 3]
+        pixels = (x * 255).round().to(torch.uint8)
+        found = [(t, l) for t in range(49) for l in range(49) if torch.equal(image[:, t:t + 16, l:l + 16], pixels)]
+        assert len(found) == 1, found
+        (t, l), = found
+        assert torch.equal(mask[:, t:t + 16, l:l + 16].float(), y)
+
+
+def _displacement(strategy, size, draws=6):
+    """Mean displacement in pixels that a strategy applies to the interior of a
+    ``size``-pixel image, measured by transforming an image of its own coordinates."""
+    from torchvision import tv_tensors
+    transform = retina_data.build_augmentation(strategy)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    coordinates = tv_tensors.Image(torch.stack([xx, yy, torch.zeros_like(xx)]))
+    inner = slice(size // 4, -size // 4)
+    torch.manual_seed(0)
+    moved = []
+    for _ in range(draws):
+        out = transform(coordinates)
+        moved.append(torch.hypot(out[0, inner, inner] - xx[inner, inner], out[1, inner, inner] - yy[inner, inner]).mean())
+    return float(torch.stack(moved).mean())
+
+
+@pytest.mark.parametrize("strategy,minimum_pixels", [("flip", 10), ("affine", 3), ("elastic", 2), ("combined", 10)])
+@pytest.mark.parametrize("size", [96, 512])
+def test_geometric_strategies_move_pixels_measurably(strategy, minimum_pixels, size):
+    # flips move most pixels by a large fraction of the image; the affine's 30 degrees,
+    # 5% shifts and 15% zooms move the interior by pixels; elastic bends it by ~3 px at any size
+    assert _displacement(strategy, size) > minimum_pixels
+
+
+def test_color_strategy_changes_colours_and_leaves_geometry_and_mask_alone():
+    from torchvision import tv_tensors
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randint(40, 200, (3, 64, 64), generator=generator, dtype=torch.uint8)
+    mask = (torch.rand(1, 64, 64, generator=generator) > 0.8).to(torch.uint8)
+    transform = retina_data.build_augmentation("color")
+    torch.manual_seed(0)
+    changes = []
+    for _ in range(6):
+        out, out_mask = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        assert torch.equal(out_mask.as_subclass(torch.Tensor), mask)
+        changes.append((out.float() - image.float()).abs().mean() / 255)
+        # the geometry is kept: each channel stays correlated, pixel for pixel, with the original
+        for c in range(3):
+            assert torch.corrcoef(torch.stack([out[c].flatten().float(), image[c].flatten().float()]))[0, 1] > 0.5
+    assert float(torch.stack(changes).mean()) > 0.03  # brightness/contrast jitter of 30%
+
+
+def test_none_strategy_is_the_identity():
+    assert retina_data.build_augmentation("none") is None
+    assert retina_data.describe("none") == "no augmentation"
+    assert "alpha 400" in retina_data.describe("elastic") and "degrees 30" in retina_data.describe("affine")
+
+
+def test_a_few_dozen_steps_learn_the_generated_vessels(retina):
+    """train() and training_step() really optimise: 48 steps of a small network raise the
+    thresholded Dice far above what predicting every pixel as vessel scores."""
+    from execution import Execution
+    torch.manual_seed(0)
+    train_split = dict(zip(("names", "images", "masks", "sizes"), retina_data.load_split(retina / "train")))
+    test_split = dict(zip(("names", "images", "masks", "sizes"), retina_data.load_split(retina / "test")))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 1, 1))
+    execution, loss_fn = Execution.plain("cpu"), seg.DiceCELoss()
+    loader = torch.utils.data.DataLoader(retina_data.RetinaTrainSet(train_split["images"], train_split["masks"],
+                                                                     crop_size=32, crops_per_image=8),
+                                         batch_size=8, shuffle=True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    before, _ = seg.evaluate(net, test_split, loss_fn, execution)
+    losses = [seg.train(epoch, net, loader, optimizer, execution.grad_scaler(), loss_fn, execution, 1000)[0]
+              for epoch in range(8)]
+    after, _ = seg.evaluate(net, test_split, loss_fn, execution)
+    all_vessel = constant_prediction_dice(test_split["masks"], test_split["sizes"], vessel=True)
+    assert losses[-1] < 0.7 * losses[0] and after["loss"] < 0.7 * before["loss"]
+    assert after["thresholded_dice"] > max(0.5, 3 * all_vessel), (after, all_vessel)
+
+
+def test_metrics_ignore_the_padding():
+    from execution import Execution
+    # a 50x50 image padded to 64x64; a model that says "vessel" everywhere
+    mask = torch.zeros(1, 1, 64, 64, dtype=torch.uint8)
+    mask[0, 0, 10:20, 10:40] = 1
+    split = {"images": torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "masks": mask, "sizes": [(50, 50)]}
+
+    class AllVessel(torch.nn.Module):
+        def forward(self, x):
+            return torch.full_like(x[:, :1], 50.0)
+
+    metrics, _ = seg.evaluate(AllVessel(), split, seg.DiceCELoss(), Execution.plain("cpu"))
+    vessels = 10 * 30
+    assert metrics["thresholded_dice"] == pytest.approx(2 * vessels / (50 * 50 + vessels))  # not / (64 * 64 + ...)
+    assert constant_prediction_dice(mask, [(50, 50)], vessel=True) == pytest.approx(2 * vessels / (2500 + vessels))
 
 
 def test_validation_split_keeps_copies_of_one_eye_together():
@@ -116,10 +211,52 @@ def test_validation_split_keeps_copies_of_one_eye_together():
     assert {retina_data.fundus_id(names[i]) for i in train}.isdisjoint({retina_data.fundus_id(names[i]) for i in val})
 
 
-def test_run_with_a_validation_split_selects_the_best_epoch(retina, tmp_path):
-    results = run(retina, tmp_path / "val", "--val_fraction", "0.34", "--epochs", "2")
+def test_final_metrics_come_from_the_best_validation_state(retina, tmp_path, monkeypatch):
+    real_evaluate, states, scores = seg.evaluate, [], iter([0.2, 0.9, 0.5])  # the best is epoch 2 of 3
+
+    def spy(model, split, loss_fn, execution):
+        metrics, logits = real_evaluate(model, split, loss_fn, execution)
+        if split["names"] == validation_names:
+            states.append({k: v.clone() for k, v in model.state_dict().items()})
+            metrics["thresholded_dice"] = next(scores)
+        return metrics, logits
+
+    names = retina_data.load_split(retina / "train")[0]
+    validation_names = [names[i] for i in retina_data.split_by_fundus(names, 0.34, seed=42)[1]]
+    monkeypatch.setattr(seg, "evaluate", spy)
+    results = run(retina, tmp_path / "val", "--val_fraction", "0.34", "--epochs", "3", "--save_model")
     assert results["evaluated_on"] == "validation" and results["final_metrics_model"] == "best validation epoch"
-    assert results["n_train_images"] == 4 and results["best_epoch"] in (1, 2)
+    assert results["n_train_images"] == 4 and results["best_epoch"] == 2
+    assert results["valid_dice_thresholded"] == [0.2, 0.9, 0.5]
+    final = torch.load(tmp_path / "val" / "model.pt", weights_only=False)["model"]
+    for key, value in states[1].items():
+        torch.testing.assert_close(final[key], value)
+    assert not all(torch.equal(states[1][k], states[2][k]) for k in states[1])  # epoch 3 did change the weights
+
+
+def test_schedule_evaluation_size_precision_and_saved_weights(retina, tmp_path):
+    results = run(retina, tmp_path / "opts", "--epochs", "3", "--eval_every", "2", "--lr_schedule", "cosine",
+                  "--lr", "1e-3", "--image_size", "32", "--crop_size", "16", "--plain", "--save_model")
+    np.testing.assert_allclose(results["learning_rates"], [1e-3 * (1 + np.cos(np.pi * e / 3)) / 2 for e in range(3)])
+    assert results["evaluated_epochs"] == [2, 3] and len(results["valid_losses"]) == 2
+    assert results["execution"] == {"device": "cpu", "autocast": None, "channels_last": False}
+    # metrics were computed at 32x32: the all-vessel score of the test masks resized to 32
+    import torch.nn.functional as F
+    masks = retina_data.load_split(retina / "test")[2]
+    small = retina_data.load_split(retina / "test", image_size=32)
+    assert small[1].shape[-1] == 32
+    assert results["baselines"]["all_vessel_dice"] == pytest.approx(
+        constant_prediction_dice(small[2], small[3], vessel=True))
+    assert results["baselines"]["all_vessel_dice"] != pytest.approx(
+        constant_prediction_dice(masks, [(64, 64)] * len(masks), vessel=True))
+    from unet import UNet
+    UNet(3, 1).load_state_dict(torch.load(tmp_path / "opts" / "model.pt", weights_only=False)["model"], strict=True)
+
+
+def test_bf16_autocast_training_runs_and_is_recorded(retina, tmp_path):
+    results = run(retina, tmp_path / "bf16", "--amp", "bf16")
+    check_results(results)
+    assert results["execution"]["autocast"] == "bfloat16"
 
 
 def test_pairs_are_matched_by_name_not_position_and_any_format(tmp_path):
@@ -140,7 +277,9 @@ def test_sizes_not_divisible_by_16_are_padded_and_metrics_ignore_the_padding(tmp
     root = write_retina(tmp_path / "odd", n_train_fundi=1, copies=1, n_test=1, size=50)
     names, images, masks, sizes = retina_data.load_split(root / "test")
     assert images.shape[-2:] == (64, 64) and sizes == [(50, 50)]
-    seg.main(["--dataset", str(root), "--logdir", str(tmp_path / "run"), *FAST])
+    results = run(root, tmp_path / "run")
+    vessels = masks[0, 0, :50, :50].sum().item()
+    assert results["baselines"]["all_vessel_dice"] == pytest.approx(2 * vessels / (2500 + vessels))
 
 
 def _expect_one_line_error(capsys, argv, *needles):
@@ -245,3 +384,26 @@ def test_binary_dice_and_pixel_metrics_against_sklearn():
     pred = probs >= 0.5
     assert metrics["sensitivity"] == pytest.approx((pred & truth).sum() / truth.sum())
     assert metrics["specificity"] == pytest.approx((~pred & ~truth).sum() / (~truth).sum())
+
+
+# numeric flag -> the smallest value it accepts (0 where zero means "off" or is legitimate)
+NUMERIC_FLAGS = {"--batch_size": 1, "--epochs": 1, "--lr": None, "--weight_decay": 0, "--print_every": 1,
+                 "--seed": 0, "--show_augmentations": 0, "--crop_size": 0, "--crops_per_image": 1,
+                 "--image_size": 0, "--val_fraction": 0, "--train_fraction": None, "--eval_every": 1,
+                 "--threads": 0}
+
+
+@pytest.mark.parametrize("flag,value", [(flag, value) for flag, smallest in sorted(NUMERIC_FLAGS.items())
+                                        for value in ("0", "-1", "nan", "inf") if not (value == "0" and smallest == 0)])
+def test_bad_numeric_flags_give_one_line_and_create_nothing(retina, tmp_path, capsys, flag, value):
+    logdir = tmp_path / "run"
+    _expect_one_line_error(capsys, ["--dataset", str(retina), "--logdir", str(logdir), flag, value], flag, value)
+    assert not logdir.exists()
+
+
+def test_option_names_are_never_abbreviated(retina, tmp_path, capsys):
+    _expect_one_line_error(capsys, ["--dataset", str(retina), "--logdir", str(tmp_path / "r"), "--encoder", "x"],
+                           "--encoder")
+    _expect_one_line_error(capsys, ["--dataset", str(retina), "--logdir", str(tmp_path / "r"), "--crop", "32"],
+                           "--crop")
+    assert not (tmp_path / "r").exists()
