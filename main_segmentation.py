@@ -289,7 +289,9 @@ def write_outputs(logdir, args, run, final, logits, test_split, test_seconds, re
                        h["evaluated_epochs"][int(np.argmax(valid_dice))] if valid_dice else None),
         "final_metrics": final,
         "final_metrics_model": "best validation epoch" if run.best_state is not None else "last epoch",
-        "baselines": {"all_vessel_dice": constant_prediction_dice(test_split["masks"], test_split["sizes"], True),
+        "baselines": {"vessel_fraction": float(np.mean([m[0, :h, :w].float().mean().item() for m, (h, w)
+                                                        in zip(test_split["masks"], test_split["sizes"])])),
+                      "all_vessel_dice": constant_prediction_dice(test_split["masks"], test_split["sizes"], True),
                       "all_background_dice": constant_prediction_dice(test_split["masks"], test_split["sizes"], False)},
         "diverged": run.diverged,
         "epochs_completed": len(h.get("train_losses", [])),
