@@ -191,7 +191,7 @@ def run_one(name, script, arguments, logdir):
     return f"done in {(time.time() - started) / 60:.1f} min"
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--data", default="data/retina", help="the retina folder (train/ and test/)")
@@ -199,7 +199,7 @@ def main():
     parser.add_argument("--runs", default="runs", help="where runs/<profile>/<name>/ go")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these")
     parser.add_argument("--list", action="store_true", help="print one shell command per run and exit")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     runs = plan(args.profile, args.data, args.data_dir)
     unknown = sorted(set(args.only or []) - set(runs))

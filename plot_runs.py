@@ -40,13 +40,13 @@ def overlay(runs, out, accuracy_label="accuracy", title=""):
     plot_panels(panels, out, title, legend_fontsize=7)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each with results.json)")
     parser.add_argument("--out", required=True, help="the PNG to write")
     parser.add_argument("--accuracy_label", default="accuracy")
     parser.add_argument("--title", default="")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     overlay(load_runs(args.runs), args.out, args.accuracy_label, args.title)
     print(f"wrote {args.out}")
 

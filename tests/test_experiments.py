@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import experiments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +61,50 @@ def test_finished_runs_are_skipped(tmp_path):
     logdir.mkdir()
     (logdir / "results.json").write_text("{}")
     assert experiments.run_one("unet", "main_segmentation.py", [], logdir) == "complete (skipped)"
+
+
+def test_an_interrupted_run_is_resumed(retina, tmp_path, monkeypatch):
+    import main_segmentation as seg
+    arguments = ["--dataset", str(retina), "--epochs", "2", "--crop_size", "32", "--batch_size", "2",
+                 "--threads", "2", "--plain"]
+    logdir = tmp_path / "runs" / "cpu" / "unet"
+    real_train = seg.train
+
+    def interrupted(epoch, *args, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_train(epoch, *args, **kwargs)
+
+    monkeypatch.setattr(seg, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        seg.main([*arguments, "--logdir", str(logdir)])
+    assert experiments.status(logdir) == "interrupted"
+    state = experiments.run_one("unet", "main_segmentation.py", arguments, logdir)
+    assert state.startswith("done"), state
+    results = json.loads((logdir / "results.json").read_text())
+    assert results["resumed_at_epoch"] == 1 and len(results["train_losses"]) == 2
+    assert "--resume" in results["command"] and "--resume" in (logdir / "log.txt").read_text()
+    assert not (logdir / "checkpoint.pt").exists()
+
+
+def test_profile_arguments_are_not_repeated_when_a_run_overrides_them():
+    script, arguments = experiments.plan("cpu", "data/retina", "data")["unet"]
+    assert arguments.count("--epochs") == 1 and arguments[arguments.index("--epochs") + 1] == "40"
+    assert experiments.merge(["--a", "1", "--flag", "--b", "2"], ["--b", "3"]) == ["--a", "1", "--flag", "--b", "3"]
+
+
+def test_plot_runs_overlays_finished_runs(tmp_path, capsys):
+    import plot_runs
+    from PIL import Image
+    for name, shift in (("a", 0.0), ("b", 0.1)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(
+            {"train_losses": [1.0 - shift, 0.5], "valid_losses": [1.1, 0.6], "train_accs": [0.2, 0.6 + shift],
+             "valid_accs": [0.1, 0.5]}))
+    out = tmp_path / "overlay.png"
+    plot_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    with Image.open(out) as im:
+        assert im.size[0] > im.size[1] > 300  # two panels side by side
+        assert len(set(im.convert("RGB").getdata())) > 50  # curves, not a blank canvas
+    with pytest.raises(plot_runs.UserError, match="results.json"):
+        plot_runs.main([str(tmp_path / "missing"), "--out", str(out)])

@@ -1,0 +1,228 @@
+"""One function per question of the assignment: each returns the numbers its section of
+the report quotes and the claims its prose makes, ``{"numbers": {...}, "claims":
+[(claim, holds), ...]}``. The prose lives in the ``.typ`` files, which receive only these
+numbers and booleans; ``build.py`` stops when a claim no longer holds."""
+import math
+
+import numpy as np
+
+import experiments
+from logs import HUMAN_DICE, MEDMNIST_RESNET18_ACC, budget, collapsed, dice, dice_at, done, fmt
+
+
+def _answer(numbers, claims=()):
+    return {"numbers": numbers, "claims": list(claims)}
+
+
+def compare_epoch(runs):
+    """The budget at which runs of different lengths are compared: the short runs' length."""
+    short = [n for n in [*experiments.runs_of("4.1"), *experiments.runs_of("4.2"), *experiments.runs_of("4.3")]
+             if done(runs[n])]
+    return min(runs[n]["config"]["epochs"] for n in short) if short else None
+
+
+def _command(profile, name):
+    script, arguments = experiments.plan(profile, "data/retina", "data")[name]
+    return " ".join(["python", script, *arguments, "--logdir", f"runs/{profile}/{name}"])
+
+
+def _not_run(run):
+    return {"status": "not run", "reason": run.get("reason", ""), "command": run.get("command", "")}
+
+
+# ----------------------------------------------------------------------------- Problem 2
+
+def problem_2_1(runs):
+    conv = runs["convolution"]
+    if not done(conv):
+        return _answer({"done": False})
+    seconds = {(r["method"], r["image_size"], r["kernel_size"]): r.get("seconds") for r in conv["records"]}
+    big, kmax = conv["bars"]["image_size"], max(conv["config"]["kernel_sizes"])
+    return _answer({
+        "done": True, "size": big, "kmax": kmax, "cpu": conv["machine"]["cpu"], "agree": conv["all_methods_agree"],
+        "ours_over_scipy": fmt(conv["bars"]["ours_over_scipy"], 2),
+        "scipy_over_ours": fmt(1 / conv["bars"]["ours_over_scipy"], 1),
+        "loop_over_ours": f"{conv['bars']['loop_over_ours']['ratio']:.0f}",
+        "loop_size": conv["bars"]["loop_over_ours"]["image_size"],
+        "by_kernel": [{"k": k, "ratio": fmt(1 / v, 1)} for k, v in conv["bars"]["ours_over_scipy_by_kernel"].items()],
+        "table": [{"method": m, "ms": [fmt(1000 * seconds[(m, big, k)], 2) if seconds.get((m, big, k)) else "skipped"
+                                       for k in (3, kmax)]}
+                  for m in dict.fromkeys(r["method"] for r in conv["records"])],
+        "blur_hf": fmt(100 * conv["blur"]["high_frequency_energy_ratio"], 1),
+        "gaussian_size": conv["blur"]["gaussian_size"],
+    }, [("the vectorised convolution agrees with SciPy and the loop", conv["all_methods_agree"])])
+
+
+def problem_2_6(runs, profile):
+    """PathMNIST: what ran, and if nothing did, the commands and the floor of the pitfall."""
+    names = experiments.runs_of("2.6", profile)
+    rows = []
+    for name in names:
+        r = runs[name]
+        rows.append({"name": name, "status": "done", "test_acc": fmt(r["test_acc"]), "test_auc": fmt(r["test_auc"]),
+                     "best_epoch": r["best_epoch"], "best_test_acc": fmt(r["test_at_best_epoch"]["accuracy"]),
+                     "minutes": fmt(r["timings"]["total_seconds"] / 60, 1)} if done(r)
+                    else {"name": name, **_not_run(r), "command": _command(profile, name)})
+    floor = math.log(1 + 8 / math.e)  # cross-entropy of a softmax of probabilities that are one-hot
+    return _answer({"available": all(done(runs[n]) for n in names[:2]), "rows": rows,
+                    "profile_arguments": " ".join(experiments.PROFILES[profile]["classification"]) or "none",
+                    "medmnist_acc": fmt(MEDMNIST_RESNET18_ACC), "probability_loss_floor": fmt(floor, 4)})
+
+
+# ----------------------------------------------------------------------------- Problem 4
+
+def problem_4_reference(runs):
+    unet = runs["unet"]
+    if not done(unet):
+        return _answer({"done": False})
+    c, b = unet["config"], budget(unet)
+    cosine = runs["unet_cosine"]
+    whole = unet.get("train_whole_soft_dice") or []
+    n = {"done": True, "dice": fmt(dice(unet)), "epochs": c["epochs"], "budget": b,
+         "train_minutes": fmt(sum(unet["timings"]["train_seconds_per_epoch"]) / 60, 1),
+         "total_minutes": fmt(unet["timings"]["total_seconds"] / 60, 1), "cpu": unet["machine"]["cpu"],
+         "threads": unet["machine"]["torch_threads"], "command": unet["command"],
+         "peak_dice": fmt(max(unet["valid_dice_thresholded"])), "human_dice": fmt(HUMAN_DICE),
+         "above_human": dice(unet) > HUMAN_DICE,
+         "vessel_percent": fmt(100 * unet["baselines"]["vessel_fraction"], 1) if "baselines" in unet else None,
+         "has_whole_training_curve": bool(whole)}
+    if whole:  # training eyes and test images measured alike: whole images, eval mode
+        n["train_whole_soft"], n["test_soft"] = fmt(whole[-1]), fmt(unet["valid_accs"][-1])
+        n["generalisation_gap"] = fmt(whole[-1] - unet["valid_accs"][-1])
+        n["overfits"] = whole[-1] - unet["valid_accs"][-1] > 0.05
+    if done(cosine):
+        n["cosine"] = {"dice": fmt(dice(cosine)), "epochs": cosine["config"]["epochs"],
+                       "better": dice(cosine) > dice(unet), "budget": budget(cosine)}
+    return _answer(n)
+
+
+def problem_4_1(runs):
+    unet, noskip = runs["unet"], runs["unet_noskip"]
+    if not (done(unet) and done(noskip)):
+        return _answer({"done": False})
+    E = compare_epoch(runs)
+    n = {"done": True, "E": E, "budget": budget(noskip), "noskip_dice": fmt(dice(noskip)),
+         "noskip_auc": fmt(noskip["final_metrics"]["auc"]), "unet_dice_at_E": fmt(dice_at(unet, E)),
+         "noskip_collapsed": collapsed(noskip), "noskip_curve": [fmt(d) for d in noskip["valid_dice_thresholded"]],
+         "noskip_epochs": noskip["evaluated_epochs"], "noskip_peak": fmt(max(noskip["valid_dice_thresholded"]))}
+    if "baselines" in noskip:
+        all_vessel = noskip["baselines"]["all_vessel_dice"]
+        n["all_vessel_dice"] = fmt(all_vessel)
+        # an evaluation that scores what "everything is vessel" scores: the network flipped its constant output
+        n["noskip_hit_all_vessel"] = any(abs(d - all_vessel) < 0.02 for d in noskip["valid_dice_thresholded"])
+    grads = {name: runs[name].get("initial_gradient_norms") for name in ("unet", "unet_noskip")}
+    if all(grads.values()):
+        first = "encoder_block1"
+        n["grad_first_block"] = {k: f"{v[first]:.1e}" for k, v in grads.items()}
+        n["grad_ratio"] = f"{grads['unet'][first] / grads['unet_noskip'][first]:.0e}"
+    dead = {name: runs[name].get("dead_relu_fraction") for name in ("unet", "unet_noskip")}
+    if all(dead.values()):
+        n["dead_percent"] = {k: fmt(100 * v["overall"], 1) for k, v in dead.items()}
+    claims = [("the UNet with skips beats the one without at the same epoch", dice_at(unet, E) > dice(noskip))]
+    if all(grads.values()):
+        claims.append(("without skips the first block's initial gradient is over ten times smaller",
+                       grads["unet"]["encoder_block1"] > 10 * grads["unet_noskip"]["encoder_block1"]))
+    return _answer(n, claims)
+
+
+def problem_4_2(runs):
+    names = experiments.runs_of("4.2")
+    if not all(done(runs[n]) for n in names):
+        return _answer({"done": False})
+    E = compare_epoch(runs)
+    rows = []
+    for name in names:
+        r = runs[name]
+        rows.append({"lr": name[3:], "dice": fmt(dice(r)), "auc": fmt(r["final_metrics"]["auc"]),
+                     "first_loss": f"{r['train_losses'][0]:.3g}", "max_loss": f"{max(r['train_losses']):.3g}",
+                     "last_loss": f"{r['train_losses'][-1]:.3g}", "collapsed": collapsed(r),
+                     "diverged": max(r["train_losses"]) > 10})
+    by = {r["lr"]: r for r in rows}
+    best = max(names, key=lambda n: dice(runs[n]))
+    n = {"done": True, "E": E, "rows": rows, "by": by, "best": best[3:], "budget": budget(runs[names[0]])}
+    claims = [("lr 1e-1 diverges (training loss above 10)", by["1e-1"]["diverged"]),
+              ("lr 1e-1 ends predicting no vessel", dice(runs["lr_1e-1"]) < 0.01),
+              ("lr 1e-2 ends on the all-background output", by["1e-2"]["collapsed"]),
+              ("lr 1e-3 is the best of the sweep", best == "lr_1e-3")]
+    return _answer(n, claims)
+
+
+def problem_4_3(runs):
+    names = experiments.runs_of("4.3")
+    unet = runs["unet"]
+    if not (done(unet) and all(done(runs[n]) for n in names)):
+        return _answer({"done": False})
+    from retina import describe
+    E = compare_epoch(runs)
+    none = dice_at(unet, E)
+    # how much one run's Dice moves between consecutive evaluations near the end: the
+    # instability a single-seed difference must exceed before it means anything
+    swings = []
+    for r in [unet, *(runs[n] for n in names)]:
+        d, e = r["valid_dice_thresholded"], r["evaluated_epochs"]
+        swings += [abs(d[i] - d[i - 1]) for i in range(1, len(d)) if e[i] <= E]
+    noise = float(np.median(swings)) if swings else 0.0
+    rows = []
+    for name in sorted(names, key=lambda n: -dice(runs[n])):
+        delta = dice(runs[name]) - none
+        rows.append({"name": name[4:], "dice": fmt(dice(runs[name])), "delta": f"{delta:+.3f}",
+                     "verdict": "better" if delta > noise else "worse" if -delta > noise else "within noise",
+                     "description": describe(name[4:]), "collapsed": collapsed(runs[name])})
+    overfits = problem_4_reference(runs)["numbers"].get("overfits")
+    return _answer({"done": True, "E": E, "none_dice": fmt(none), "noise": fmt(noise), "rows": rows,
+                    "budget": budget(runs[names[0]]), "none_description": describe("none"),
+                    "better": [r["name"] for r in rows if r["verdict"] == "better"],
+                    "worse": [r["name"] for r in rows if r["verdict"] == "worse"],
+                    "overfit_measured": overfits is not None, "overfits": bool(overfits)})
+
+
+def problem_4_4(runs, profile):
+    pre, scratch = runs["smp_pretrained"], runs["smp_scratch"]
+    unet = runs["unet"]
+    if not (done(pre) and done(scratch)):
+        return _answer({"done": False, "pretrained": _not_run(pre), "scratch": _not_run(scratch)})
+    E = compare_epoch(runs)
+    first = pre["evaluated_epochs"][0]
+    weights = pre["model_weights"]
+    n = {"done": True, "E": E, "budget": budget(pre), "first_epoch": first,
+         "pretrained": fmt(dice(pre)), "scratch": fmt(dice(scratch)),
+         "pretrained_first": fmt(dice_at(pre, first)), "scratch_first": fmt(dice_at(scratch, first)),
+         "unet_at_E": fmt(dice_at(unet, E)) if done(unet) else "n/a",
+         "encoder": weights["encoder"], "source": weights["source"], "sha256": weights["sha256"][:16],
+         "tensors": weights["tensors_loaded"], "params_m": fmt(pre["n_parameters"] / 1e6, 1),
+         "unet_params_m": fmt(unet["n_parameters"] / 1e6, 1) if done(unet) else "n/a",
+         "seconds_per_epoch": fmt(np.mean(pre["timings"]["train_seconds_per_epoch"]), 0),
+         "above_human": dice(pre) > HUMAN_DICE, "human_dice": fmt(HUMAN_DICE),
+         "pretrained_better": dice(pre) > dice(scratch), "resnet18": {}}
+    quarter = [runs[k] for k in ("smp_pretrained_quarter", "smp_scratch_quarter")]
+    if all(done(r) for r in quarter):
+        n["quarter"] = {"pretrained": fmt(dice(quarter[0])), "scratch": fmt(dice(quarter[1])),
+                        "fundi": quarter[0]["n_train_fundi"], "all_fundi": pre["n_train_fundi"],
+                        "gap": fmt(dice(quarter[0]) - dice(quarter[1])), "full_gap": fmt(dice(pre) - dice(scratch)),
+                        "gap_grows": dice(quarter[0]) - dice(quarter[1]) > dice(pre) - dice(scratch)}
+    for name in ("smp_resnet18_pretrained", "smp_resnet18_scratch"):
+        r = runs[name]
+        n["resnet18"][name] = {"status": "done", "dice": fmt(dice(r))} if done(r) else {
+            **_not_run(r), "command": _command(profile, name)}
+    claims = [("the pretrained encoder is ahead at the first evaluation", dice_at(pre, first) > dice_at(scratch, first)),
+              ("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
+    return _answer(n, claims)
+
+
+def segmentation_table(runs):
+    """Every segmentation run's final metrics, for the summary table."""
+    E = compare_epoch(runs)
+    rows = []
+    for name, run in experiments.registry().items():
+        if run.script != "main_segmentation.py":
+            continue
+        r = runs[name]
+        if not done(r):
+            rows.append({"name": name, "problem": run.problem, **_not_run(r)})
+            continue
+        f, c = r["final_metrics"], r["config"]
+        rows.append({"name": name, "problem": run.problem, "status": "done", "label": run.label,
+                     "epochs": r["epochs_completed"], "diverged": r["diverged"], "dice": fmt(f["dice"]),
+                     "dice_at_E": fmt(dice_at(r, E)), "sensitivity": fmt(f["sensitivity"]),
+                     "specificity": fmt(f["specificity"]), "auc": fmt(f["auc"]), "lr": c["lr"]})
+    return rows

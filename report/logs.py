@@ -1,0 +1,74 @@
+"""The runs' logs as the report reads them: which runs exist (the registry in
+``experiments.py``, nothing else), their results, and the few helpers that turn them
+into the numbers the text quotes."""
+from pathlib import Path
+
+import experiments
+from runfiles import read_json
+
+HUMAN_DICE = 0.788  # external: DRIVE's second human observer against the first (Staal et al., 2004)
+MEDMNIST_RESNET18_ACC = 0.907  # external: MedMNIST v2 (Yang et al., 2023), ResNet-18 (28), PathMNIST test accuracy
+
+
+def load_runs(root, profile=None):
+    """Every run of the registry, by name: ``{"status": "done", **results}``, or the
+    not-run record (``status``, ``reason``, ``command``)."""
+    root = Path(root)
+    runs = {}
+    for name in experiments.registry(profile or _profile(root)):
+        folder = root / name
+        if (folder / "results.json").exists():
+            runs[name] = {"status": "done", **read_json(folder / "results.json")}
+        elif (folder / "convolution_timings.json").exists():
+            runs[name] = {"status": "done", **read_json(folder / "convolution_timings.json")}
+        elif (folder / "not_run.json").exists():
+            runs[name] = read_json(folder / "not_run.json")
+        else:
+            runs[name] = {"status": "not run", "reason": "this run has not been made yet", "command": ""}
+    return runs
+
+
+def _profile(root):
+    return root.name if root.name in experiments.PROFILES else "cpu"
+
+
+def done(run):
+    return run.get("status") == "done"
+
+
+def fmt(x, digits=3):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def dice(run):
+    """The final thresholded test Dice of a finished run, else None."""
+    return run["final_metrics"]["dice"] if done(run) else None
+
+
+def dice_at(run, epoch):
+    """The thresholded Dice of the evaluation after ``epoch`` epochs, from the run's curve."""
+    if not done(run) or epoch not in run["evaluated_epochs"]:
+        return None
+    return run["valid_dice_thresholded"][run["evaluated_epochs"].index(epoch)]
+
+
+def collapsed(run):
+    """Stuck on a constant, all-background output: no vessel pixel predicted, chance AUC."""
+    f = run["final_metrics"]
+    return f["dice"] < 0.01 and (f["auc"] is None or abs(f["auc"] - 0.5) < 0.1)
+
+
+def budget(run):
+    """What a caption must say of a run's budget: image size, crops, epochs, steps, precision."""
+    c = run["config"]
+    images = run["n_train_images"]
+    crops = c.get("crops_per_image", 1) if c.get("crop_size") else 1
+    steps = max(1, images * crops // c["batch_size"])  # the loader drops the last partial batch
+    precision = (run.get("execution") or {}).get("autocast")
+    if precision is None and "execution" not in run:  # older runs: bf16 where the CPU had it natively
+        precision = "bfloat16" if run["machine"].get("cpu_bf16") and not c.get("plain") else None
+    what = (f"{c['crop_size']}-px crops of {images} images, {crops} per image per epoch" if c.get("crop_size")
+            else f"whole {c.get('image_size') or 512}-px images, {images} of them")
+    return {"what": what, "batch": c["batch_size"], "epochs": run["epochs_completed"],
+            "steps": steps * run["epochs_completed"], "precision": precision or "float32",
+            "lr": c["lr"], "optimizer": c["optimizer"]}

@@ -1,0 +1,102 @@
+"""The report's figures, each drawn from the runs' logs. Curves side by side are the
+same measure; a diverged run is drawn on a clipped axis with its real value written
+beside it, so the other runs stay readable."""
+import numpy as np
+
+import experiments
+from figures import pyplot, save_figure
+from logs import HUMAN_DICE, done
+
+LOSS_CLIP = 1.2  # DiceCE of a constant prediction is about 0.7-0.9; above this a run has diverged
+
+
+def save(fig, path):
+    save_figure(fig, path, dpi=150, bbox_inches="tight")
+
+
+def curves(runs, names, path, up_to=None, labels=None):
+    """Thresholded Dice of each evaluation, and the training loss per epoch (clipped at
+    ``LOSS_CLIP``, diverged values written on the plot), one colour per run."""
+    plt = pyplot()
+    registry = experiments.registry()
+    fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, style in zip(names, ["o-", "s-", "d-", "^-", "v-", "x-"] * 2):
+        r = runs[name]
+        if not done(r):
+            continue
+        label = (labels or {}).get(name) or registry[name].label or name
+        ev, d = np.array(r["evaluated_epochs"]), np.array(r["valid_dice_thresholded"])
+        keep = ev <= (up_to or ev.max())
+        line, = ax_dice.plot(ev[keep], d[keep], style, ms=3, label=label)
+        loss = np.array(r["train_losses"])[:up_to]
+        epochs = np.arange(1, len(loss) + 1)
+        ax_loss.plot(epochs, np.minimum(loss, LOSS_CLIP), style, ms=3, color=line.get_color(), label=label)
+        for e, value in zip(epochs, loss):
+            if value > LOSS_CLIP:
+                ax_loss.annotate(f"{value:.0e}", (e, LOSS_CLIP), textcoords="offset points", xytext=(0, 3),
+                                 ha="center", fontsize=6, color=line.get_color())
+    ax_dice.axhline(HUMAN_DICE, color="grey", ls=":", lw=1)
+    ax_dice.text(0.02, HUMAN_DICE + 0.01, "2nd human observer (external)", color="grey", fontsize=7,
+                 transform=ax_dice.get_yaxis_transform())
+    ax_dice.set(ylabel="test Dice (threshold 0.5)", ylim=(0, 0.9), xlabel="epoch")
+    ax_loss.set(ylabel=f"training DiceCE loss (clipped at {LOSS_CLIP})", ylim=(0, LOSS_CLIP * 1.12), xlabel="epoch")
+    for ax in (ax_dice, ax_loss):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def gradient_norms(runs, path):
+    """Per-block gradient norm at initialisation, with and without skip connections."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for name, offset in (("unet", -0.2), ("unet_noskip", 0.2)):
+        norms = runs[name].get("initial_gradient_norms") or {}
+        blocks = list(norms)
+        ax.bar(np.arange(len(blocks)) + offset, list(norms.values()), width=0.4,
+               label=experiments.registry()[name].label)
+    ax.set_xticks(range(len(blocks)), [b.replace("_block", " ") for b in blocks], rotation=30, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("gradient norm at initialisation")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def generalisation(run, path):
+    """Soft Dice and loss of the same network on whole training and test images, eval mode."""
+    plt = pyplot()
+    ev = run["evaluated_epochs"]
+    fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, (train_key, test_key, label) in zip(
+            (ax_dice, ax_loss), (("train_whole_soft_dice", "valid_accs", "soft Dice"),
+                                 ("train_whole_losses", "valid_losses", "DiceCE loss"))):
+        ax.plot(ev, run[train_key], "o-", ms=3, label="training eyes (one copy each)")
+        ax.plot(ev, run[test_key], "s-", ms=3, label="test images")
+        ax.set(xlabel="epoch", ylabel=f"{label}, whole images, eval mode")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def classification(runs, names, path):
+    plt = pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name in names:
+        r = runs[name]
+        if not done(r):
+            continue
+        epochs = np.arange(1, len(r["train_losses"]) + 1)
+        for ax, key in ((ax_loss, "losses"), (ax_acc, "accs")):
+            line, = ax.plot(epochs, r[f"train_{key}"], "-", label=f"{name} train")
+            ax.plot(epochs, r[f"valid_{key}"], "--", color=line.get_color(), label=f"{name} validation")
+    for ax, label in ((ax_loss, "cross-entropy"), (ax_acc, "accuracy")):
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, path)
