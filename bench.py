@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 
 from cli import UserError, run_cli
-from execution import Execution, cpu_supports_bf16, pick_device
+import execution
+from execution import Execution, choose, cpu_supports_bf16, pick_device
 from runfiles import library_versions, machine_info, write_json
 from training import training_step
 
@@ -129,55 +130,102 @@ def time_steps(step, device, warmup, repeats):
     return statistics.median(times), times
 
 
-def main():
+# the workload names main_segmentation.py / main_classification.py give the same model and shape,
+# so that ``auto`` is the very choice the scripts make (and remember) on this machine
+SCRIPT_WORKLOADS = {"mlp": "mlp batch 128 28x28", "mobilenet": "mobilenet batch 128 28x28",
+                    "unet_512": "unet batch 2 512x512", "unet_crop": "unet batch 8 128x128",
+                    "smp_unet_512": "smp_unet/resnet18 batch 2 512x512"}
+
+
+def auto_config(model_name, device):
+    """What the training scripts choose by default for this model and shape (measured, or
+    remembered from an earlier run on this machine), as a configuration tuple."""
+    def make(execution_):
+        return make_step(model_name, (execution_.amp_dtype, execution_.channels_last, False), device)[0]
+    chosen, record = choose(device, SCRIPT_WORKLOADS[model_name], make)
+    return (chosen.amp_dtype, chosen.channels_last, False), record
+
+
+def matmul_ceiling(device, quick=False):
+    """TFLOP/s of a large square matrix product in each dtype the configurations use: the
+    most this machine's math libraries deliver, against which each step is measured."""
+    n = 8192 if device.type == "cuda" else (1024 if quick else 2048)
+    dtypes = {"float32": torch.float32}
+    if device.type == "cuda" or cpu_supports_bf16():
+        dtypes["bfloat16"] = torch.bfloat16
+    if device.type == "cuda":
+        dtypes["float16"] = torch.float16
+    ceiling = {}
+    for name, dtype in dtypes.items():
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        seconds, _ = time_steps(lambda: a @ b, device, warmup=2, repeats=5)
+        ceiling[name] = 2 * n ** 3 / seconds / 1e12
+    return ceiling
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, no torch.compile")
     parser.add_argument("--models", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     parser.add_argument("--configs", nargs="+", help="only these configurations (plain is always run)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = pick_device(args.device)
 
     configs = configs_for(device)
     if args.quick:
         configs = {k: v for k, v in configs.items() if not v[2]}
     if args.configs:
-        unknown = set(args.configs) - set(configs)
+        unknown = set(args.configs) - set(configs) - {"auto"}
         if unknown:
             raise UserError(f"unknown configuration(s) {', '.join(sorted(unknown))} on {device.type}; "
-                            f"choose from {', '.join(configs)}")
+                            f"choose from auto, {', '.join(configs)}")
         configs = {k: v for k, v in configs.items() if k == "plain" or k in args.configs}
+    with_auto = not args.configs or "auto" in args.configs
     started = time.perf_counter()
+    ceiling = matmul_ceiling(device, args.quick)
+    print("matrix-product ceiling: " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in ceiling.items()))
     results = []
-    print(f"{'model':<14}{'config':<32}{'s/step':>9}{'img/s':>9}{'TFLOP/s':>9}{'speedup':>9}")
+    print(f"{'model':<14}{'config':<32}{'s/step':>9}{'img/s':>9}{'TFLOP/s':>9}{'of matmul':>10}{'speedup':>9}")
     for model_name in args.models:
         flops = count_flops(model_name, device)
         n = SHAPES[model_name][0]
         plain_seconds = None
-        for config_name, config in configs.items():
+        model_configs = dict(configs)
+        selection = None
+        if with_auto:
+            model_configs["auto"], selection = auto_config(model_name, device)
+        for config_name, config in model_configs.items():
             slow = model_name in ("unet_512", "smp_unet_512") and config == configs["plain"] and device.type == "cpu"
             warmup = 3 if config[2] else (1 if slow else 2)
             repeats = 3 if (args.quick or slow) else 7
             step = make_step(model_name, config, device)[0]
             seconds, times = time_steps(step, device, warmup, repeats)
             plain_seconds = plain_seconds or seconds
+            dtype = str(config[0]).replace("torch.", "") if config[0] else "float32"
+            tflops = flops / seconds / 1e12
             record = {"model": model_name, "config": config_name, "batch_size": n,
                       "image_size": SHAPES[model_name][1],
                       "autocast": str(config[0]) if config[0] else None, "channels_last": config[1],
                       "compile": config[2], "seconds_per_step": seconds, "all_times": times,
                       "images_per_second": n / seconds, "flops_per_step": flops,
-                      "tflops": flops / seconds / 1e12, "speedup": plain_seconds / seconds}
+                      "tflops": tflops, "speedup": plain_seconds / seconds,
+                      "fraction_of_matmul": tflops / ceiling[dtype] if dtype in ceiling else None}
+            if config_name == "auto":
+                record["selection"] = selection
             results.append(record)
+            fraction = f"{record['fraction_of_matmul']:.2f}" if record["fraction_of_matmul"] is not None else "n/a"
             print(f"{model_name:<14}{config_name:<32}{seconds:>9.4f}{n / seconds:>9.1f}"
-                  f"{record['tflops']:>9.3f}{record['speedup']:>8.2f}x", flush=True)
+                  f"{tflops:>9.3f}{fraction:>10}{record['speedup']:>8.2f}x", flush=True)
             del step
     write_json(args.out, {
-        "command": "python bench.py " + " ".join(__import__("sys").argv[1:]),
+        "command": "python bench.py " + " ".join(__import__("sys").argv[1:] if argv is None else argv),
         "device": str(device), "machine": machine_info(device),
         "versions": library_versions("segmentation_models_pytorch"),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "seconds": time.perf_counter() - started, "results": results,
+        "seconds": time.perf_counter() - started, "matmul_tflops": ceiling, "results": results,
     })
 
 

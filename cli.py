@@ -82,7 +82,11 @@ def add_execution_options(parser):
     group = parser.add_argument_group("execution and run files")
     group.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
     group.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
-                       help="Mixed precision: auto = bf16 where the CPU or GPU does it natively (default: %(default)s).")
+                       help="Mixed precision. auto: measured at the start of the run (a few training steps of each "
+                            "candidate, remembered per machine) among fp32 and the native autocast dtype of the "
+                            "device (default: %(default)s).")
+    group.add_argument("--channels_last", choices=("auto", "on", "off"), default="auto",
+                       help="Memory format of images and weights; auto: measured with --amp (default: %(default)s).")
     group.add_argument("--plain", action="store_true",
                        help="The template's execution: fp32, contiguous tensors (overrides --amp).")
     group.add_argument("--compile", action="store_true", help="torch.compile the model.")

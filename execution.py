@@ -3,9 +3,13 @@ object, so that training and evaluation code asks it instead of threading three
 arguments through every call. None of these settings changes what is computed beyond
 the rounding of the chosen dtype; ``Execution.plain(device)`` is the template's."""
 import contextlib
+import json
 import os
 import random
+import statistics
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -93,6 +97,113 @@ class Execution:
     def __str__(self):
         d = self.describe()
         return f"{d['device']} (autocast: {d['autocast']}, channels_last: {d['channels_last']})"
+
+
+# ----------------------------------------------------------------------------- chosen by measurement
+
+def candidates(device, amp="auto", channels_last="auto"):
+    """The executions that compute the same thing as the template's, by name: plain,
+    channels_last, and the device's native autocast dtype with and without it (bf16 on a
+    CPU only where it is native: emulated bf16 is about ten times slower). An explicit
+    ``amp`` ('bf16', 'fp16', 'off') or ``channels_last`` ('on', 'off') keeps only the
+    candidates that agree with it."""
+    native = default_amp_dtype(device)
+    dtypes = {None: "", native: {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(native, "")}
+    if amp != "auto":
+        dtypes = {AMP_DTYPES[amp]: amp if amp != "off" else ""}
+    layouts = {"auto": (False, True), "on": (True,), "off": (False,)}[channels_last]
+    if device.type == "mps":
+        layouts = (False,)
+    found = {}
+    for dtype, prefix in dtypes.items():
+        for layout in layouts:
+            name = "_".join(part for part in (prefix, "channels_last" if layout else "") if part) or "plain"
+            found[name] = Execution(device, dtype, layout)
+    return found
+
+
+def cache_file():
+    """Where measured choices are remembered, so that later runs start at once."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "medimg-reference" / "execution.json"
+
+
+def machine_key(device):
+    from runfiles import cpu_model
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return f"{where} | {device.type} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def time_steps(step, device, warmup=1, repeats=3):
+    """The median wall time of ``repeats`` calls of ``step`` after ``warmup`` calls."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def choose(device, workload, make_step, amp="auto", channels_last="auto", timer=time_steps, cache=None):
+    """The fastest candidate execution for one workload (a string naming the model and
+    its input shape), measured by timing a few training steps of each: ``make_step(execution)``
+    returns a function that runs one step on a throwaway copy of the model. A candidate
+    that fails is dropped; plain is kept unless another is measured faster. The choice
+    and the timings are remembered per machine and workload in ``cache`` (a JSON file).
+    Returns ``(execution, record)`` where the record says what was measured or reused."""
+    options = candidates(device, amp, channels_last)
+    if len(options) == 1:
+        (name, execution), = options.items()
+        return execution, {"chosen": name, "how": "only candidate"}
+    cache = Path(cache or cache_file())
+    key = f"{machine_key(device)} | {workload} | {'/'.join(options)}"
+    remembered = _read_cache(cache).get(key)
+    if remembered and remembered["chosen"] in options:
+        return options[remembered["chosen"]], {**remembered, "how": f"remembered in {cache}"}
+
+    seconds, failures = {}, {}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for name, execution in options.items():
+            try:
+                seconds[name] = timer(make_step(execution), device)
+            except Exception as err:  # a kernel this machine lacks, an out-of-memory: not a candidate
+                failures[name] = f"{err.__class__.__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+    fastest = min(seconds, key=seconds.get) if seconds else None
+    chosen = fastest if fastest is not None and (fastest == "plain" or "plain" not in seconds
+                                                 or seconds[fastest] < seconds["plain"]) else "plain"
+    record = {"chosen": chosen, "seconds_per_step": seconds, "failed": failures}
+    _write_cache(cache, key, record)
+    return options[chosen], {**record, "how": "measured"}
+
+
+def from_args(args, device, workload, make_step):
+    """The run's execution: the template's with ``--plain``, else the fastest measured
+    candidate that agrees with ``--amp`` and ``--channels_last``."""
+    if args.plain:
+        return Execution.plain(device), {"chosen": "plain", "how": "--plain"}
+    return choose(device, workload, make_step, args.amp, args.channels_last)
+
+
+def _read_cache(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path, key, record):
+    from runfiles import write_json
+    try:
+        write_json(path, {**_read_cache(path), key: record})
+    except OSError:  # a read-only home: measure again next time, never fail a run for it
+        pass
 
 
 def seed_everything(seed):

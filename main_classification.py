@@ -14,7 +14,6 @@ loss/accuracy/AUC of the last and of the best-validation epoch, confusion matrix
 configuration, command, machine, versions, timings), ``curves.png`` and
 ``confusion.png``.
 """
-import dataclasses
 import time
 from pathlib import Path
 
@@ -27,9 +26,9 @@ from tqdm import tqdm
 import figures
 from classification_models import MODELS, NUM_CLASSES, Scores, build_classifier
 from cli import ArgumentParser, UserError, add_execution_options, add_training_options, non_negative_int, reachable, run_cli
-from execution import Execution, default_num_workers, pick_device, seed_everything
+from execution import default_num_workers, from_args as execution_from_args, pick_device, seed_everything
 from runfiles import run_folder, run_record, write_json
-from training import Loop, Timer, fit, training_step
+from training import Loop, Timer, fit, step_maker, training_step
 
 ZENODO = "https://zenodo.org/records/10519652"
 
@@ -156,13 +155,13 @@ def test_metrics(loss, acc, probs, labels):
             "confusion_matrix": confusion_matrix(labels, probs.argmax(1), labels=np.arange(NUM_CLASSES)).tolist()}
 
 
-def choose_execution(args, device):
-    execution = Execution.from_flags(device, args.amp, args.plain, channels_last=args.model == "mobilenet")
-    if args.model == "mobilenet" and device.type == "cpu" and args.amp == "auto":
-        # Measured (bench.py): on a CPU, MobileNet's depthwise convolutions gain nothing from bf16
-        # and oneDNN's bf16 kernels for them are slower; fp32 with channels_last is the fast path.
-        execution = dataclasses.replace(execution, amp_dtype=None)
-    return execution
+def choose_execution(args, device, model):
+    """The fastest execution for this model and batch shape (``execution.choose``)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch_size, 3, args.size, args.size, generator=generator)
+    y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=generator)
+    make_step = step_maker(model, x, y, nn.CrossEntropyLoss(), wrap=lambda m: Scores(m, args.loss_on_probabilities))
+    return execution_from_args(args, device, f"{args.model} batch {args.batch_size} {args.size}x{args.size}", make_step)
 
 
 # ----------------------------------------------------------------------------- main
@@ -172,10 +171,9 @@ def main(argv=None):
     logdir = run_folder(args.logdir, args.resume)
     if logdir is None:
         return
-    execution = choose_execution(args, pick_device(args.device))
+    device = pick_device(args.device)
     seed_everything(args.seed)
     torch.backends.cudnn.benchmark = True
-    print(f"Using device: {execution}")
 
     train_set, val_set, test_set = load_pathmnist(args.data_dir, args.size, args.subset, args.seed)
     print(f"PathMNIST-{args.size}: train {len(train_set)}, val {len(val_set)}, test {len(test_set)}")
@@ -184,11 +182,14 @@ def main(argv=None):
     shuffle_rng = torch.Generator().manual_seed(args.seed)
     loader = lambda ds, shuffle: torch.utils.data.DataLoader(
         ds, batch_size=args.batch_size, shuffle=shuffle, num_workers=workers,
-        pin_memory=execution.device.type == "cuda", persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
         generator=shuffle_rng if shuffle else None)
     train_loader, val_loader, test_loader = loader(train_set, True), loader(val_set, False), loader(test_set, False)
 
-    model = execution.prepare(build_classifier(args.model, args.size))
+    model = build_classifier(args.model, args.size)
+    execution, selection = choose_execution(args, device, model)
+    model = execution.prepare(model)
+    print(f"Using device: {execution} ({selection['how']})")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Initialized {args.model} with {n_params} parameters")
     optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -214,7 +215,7 @@ def main(argv=None):
     print(f"Test (last epoch): loss {last['loss']:.4f}, accuracy {last['accuracy']:.4f}, AUC {last['auc']}")
     print(f"Test (best validation epoch {run.best_epoch}): accuracy {best['accuracy']:.4f}")
     write_outputs(logdir, args, run, last, best, timer.seconds, {
-        **record, "execution": execution.describe(), "n_parameters": n_params,
+        **record, "execution": {**execution.describe(), "selection": selection}, "n_parameters": n_params,
         "n_samples": {"train": len(train_set), "val": len(val_set), "test": len(test_set)}})
 
 

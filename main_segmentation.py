@@ -28,13 +28,13 @@ import figures
 from diagnostics import block_gradient_norms, dead_relu_fraction
 from cli import (ArgumentParser, UserError, add_execution_options, add_training_options, fraction, multiple_of_16,
                  non_negative_int, positive_int, run_cli)
-from execution import Execution, pick_device, seed_everything
+from execution import from_args as execution_from_args, pick_device, seed_everything
 from retina import STRATEGIES, RetinaTrainSet, fundus_id, load_split, one_copy_per_eye, split_by_fundus, \
     subset_of_fundi
 from runfiles import run_folder, run_record, save_checkpoint, write_json
 from segmentation_metrics import constant_prediction_dice, pixel_metrics, soft_dice, thresholded_dice
 from segmentation_models import ENCODERS, MODELS, build_model
-from training import Loop, Timer, fit, training_step
+from training import Loop, Timer, fit, step_maker, training_step
 from utils import DiceCELoss
 
 # What each curve of results.json measures: curves drawn side by side must be the same measure.
@@ -197,6 +197,17 @@ def initial_gradient_norms(model, split, args, loss_fn, execution):
     return block_gradient_norms(model, images, masks, loss_fn, execution)
 
 
+def choose_execution(args, device, model, split):
+    """The fastest execution for this model and training batch shape (``execution.choose``)."""
+    side = args.crop_size or split["images"].shape[-1]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch_size, 3, side, side, generator=generator)
+    y = (torch.rand(args.batch_size, 1, side, side, generator=generator) > 0.9).float()
+    name = args.model + (f"/{args.encoder}" if args.model == "smp_unet" else "")
+    return execution_from_args(args, device, f"{name} batch {args.batch_size} {side}x{side}",
+                               step_maker(model, x, y, DiceCELoss()))
+
+
 def make_optimizer(model, args):
     if args.optimizer == "adamw":
         optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -216,10 +227,9 @@ def main(argv=None):
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    execution = Execution.from_flags(pick_device(args.device), args.amp, args.plain)
+    device = pick_device(args.device)
     seed_everything(args.seed)
     torch.backends.cudnn.benchmark = True
-    print(f"Using device: {execution}")
 
     # Data, decoded once and kept in memory; everything that can fail does so before logdir exists
     train_split, eval_split, test_split, eval_name = load_data(args)
@@ -228,7 +238,9 @@ def main(argv=None):
     print(f"Dataset Size:\nTrain: {len(train_split['names'])} - Valid ({eval_name}): {len(eval_split['names'])} "
           f"- Test: {len(test_split['names'])}\n")
     model, weights = build_model(args.model, args.encoder, args.encoder_weights)
+    execution, selection = choose_execution(args, device, model, train_split)
     model = execution.prepare(model)
+    print(f"Using device: {execution} ({selection['how']})")
     logdir.mkdir(parents=True, exist_ok=True)
     if args.show_augmentations:
         figures.save_augmentations_figure(logdir / "augmentations.png", train_split["images"][0],
@@ -269,7 +281,7 @@ def main(argv=None):
         record["dead_relu_fraction"] = dead_relu_fraction(model, test_split["images"][:4], execution)
     print(f"Test: thresholded Dice {final['dice']:.4f}, accuracy {final['accuracy']:.4f}, AUC {final['auc']:.4f}")
     write_outputs(logdir, args, run, final, logits, test_split, timer.seconds, {
-        **record, "execution": execution.describe(), "model_weights": weights, "n_parameters": n_params,
+        **record, "execution": {**execution.describe(), "selection": selection}, "model_weights": weights, "n_parameters": n_params,
         "n_train_images": len(train_split["names"]),
         "n_train_fundi": len({fundus_id(n) for n in train_split["names"]}), "evaluated_on": eval_name})
     if args.save_model:

@@ -38,6 +38,23 @@ def training_step(model, x, y, loss_fn, optimizer, scaler, execution):
     return value, outputs
 
 
+def step_maker(model, inputs, targets, loss_fn, wrap=None):
+    """For ``execution.choose``: ``make_step(execution)`` returns a function that runs one
+    training step on a copy of ``model`` (so the run's own weights are never touched) with
+    the given sample batch; ``wrap`` turns the copy into what the loss sees."""
+    import copy
+
+    import torch
+
+    def make_step(execution):
+        net = execution.prepare(copy.deepcopy(model))
+        forward = wrap(net) if wrap else net
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-6)
+        x, y, scaler = execution.to_input(inputs), targets.to(execution.device), execution.grad_scaler()
+        return lambda: training_step(forward, x, y, loss_fn, optimizer, scaler, execution)
+    return make_step
+
+
 class History(dict):
     """Named per-epoch lists: ``train_losses``, ``train_accs``, ``train_times``,
     ``learning_rates`` (one value per trained epoch), ``evaluated_epochs``,

@@ -92,3 +92,17 @@ def offline(monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("network is unreachable (tests run offline)")
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _execution_cache(tmp_path_factory):
+    """The scripts remember their measured execution choice per machine; tests keep theirs
+    apart from the user's cache."""
+    import os
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import bench
+import execution  # noqa: F401  (bench.execution in the tests)
 
 CPU = torch.device("cpu")
 
@@ -67,7 +68,20 @@ def test_bench_writes_its_record(tmp_path, monkeypatch):
     rows = record["results"]
     assert {(r["model"], r["config"]) for r in rows} == {(m, c) for m in ("mlp", "mobilenet")
                                                          for c in ("plain", "channels_last")}
+    assert record["matmul_tflops"]["float32"] > 0
     for r in rows:
         assert r["seconds_per_step"] > 0 and r["tflops"] > 0 and r["speedup"] > 0
         assert r["flops_per_step"] > 0
+        assert r["fraction_of_matmul"] == pytest.approx(r["tflops"] / record["matmul_tflops"]["float32"])
     assert all(r["speedup"] == 1.0 for r in rows if r["config"] == "plain")
+
+
+def test_bench_auto_is_what_the_scripts_choose(tmp_path):
+    out = tmp_path / "bench.json"
+    bench.main(["--out", str(out), "--quick", "--models", "mlp", "--configs", "auto"])
+    rows = json.loads(out.read_text())["results"]
+    assert [r["config"] for r in rows] == ["plain", "auto"]
+    auto = rows[1]
+    chosen = bench.execution.candidates(CPU)[auto["selection"]["chosen"]]
+    assert (auto["autocast"] is not None) == (chosen.amp_dtype is not None)
+    assert auto["channels_last"] == chosen.channels_last

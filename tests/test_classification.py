@@ -138,5 +138,6 @@ def test_cross_entropy_on_probabilities_cannot_go_below_its_floor(pathmnist_dir,
 def test_plain_and_compile(pathmnist_dir, tmp_path):
     results = run(pathmnist_dir, tmp_path / "compiled", "--model", "mlp", "--plain", "--compile")
     check_results(results)
-    assert results["execution"] == {"device": "cpu", "autocast": None, "channels_last": False}
+    assert results["execution"] == {"device": "cpu", "autocast": None, "channels_last": False,
+                                    "selection": {"chosen": "plain", "how": "--plain"}}
     assert results["config"]["compile"] is True

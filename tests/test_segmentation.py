@@ -239,7 +239,8 @@ def test_schedule_evaluation_size_precision_and_saved_weights(retina, tmp_path):
                   "--lr", "1e-3", "--image_size", "32", "--crop_size", "16", "--plain", "--save_model")
     np.testing.assert_allclose(results["learning_rates"], [1e-3 * (1 + np.cos(np.pi * e / 3)) / 2 for e in range(3)])
     assert results["evaluated_epochs"] == [2, 3] and len(results["valid_losses"]) == 2
-    assert results["execution"] == {"device": "cpu", "autocast": None, "channels_last": False}
+    assert results["execution"] == {"device": "cpu", "autocast": None, "channels_last": False,
+                                    "selection": {"chosen": "plain", "how": "--plain"}}
     # metrics were computed at 32x32: the all-vessel score of the test masks resized to 32
     import torch.nn.functional as F
     masks = retina_data.load_split(retina / "test")[2]
