@@ -162,6 +162,50 @@ def status(logdir):
     return "new"
 
 
+def record_not_run(logdir, script, arguments, reason):
+    """``not_run.json``: why this machine could not make the run, and the command that fills it."""
+    write_json(Path(logdir) / "not_run.json", {
+        "status": "not run", "reason": reason, "command": shlex.join(["python", script, *arguments]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds")})
+    return "not run: " + reason
+
+
+def check_and_estimate(selected, root, profile, estimate=True):
+    """Say once which runs this machine cannot make (and record them), then the estimated
+    duration of every other run and of the plan. Returns the runs to make."""
+    import preflight
+    todo = {name: run for name, run in selected.items() if status(root / name) != "complete"}
+    reasons = {}
+    for name, (script, arguments) in todo.items():
+        reason = preflight.missing(script, arguments, profile)
+        if reason:
+            reasons.setdefault(reason, []).append(name)
+    for reason, names in reasons.items():
+        print(f"not run ({len(names)}): {', '.join(names)}: {reason}")
+        for name in names:
+            script, arguments = todo.pop(name)
+            out_flag = "--out" if script == "convolution.py" else "--logdir"
+            record_not_run(root / name, script, [*arguments, out_flag, str(root / name)], reason)
+    if not estimate or not todo:
+        return todo
+    import torch
+    from execution import pick_device
+    device, per_workload, total = pick_device("auto"), {}, 0.0
+    for name, (script, arguments) in tqdm(todo.items(), desc="measuring step times", leave=False):
+        key = (script, tuple(a for a in arguments if a not in ("--show_augmentations",)))
+        if script != "convolution.py" and key not in per_workload:
+            per_workload[key] = preflight.step_seconds(script, arguments, device)
+        seconds = preflight.estimate_seconds(script, arguments, per_workload.get(key) or 0.0)
+        total += seconds
+        print(f"  {name:<26} about {preflight.hours(seconds)}")
+    where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"this CPU ({torch.get_num_threads()} threads)"
+    print(f"the plan: {len(todo)} run(s), about {preflight.hours(total)} on {where} (estimated from measured steps)")
+    if total > 3 * 3600:
+        print(f"that is longer than a few hours here: a CUDA GPU runs it far faster (--profile gpu there), or "
+              f"select runs with --only NAME ...")
+    return todo
+
+
 def run_one(name, script, arguments, logdir):
     """Run one experiment, its output going to ``logdir/log.txt``. Returns its state."""
     out_flag = "--out" if script == "convolution.py" else "--logdir"
@@ -180,11 +224,7 @@ def run_one(name, script, arguments, logdir):
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode == 2:  # a one-line UserError: this machine cannot make the run
         reason = [l for l in (logdir / "log.txt").read_text().splitlines() if l.startswith("error:")][-1:]
-        write_json(logdir / "not_run.json", {
-            "status": "not run", "reason": reason[0][len("error: "):] if reason else "see log.txt",
-            "command": shlex.join(["python", script, *cmd[2:]]),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")})
-        return "not run: " + (reason[0] if reason else "see log.txt")
+        return record_not_run(logdir, script, cmd[2:], reason[0][len("error: "):] if reason else "see log.txt")
     if proc.returncode != 0:
         return f"failed (exit {proc.returncode}, see {logdir / 'log.txt'})"
     (logdir / "not_run.json").unlink(missing_ok=True)
@@ -199,6 +239,9 @@ def main(argv=None):
     parser.add_argument("--runs", default="runs", help="where runs/<profile>/<name>/ go")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these")
     parser.add_argument("--list", action="store_true", help="print one shell command per run and exit")
+    parser.add_argument("--estimate", action="store_true",
+                        help="check what the runs need and estimate their durations on this machine, then exit")
+    parser.add_argument("--no_estimate", action="store_true", help="start at once, without measuring step times")
     args = parser.parse_args(argv)
 
     runs = plan(args.profile, args.data, args.data_dir)
@@ -215,8 +258,12 @@ def main(argv=None):
                   f"--runs {shlex.quote(args.runs)} --only {name}")
         return
 
-    summary = {}
-    progress = tqdm(selected.items(), desc=f"{args.profile} runs", dynamic_ncols=True)
+    todo = check_and_estimate(selected, root, args.profile, estimate=not args.no_estimate)
+    if args.estimate:
+        return
+    summary = {name: "not run (see not_run.json)" for name in selected if name not in todo
+               and (root / name / "not_run.json").exists() and status(root / name) != "complete"}
+    progress = tqdm(todo.items(), desc=f"{args.profile} runs", dynamic_ncols=True)
     for name, (script, arguments) in progress:
         progress.set_postfix_str(name)
         summary[name] = run_one(name, script, arguments, root / name)

@@ -108,3 +108,26 @@ def test_plot_runs_overlays_finished_runs(tmp_path, capsys):
         assert len(set(im.convert("RGB").getdata())) > 50  # curves, not a blank canvas
     with pytest.raises(plot_runs.UserError, match="results.json"):
         plot_runs.main([str(tmp_path / "missing"), "--out", str(out)])
+
+
+def test_a_fresh_clone_without_data_is_told_once_and_nothing_starts(tmp_path, capsys, offline):
+    selected = {k: v for k, v in experiments.plan("cpu", str(tmp_path / "no-retina"), str(tmp_path)).items()
+                if k != "convolution"}
+    todo = experiments.check_and_estimate(selected, tmp_path / "runs" / "cpu", "cpu", estimate=False)
+    assert todo == {}
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("not run")]
+    assert len(lines) == 2  # one line for the retina runs, one for PathMNIST
+    assert any("no-retina" in l and "unet" in l for l in lines) and any("pathmnist.npz" in l for l in lines)
+    record = json.loads((tmp_path / "runs" / "cpu" / "unet" / "not_run.json").read_text())
+    assert "no-retina" in record["reason"] and record["command"].startswith("python main_segmentation.py")
+
+
+def test_estimates_follow_the_runs_budget():
+    import preflight
+    cpu = experiments.plan("cpu", "absent", "data")
+    short, reference = preflight.estimate_seconds(*cpu["unet_noskip"], step=1.0), \
+        preflight.estimate_seconds(*cpu["unet"], step=1.0)
+    # 80 x 4 / 8 = 40 steps an epoch, plus evaluations on whole images; 10 against 40 epochs
+    assert 400 <= short < 700 and 3.5 < reference / short < 4.1
+    gpu = experiments.plan("gpu", "absent", "data")
+    assert preflight.estimate_seconds(*gpu["unet"], step=1.0) >= 40 * 40  # 40 epochs of 40 whole-image batches
