@@ -72,6 +72,15 @@ def write_pathmnist(path, sizes=(180, 60, 60), image_size=28, seed=0):
     return path
 
 
+def assert_picture(path, min_colours=50):
+    """A readable PNG that shows something (not a blank canvas); returns its size."""
+    from PIL import Image
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert len(set(im.convert("RGB").getdata())) >= min_colours, path
+        return im.size
+
+
 @pytest.fixture(scope="session")
 def retina(tmp_path_factory):
     return write_retina(tmp_path_factory.mktemp("retina"))
