@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 
 from cli import UserError, run_cli
-import execution
 from execution import Execution, choose, cpu_supports_bf16, pick_device
 from runfiles import library_versions, machine_info, write_json
 from training import training_step
@@ -88,14 +87,14 @@ def make_step(model_name, config, device, seed=0):
     model, loss_fn = build(model_name)
     model = model.to(device)
     x, y = batch(model_name, device, torch.Generator().manual_seed(seed))
-    execution = Execution(device, amp_dtype, channels_last and x.dim() == 4 and model_name != "mlp")
-    model, x = execution.prepare(model), execution.to_input(x)
+    setting = Execution(device, amp_dtype, channels_last and x.dim() == 4 and model_name != "mlp")
+    model, x = setting.prepare(model), setting.to_input(x)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
-    scaler = execution.grad_scaler()
+    scaler = setting.grad_scaler()
     forward = torch.compile(model) if compiled else model
 
     def step():
-        loss, out = training_step(forward, x, y, loss_fn, optimizer, scaler, execution)
+        loss, out = training_step(forward, x, y, loss_fn, optimizer, scaler, setting)
         return torch.tensor(loss), out.detach()
 
     return step, model, x, y

@@ -201,8 +201,8 @@ def check_and_estimate(selected, root, profile, estimate=True):
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"this CPU ({torch.get_num_threads()} threads)"
     print(f"the plan: {len(todo)} run(s), about {preflight.hours(total)} on {where} (estimated from measured steps)")
     if total > 3 * 3600:
-        print(f"that is longer than a few hours here: a CUDA GPU runs it far faster (--profile gpu there), or "
-              f"select runs with --only NAME ...")
+        print("that is longer than a few hours here: a CUDA GPU runs it far faster (--profile gpu there), or "
+              "select runs with --only NAME ...")
     return todo
 
 

@@ -175,6 +175,19 @@ def evaluate(model, split, loss_fn, execution):
             "thresholded_dice": float(np.mean(hard))}, logits
 
 
+def evaluate_epoch(model, eval_split, train_split, loss_fn, execution):
+    """The history entries of one evaluation: the evaluation images, and one copy of every
+    training eye measured the same way (whole images, eval mode), so the two compare."""
+    eyes = one_copy_per_eye(train_split["names"])
+    train_whole = {"images": train_split["images"][eyes], "masks": train_split["masks"][eyes],
+                   "sizes": [train_split["sizes"][i] for i in eyes]}
+    valid, _ = evaluate(model, eval_split, loss_fn, execution)
+    whole, _ = evaluate(model, train_whole, loss_fn, execution)
+    return {"valid_losses": valid["loss"], "valid_accs": valid["soft_dice"],
+            "valid_dice_thresholded": valid["thresholded_dice"], "train_whole_losses": whole["loss"],
+            "train_whole_soft_dice": whole["soft_dice"], "train_whole_dice_thresholded": whole["thresholded_dice"]}
+
+
 def test(model, split, loss_fn, execution):
     """The final metrics on the test images, and their logits."""
     metrics, logits = evaluate(model, split, loss_fn, execution)
@@ -233,8 +246,6 @@ def main(argv=None):
 
     # Data, decoded once and kept in memory; everything that can fail does so before logdir exists
     train_split, eval_split, test_split, eval_name = load_data(args)
-    train_whole = {k: (v[one_copy_per_eye(train_split["names"])] if torch.is_tensor(v) else
-                       [v[i] for i in one_copy_per_eye(train_split["names"])]) for k, v in train_split.items()}
     print(f"Dataset Size:\nTrain: {len(train_split['names'])} - Valid ({eval_name}): {len(eval_split['names'])} "
           f"- Test: {len(test_split['names'])}\n")
     model, weights = build_model(args.model, args.encoder, args.encoder_weights)
@@ -260,16 +271,9 @@ def main(argv=None):
     record = run_record(__file__, argv, args, execution.device, "segmentation_models_pytorch", "sklearn", "timm")
     record["initial_gradient_norms"] = initial_gradient_norms(model, train_split, args, loss_fn, execution)
 
-    def evaluate_epoch():
-        valid, _ = evaluate(forward_model, eval_split, loss_fn, execution)
-        whole, _ = evaluate(forward_model, train_whole, loss_fn, execution)
-        return {"valid_losses": valid["loss"], "valid_accs": valid["soft_dice"],
-                "valid_dice_thresholded": valid["thresholded_dice"], "train_whole_losses": whole["loss"],
-                "train_whole_soft_dice": whole["soft_dice"], "train_whole_dice_thresholded": whole["thresholded_dice"]}
-
     run = fit(Loop(model, optimizer, lambda epoch: train(epoch, forward_model, train_loader, optimizer, scaler,
                                                          loss_fn, execution, args.print_every),
-                   evaluate_epoch, args.epochs, logdir / "checkpoint.pt", shuffle_rng, scheduler, scaler,
+                   lambda: evaluate_epoch(forward_model, eval_split, train_split, loss_fn, execution), args.epochs, logdir / "checkpoint.pt", shuffle_rng, scheduler, scaler,
                    args.eval_every, select_best=bool(args.val_fraction), score_key="valid_dice_thresholded"),
               resume=args.resume)
 
@@ -281,8 +285,8 @@ def main(argv=None):
         record["dead_relu_fraction"] = dead_relu_fraction(model, test_split["images"][:4], execution)
     print(f"Test: thresholded Dice {final['dice']:.4f}, accuracy {final['accuracy']:.4f}, AUC {final['auc']:.4f}")
     write_outputs(logdir, args, run, final, logits, test_split, timer.seconds, {
-        **record, "execution": {**execution.describe(), "selection": selection}, "model_weights": weights, "n_parameters": n_params,
-        "n_train_images": len(train_split["names"]),
+        **record, "execution": {**execution.describe(), "selection": selection}, "model_weights": weights,
+        "n_parameters": n_params, "n_train_images": len(train_split["names"]),
         "n_train_fundi": len({fundus_id(n) for n in train_split["names"]}), "evaluated_on": eval_name})
     if args.save_model:
         save_checkpoint(logdir / "model.pt", model=model.state_dict(), config=vars(args))

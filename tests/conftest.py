@@ -81,6 +81,20 @@ def assert_picture(path, min_colours=50):
         return im.size
 
 
+def interrupt_at_epoch(monkeypatch, module, epoch):
+    """Make ``module.train`` raise KeyboardInterrupt when it reaches ``epoch`` (as Ctrl-C
+    would), and return a function that restores it."""
+    real_train = module.train
+
+    def interrupted(at_epoch, *args, **kwargs):
+        if at_epoch == epoch:
+            raise KeyboardInterrupt
+        return real_train(at_epoch, *args, **kwargs)
+
+    monkeypatch.setattr(module, "train", interrupted)
+    return lambda: monkeypatch.setattr(module, "train", real_train)
+
+
 @pytest.fixture(scope="session")
 def retina(tmp_path_factory):
     return write_retina(tmp_path_factory.mktemp("retina"))

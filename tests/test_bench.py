@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bench
-import execution  # noqa: F401  (bench.execution in the tests)
+import execution
 
 CPU = torch.device("cpu")
 
@@ -82,6 +82,6 @@ def test_bench_auto_is_what_the_scripts_choose(tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [r["config"] for r in rows] == ["plain", "auto"]
     auto = rows[1]
-    chosen = bench.execution.candidates(CPU)[auto["selection"]["chosen"]]
+    chosen = execution.candidates(CPU)[auto["selection"]["chosen"]]
     assert (auto["autocast"] is not None) == (chosen.amp_dtype is not None)
     assert auto["channels_last"] == chosen.channels_last

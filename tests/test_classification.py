@@ -6,7 +6,7 @@ import pytest
 
 import main_classification as cls
 from classification_models import Scores
-from conftest import assert_picture, write_pathmnist
+from conftest import assert_picture, interrupt_at_epoch, write_pathmnist
 
 FAST = ["--epochs", "1", "--batch_size", "32", "--num_workers", "0", "--print_every", "1000"]
 
@@ -91,18 +91,11 @@ def test_wrong_image_shape_is_refused(tmp_path, capsys):
 def test_resume_after_an_interruption(pathmnist_dir, tmp_path, monkeypatch):
     argv = ["--model", "mlp", "--epochs", "3"]
     straight = run(pathmnist_dir, tmp_path / "straight", *argv)
-    real_train = cls.train
-
-    def interrupted(epoch, *args, **kwargs):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_train(epoch, *args, **kwargs)
-
-    monkeypatch.setattr(cls, "train", interrupted)
+    restore = interrupt_at_epoch(monkeypatch, cls, 2)
     with pytest.raises(KeyboardInterrupt):
         run(pathmnist_dir, tmp_path / "resumed", *argv)
     assert (tmp_path / "resumed" / "checkpoint.pt").exists()
-    monkeypatch.setattr(cls, "train", real_train)
+    restore()
     resumed = run(pathmnist_dir, tmp_path / "resumed", *argv, "--resume")
     assert resumed["resumed_at_epoch"] == 2 and len(resumed["train_losses"]) == 3
     assert resumed["train_losses"] == straight["train_losses"]  # bit for bit

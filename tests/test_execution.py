@@ -4,7 +4,6 @@ explicit flag is obeyed. (tests/test_bench.py checks that every candidate comput
 plain computes.)"""
 import argparse
 
-import pytest
 import torch
 
 import execution

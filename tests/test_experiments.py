@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import experiments
+from conftest import interrupt_at_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,14 +69,7 @@ def test_an_interrupted_run_is_resumed(retina, tmp_path, monkeypatch):
     arguments = ["--dataset", str(retina), "--epochs", "2", "--crop_size", "32", "--batch_size", "2",
                  "--threads", "2", "--plain"]
     logdir = tmp_path / "runs" / "cpu" / "unet"
-    real_train = seg.train
-
-    def interrupted(epoch, *args, **kwargs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_train(epoch, *args, **kwargs)
-
-    monkeypatch.setattr(seg, "train", interrupted)
+    interrupt_at_epoch(monkeypatch, seg, 1)  # experiments.py runs the script in a process of its own
     with pytest.raises(KeyboardInterrupt):
         seg.main([*arguments, "--logdir", str(logdir)])
     assert experiments.status(logdir) == "interrupted"

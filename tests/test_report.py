@@ -12,7 +12,6 @@ import experiments
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "report"))
 
-import answers  # noqa: E402
 import build  # noqa: E402
 import logs  # noqa: E402
 

@@ -10,7 +10,7 @@ from PIL import Image
 import main_segmentation as seg
 import retina as retina_data
 from segmentation_metrics import constant_prediction_dice, pixel_metrics, thresholded_dice
-from conftest import assert_picture, write_retina
+from conftest import assert_picture, interrupt_at_epoch, write_retina
 from segmentation_models import build_smp_unet
 
 FAST = ["--epochs", "1", "--batch_size", "2", "--crop_size", "32", "--threads", "2"]
@@ -216,7 +216,7 @@ def test_final_metrics_come_from_the_best_validation_state(retina, tmp_path, mon
 
     def spy(model, split, loss_fn, execution):
         metrics, logits = real_evaluate(model, split, loss_fn, execution)
-        if split["names"] == validation_names:
+        if split.get("names") == validation_names:
             states.append({k: v.clone() for k, v in model.state_dict().items()})
             metrics["thresholded_dice"] = next(scores)
         return metrics, logits
@@ -242,7 +242,6 @@ def test_schedule_evaluation_size_precision_and_saved_weights(retina, tmp_path):
     assert results["execution"] == {"device": "cpu", "autocast": None, "channels_last": False,
                                     "selection": {"chosen": "plain", "how": "--plain"}}
     # metrics were computed at 32x32: the all-vessel score of the test masks resized to 32
-    import torch.nn.functional as F
     masks = retina_data.load_split(retina / "test")[2]
     small = retina_data.load_split(retina / "test", image_size=32)
     assert small[1].shape[-1] == 32
@@ -349,18 +348,11 @@ def test_resume_after_an_interruption_continues_where_it_stopped(retina, tmp_pat
     seg.main([*argv, "--logdir", str(tmp_path / "straight")])
     straight = json.loads((tmp_path / "straight" / "results.json").read_text())
 
-    real_train = seg.train
-
-    def interrupted(epoch, *args, **kwargs):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_train(epoch, *args, **kwargs)
-
-    monkeypatch.setattr(seg, "train", interrupted)
+    restore = interrupt_at_epoch(monkeypatch, seg, 2)
     with pytest.raises(KeyboardInterrupt):
         seg.main([*argv, "--logdir", str(tmp_path / "resumed")])
     assert (tmp_path / "resumed" / "checkpoint.pt").exists() and not (tmp_path / "resumed" / "results.json").exists()
-    monkeypatch.setattr(seg, "train", real_train)
+    restore()
     seg.main([*argv, "--logdir", str(tmp_path / "resumed"), "--resume"])
     resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
     assert resumed["resumed_at_epoch"] == 2
