@@ -81,12 +81,13 @@ def registry(profile="cpu"):
     quarter = ("--train_fraction", "0.25", "--crops_per_image", str(4 * _crops_per_image(p)))
     runs = [
         Run("convolution", "2.1", "convolution.py", tuple(p["convolution"]), "convolution study"),
-        Run("unet", "4", seg, ("--model", "unet", "--show_augmentations", "4", *p["reference_unet"]),
-            "UNet (skip connections)"),
+        Run("unet", "4", seg, ("--model", "unet", *p["reference_unet"]), "UNet (skip connections)"),
         Run("unet_noskip", "4.1", seg, ("--model", "unet_noskip"), "UNet without skip connections"),
         *[Run(f"lr_{lr}", "4.2", seg, ("--model", "unet", "--optimizer", "adam", "--lr", lr), f"Adam, lr {lr}")
           for lr in LEARNING_RATES],
-        *[Run(f"aug_{name}", "4.3", seg, ("--model", "unet", "--augmentation", name), name)
+        # the elastic run also draws the examples of every strategy (--show_augmentations)
+        *[Run(f"aug_{name}", "4.3", seg, ("--model", "unet", "--augmentation", name,
+                                          *(("--show_augmentations", "4") if name == "elastic" else ())), name)
           for name in STRATEGIES if name != "none"],
         Run("smp_pretrained", "4.4", seg, (*lite0, "--encoder_weights", "imagenet"),
             "smp EfficientNet-Lite0 UNet, ImageNet encoder"),

@@ -116,9 +116,12 @@ def figures_for(runs, root, out, numbers):
         plots.generalisation(runs["unet"], out / "generalisation.png")
     if numbers["p2_6"]["available"]:
         plots.classification(runs, answers.experiments.runs_of("2.6"), out / "classification_curves.png")
-    for name in ("augmentations.png", "predictions.png"):
-        if (root / "unet" / name).exists():
-            shutil.copyfile(root / "unet" / name, out / f"unet_{name}")
+    examples = [root / name / "augmentations.png" for name in answers.experiments.runs_of("4.3") + ["unet"]
+                if (root / name / "augmentations.png").exists()]
+    if examples:  # the run of Problem 4.3 that drew the strategies (older profiles: the reference run)
+        shutil.copyfile(examples[0], out / "unet_augmentations.png")
+    if (root / "unet" / "predictions.png").exists():
+        shutil.copyfile(root / "unet" / "predictions.png", out / "unet_predictions.png")
     from PIL import Image
     for name in PHOTOGRAPHS:  # photographs compress tenfold as JPEG, which keeps the PDF small
         png = out / f"{name}.png"
