@@ -111,17 +111,25 @@ def problem_4_1(runs):
         # an evaluation that scores what "everything is vessel" scores: the network flipped its constant output
         n["noskip_hit_all_vessel"] = any(abs(d - all_vessel) < 0.02 for d in noskip["valid_dice_thresholded"])
     grads = {name: runs[name].get("initial_gradient_norms") for name in ("unet", "unet_noskip")}
+    noskip_grads = grads["unet_noskip"]
+    if noskip_grads:  # within the network without skips: the first encoder block against the last decoder block
+        n["noskip_grad"] = {"first": f"{noskip_grads['encoder_block1']:.1e}",
+                            "last": f"{noskip_grads['decoder_block4']:.1e}",
+                            "orders": f"{math.log10(noskip_grads['decoder_block4'] / noskip_grads['encoder_block1']):.0f}"}
     if all(grads.values()):
         first = "encoder_block1"
         n["grad_first_block"] = {k: f"{v[first]:.1e}" for k, v in grads.items()}
         n["grad_ratio"] = f"{grads['unet'][first] / grads['unet_noskip'][first]:.0e}"
     dead = {name: runs[name].get("dead_relu_fraction") for name in ("unet", "unet_noskip")}
-    if all(dead.values()):
-        n["dead_percent"] = {k: fmt(100 * v["overall"], 1) for k, v in dead.items()}
+    if dead["unet_noskip"]:
+        n["dead_percent"] = {k: fmt(100 * v["overall"], 1) if v else None for k, v in dead.items()}
     claims = [("the UNet with skips beats the one without at the same epoch", dice_at(unet, E) > dice(noskip))]
     if all(grads.values()):
         claims.append(("without skips the first block's initial gradient is over ten times smaller",
                        grads["unet"]["encoder_block1"] > 10 * grads["unet_noskip"]["encoder_block1"]))
+    if noskip_grads:
+        claims.append(("without skips the first encoder block gets a far smaller gradient than the last decoder block",
+                       noskip_grads["encoder_block1"] * 100 < noskip_grads["decoder_block4"]))
     return _answer(n, claims)
 
 

@@ -110,7 +110,7 @@ def figures_for(runs, root, out, numbers):
                  labels={"unet": "none"})
     plots.curves(runs, ["unet", "smp_scratch", "smp_pretrained", "smp_scratch_quarter", "smp_pretrained_quarter"],
                  out / "smp.png", up_to=E, labels={"unet": "our UNet, from scratch"})
-    if all(runs[n].get("initial_gradient_norms") for n in ("unet", "unet_noskip")):
+    if any(runs[n].get("initial_gradient_norms") for n in ("unet", "unet_noskip")):
         plots.gradient_norms(runs, out / "gradient_norms.png")
     if done(runs["unet"]) and runs["unet"].get("train_whole_soft_dice"):
         plots.generalisation(runs["unet"], out / "generalisation.png")

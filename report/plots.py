@@ -52,10 +52,12 @@ def gradient_norms(runs, path):
     """Per-block gradient norm at initialisation, with and without skip connections."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    for name, offset in (("unet", -0.2), ("unet_noskip", 0.2)):
-        norms = runs[name].get("initial_gradient_norms") or {}
-        blocks = list(norms)
-        ax.bar(np.arange(len(blocks)) + offset, list(norms.values()), width=0.4,
+    measured = [name for name in ("unet", "unet_noskip") if runs[name].get("initial_gradient_norms")]
+    width = 0.8 / len(measured)
+    for i, name in enumerate(measured):
+        norms = runs[name]["initial_gradient_norms"]
+        blocks, offset = list(norms), (i - (len(measured) - 1) / 2) * width
+        ax.bar(np.arange(len(blocks)) + offset, list(norms.values()), width=width,
                label=experiments.registry()[name].label)
     ax.set_xticks(range(len(blocks)), [b.replace("_block", " ") for b in blocks], rotation=30, ha="right")
     ax.set_yscale("log")
