@@ -125,14 +125,29 @@ def runs_of(problem, profile="cpu"):
     return [name for name, run in registry(profile).items() if run.problem == problem]
 
 
-def plan(profile, data, data_dir):
+# --dry_run: every run of the plan, made tiny, to check on any machine that the plan works
+DRY_RUN = {"main_segmentation.py": ["--epochs", "1", "--image_size", "64", "--crop_size", "0", "--batch_size", "2",
+                                    "--eval_every", "1", "--train_fraction", "0.25"],
+           "main_classification.py": ["--epochs", "1", "--subset", "64"],
+           "convolution.py": ["--quick"]}
+
+
+def plan(profile, data, data_dir, seeds=(), dry_run=False):
     """The runs of a profile, in the order they are made: name -> (script, arguments).
-    A run's own arguments come last, so they override the profile's."""
+    A run's own arguments come last, so they override the profile's. ``seeds`` adds a copy
+    of every Problem 4 run for each other seed (``NAME_seedS``); ``dry_run`` shrinks every run."""
     p = PROFILES[profile]
     common = {"main_segmentation.py": ["--dataset", data, *p["segmentation"]],
               "main_classification.py": ["--data_dir", data_dir, *p["classification"]],
               "convolution.py": []}
-    return {name: (run.script, merge(common[run.script], run.arguments)) for name, run in registry(profile).items()}
+    runs = {}
+    for name, run in registry(profile).items():
+        arguments = merge(common[run.script], run.arguments)
+        copies = [(name, [])] + [(f"{name}_seed{s}", ["--seed", str(s)]) for s in seeds
+                                 if run.problem.startswith("4")]
+        for copy_name, seed in copies:
+            runs[copy_name] = (run.script, merge(arguments, [*seed, *(DRY_RUN[run.script] if dry_run else [])]))
+    return runs
 
 
 def merge(base, own):
@@ -207,8 +222,9 @@ def check_and_estimate(selected, root, profile, estimate=True):
     return todo
 
 
-def run_one(name, script, arguments, logdir):
-    """Run one experiment, its output going to ``logdir/log.txt``. Returns its state."""
+def run_one(name, script, arguments, logdir, gpu=None):
+    """Run one experiment, its output going to ``logdir/log.txt``, on GPU number ``gpu``
+    when given. Returns its state."""
     out_flag = "--out" if script == "convolution.py" else "--logdir"
     state = status(logdir)
     if state == "complete":
@@ -218,6 +234,8 @@ def run_one(name, script, arguments, logdir):
         cmd.append("--resume")
     logdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, TQDM_MININTERVAL="30", PYTHONUNBUFFERED="1")
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     started = time.time()
     with open(logdir / "log.txt", "a") as log:
         log.write(f"\n$ {shlex.join(cmd)}   # {datetime.datetime.now().isoformat(timespec='seconds')}\n")
@@ -232,6 +250,25 @@ def run_one(name, script, arguments, logdir):
     return f"done in {(time.time() - started) / 60:.1f} min"
 
 
+def make_runs(todo, root, jobs, description):
+    """Make the runs, ``jobs`` at a time, spread round-robin over the visible GPUs, with a
+    progress bar over the plan. Returns each run's final state."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    gpus = torch.cuda.device_count()
+    states = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=description,
+                                                            dynamic_ncols=True) as progress:
+        futures = {pool.submit(run_one, name, script, arguments, root / name, i % gpus if gpus > 1 else None): name
+                   for i, (name, (script, arguments)) in enumerate(todo.items())}
+        for future in as_completed(futures):
+            name = futures[future]
+            states[name] = future.result()
+            tqdm.write(f"{name}: {states[name]}")
+            progress.update()
+    return states
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
@@ -243,32 +280,41 @@ def main(argv=None):
     parser.add_argument("--estimate", action="store_true",
                         help="check what the runs need and estimate their durations on this machine, then exit")
     parser.add_argument("--no_estimate", action="store_true", help="start at once, without measuring step times")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[], metavar="S",
+                        help="repeat every Problem 4 run with these seeds too (runs NAME_seedS)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="make N runs at once, spread over the visible GPUs (default: %(default)s)")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="every run of the plan made tiny (1 epoch, 64-px images, small subsets), into "
+                             "runs/<profile>-dry: checks on any machine that the plan works")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: give at least 1")
 
-    runs = plan(args.profile, args.data, args.data_dir)
+    runs = plan(args.profile, args.data, args.data_dir, args.seeds, args.dry_run)
     unknown = sorted(set(args.only or []) - set(runs))
     if unknown:
         raise UserError(f"unknown run name(s) {', '.join(unknown)}; choose from {', '.join(runs)}")
     selected = {k: v for k, v in runs.items() if not args.only or k in args.only}
-    root = Path(args.runs) / args.profile
+    root = Path(args.runs) / (args.profile + ("-dry" if args.dry_run else ""))
 
     if args.list:
         for name in selected:
+            extra = (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + \
+                (" --dry_run" if args.dry_run else "")
             print(f"python experiments.py --profile {args.profile} "
                   f"--data {shlex.quote(args.data)} --data_dir {shlex.quote(args.data_dir)} "
-                  f"--runs {shlex.quote(args.runs)} --only {name}")
+                  f"--runs {shlex.quote(args.runs)}{extra} --only {name}")
         return
 
-    todo = check_and_estimate(selected, root, args.profile, estimate=not args.no_estimate)
+    # a dry run checks the plan's commands, on whatever device is here
+    todo = check_and_estimate(selected, root, "cpu" if args.dry_run else args.profile,
+                              estimate=not (args.no_estimate or args.dry_run))
     if args.estimate:
         return
     summary = {name: "not run (see not_run.json)" for name in selected if name not in todo
                and (root / name / "not_run.json").exists() and status(root / name) != "complete"}
-    progress = tqdm(todo.items(), desc=f"{args.profile} runs", dynamic_ncols=True)
-    for name, (script, arguments) in progress:
-        progress.set_postfix_str(name)
-        summary[name] = run_one(name, script, arguments, root / name)
-        tqdm.write(f"{name}: {summary[name]}")
+    summary.update(make_runs(todo, root, args.jobs, f"{args.profile} runs"))
     # merged with earlier invocations' (--only, a job array): one line per run, its latest state
     previous = read_json(root / "summary.json")["runs"] if (root / "summary.json").exists() else {}
     write_json(root / "summary.json", {"profile": args.profile, "runs": {**previous, **summary},

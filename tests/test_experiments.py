@@ -125,3 +125,25 @@ def test_estimates_follow_the_runs_budget():
     assert 400 <= short < 700 and 3.5 < reference / short < 4.1
     gpu = experiments.plan("gpu", "absent", "data")
     assert preflight.estimate_seconds(*gpu["unet"], step=1.0) >= 40 * 40  # 40 epochs of 40 whole-image batches
+
+
+def test_the_gpu_plan_runs_as_a_dry_run_on_this_machine(retina, pathmnist_dir, tmp_path):
+    """The command a GPU machine will run, made tiny: every script and option of the plan
+    is exercised before a GPU is used."""
+    experiments.main(["--profile", "gpu", "--dry_run", "--data", str(retina), "--data_dir", str(pathmnist_dir),
+                      "--runs", str(tmp_path), "--seeds", "43", "--jobs", "2",
+                      "--only", "unet_noskip_seed43", "mlp"])
+    root = tmp_path / "gpu-dry"
+    for name in ("unet_noskip_seed43", "mlp"):
+        results = json.loads((root / name / "results.json").read_text())
+        assert results["config"]["epochs"] == 1, name
+    assert json.loads((root / "unet_noskip_seed43" / "results.json").read_text())["config"]["seed"] == 43
+    summary = json.loads((root / "summary.json").read_text())["runs"]
+    assert all(state.startswith("done") for state in summary.values()), summary
+
+
+def test_seeds_repeat_only_the_problem_4_runs():
+    runs = experiments.plan("gpu", "D", "d", seeds=[43, 44])
+    assert {"unet_seed43", "unet_seed44", "aug_flip_seed44", "lr_1e-3_seed43"} <= set(runs)
+    assert "mlp_seed43" not in runs and "convolution_seed43" not in runs
+    assert runs["unet_seed44"][1][-2:] == ["--seed", "44"]
