@@ -74,22 +74,29 @@ def architecture_facts():
 
 
 def bench_numbers(folder):
-    """The training-step benchmark and the full-epoch timings, when they were run."""
-    path = folder / "bench_cpu.json"
-    if not path.exists():
-        return None
-    bench = read_json(path)
-    rows = [{"model": r["model"], "config": r["config"], "seconds": f"{r['seconds_per_step']:.3f}",
-             "tflops": f"{r['tflops']:.2f}", "speedup": f"{r['speedup']:.2f}"} for r in bench["results"]]
+    """Every training-step benchmark of the profile (``bench*.json``, newest first) and the
+    full-epoch timings, when they were run."""
     epochs = {}
     for model in ("mlp", "mobilenet"):
         timing = folder / f"epoch_timing_synthetic_{model}.json"
         if timing.exists():
             t = read_json(timing)
             epochs[model] = {"seconds": f"{t['timings']['train_seconds_per_epoch'][0]:.0f}",
-                             "n": t["n_samples"]["train"], "command": t["command"]}
-    return {"rows": rows, "cpu": bench["machine"]["cpu"], "command": bench["command"], "date": bench["date"],
-            "torch": bench["versions"]["torch"], "epochs": epochs}
+                             "n": t["n_samples"]["train"], "command": t["command"],
+                             "date": t.get("started", "")[:10], "cpu": t["machine"]["cpu"]}
+    benches = []
+    for path in sorted(folder.glob("bench*.json"), key=lambda p: read_json(p)["date"], reverse=True):
+        bench = read_json(path)
+        ceiling = bench.get("matmul_tflops") or {}
+        rows = [{"model": r["model"], "config": r["config"], "seconds": f"{r['seconds_per_step']:.3f}",
+                 "tflops": f"{r['tflops']:.2f}", "speedup": f"{r['speedup']:.2f}",
+                 "fraction": f"{r['fraction_of_matmul']:.2f}" if r.get("fraction_of_matmul") is not None else "n/a"}
+                for r in bench["results"]]
+        benches.append({"rows": rows, "cpu": bench["machine"]["cpu"], "command": bench["command"],
+                        "capability": bench["machine"].get("cpu_capability") or "",
+                        "date": bench["date"][:16], "torch": bench["versions"]["torch"], "epochs": epochs,
+                        "ceiling": ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in ceiling.items()) or "not measured"})
+    return benches
 
 
 def figures_for(runs, root, out, numbers):
@@ -152,7 +159,7 @@ def main(argv=None):
                         ". Rewrite the text in report/*.typ and its claims in report/answers.py")
     numbers = {key: answer["numbers"] for key, answer in per_question.items()}
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
-                   arch=architecture_facts(), bench=bench_numbers(root / "bench"),
+                   arch=architecture_facts(), benches=bench_numbers(root / "bench"),
                    seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
                    commands={"main": f"python experiments.py --profile {profile}",
                              "build": f"python report/build.py --runs runs/{profile}"})
