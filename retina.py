@@ -78,7 +78,9 @@ def describe(name):
         return "no augmentation"
 
     def value(v):
-        return "–".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}"
+        if isinstance(v, tuple):  # a range, or one bound per axis when both are equal
+            return f"{v[0]:g}" if len(set(v)) == 1 else "–".join(f"{x:g}" for x in v)
+        return f"{v:g}"
     parts = []
     for class_name, kwargs in STRATEGIES[name]:
         p = kwargs.get("p")

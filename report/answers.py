@@ -98,7 +98,8 @@ def problem_4_reference(runs):
 
 def _vessel_percent(runs):
     """The test images' vessel fraction, from any run that measured it (they share the test set)."""
-    fractions = [r["baselines"]["vessel_fraction"] for r in runs.values() if done(r) and "baselines" in r]
+    fractions = [r["baselines"]["vessel_fraction"] for r in runs.values()
+                 if done(r) and "vessel_fraction" in r.get("baselines", {})]
     return fmt(100 * fractions[0], 1) if fractions else None
 
 
@@ -166,7 +167,7 @@ def problem_4_3(runs):
     unet = runs["unet"]
     if not (done(unet) and all(done(runs[n]) for n in names)):
         return _answer({"done": False})
-    from retina import describe
+    from retina import STRATEGIES, describe
     E = compare_epoch(runs)
     none = dice_at(unet, E)
     # how much one run's Dice moves between consecutive evaluations near the end: the
@@ -185,6 +186,7 @@ def problem_4_3(runs):
     overfits = problem_4_reference(runs)["numbers"].get("overfits")
     return _answer({"done": True, "E": E, "none_dice": fmt(none), "noise": fmt(noise), "rows": rows,
                     "budget": budget(runs[names[0]]), "none_description": describe("none"),
+                    "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"],
                     "better": [r["name"] for r in rows if r["verdict"] == "better"],
                     "worse": [r["name"] for r in rows if r["verdict"] == "worse"],
                     "overfit_measured": overfits is not None, "overfits": bool(overfits)})
