@@ -21,6 +21,7 @@ in the same run, with the machine, versions and date.
 """
 import argparse
 import datetime
+import os
 import statistics
 import time
 
@@ -221,7 +222,10 @@ def main(argv=None):
                   f"{tflops:>9.3f}{fraction:>10}{record['speedup']:>8.2f}x", flush=True)
             del step
     write_json(args.out, {
-        "command": "python bench.py " + " ".join(__import__("sys").argv[1:] if argv is None else argv),
+        # the ISA limits that make one machine stand in for another are part of the command
+        "command": " ".join([*(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+                               if os.environ.get(k)),
+                             "python bench.py", *(__import__("sys").argv[1:] if argv is None else argv)]),
         "device": str(device), "machine": machine_info(device),
         "versions": library_versions("segmentation_models_pytorch"),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
