@@ -22,14 +22,13 @@ in the same run, with the machine, versions and date.
 import argparse
 import datetime
 import os
-import statistics
 import time
 
 import torch
 import torch.nn as nn
 
 from cli import UserError, run_cli
-from execution import Execution, choose, cpu_supports_bf16, pick_device
+from execution import Execution, choose, cpu_supports_bf16, pick_device, time_steps
 from runfiles import library_versions, machine_info, write_json
 from training import training_step
 
@@ -110,24 +109,6 @@ def count_flops(model_name, device):
     with FlopCounterMode(display=False) as counter:
         loss_fn(model(x).float(), y).backward()
     return counter.get_total_flops()
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_steps(step, device, warmup, repeats):
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
 
 
 # the workload names main_segmentation.py / main_classification.py give the same model and shape,

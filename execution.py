@@ -135,7 +135,7 @@ def machine_key(device):
 
 
 def time_steps(step, device, warmup=1, repeats=3):
-    """The median wall time of ``repeats`` calls of ``step`` after ``warmup`` calls."""
+    """``(median, all times)``: the wall times of ``repeats`` calls of ``step`` after ``warmup`` calls."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -148,16 +148,17 @@ def time_steps(step, device, warmup=1, repeats=3):
         step()
         sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), times
 
 
-def choose(device, workload, make_step, amp="auto", channels_last="auto", timer=time_steps, cache=None):
+def choose(device, workload, make_step, amp="auto", channels_last="auto", timer=None, cache=None):
     """The fastest candidate execution for one workload (a string naming the model and
     its input shape), measured by timing a few training steps of each: ``make_step(execution)``
     returns a function that runs one step on a throwaway copy of the model. A candidate
     that fails is dropped; plain is kept unless another is measured faster. The choice
     and the timings are remembered per machine and workload in ``cache`` (a JSON file).
     Returns ``(execution, record)`` where the record says what was measured or reused."""
+    timer = timer or (lambda step, device_: time_steps(step, device_)[0])  # seconds per step
     options = candidates(device, amp, channels_last)
     if len(options) == 1:
         (name, execution), = options.items()
