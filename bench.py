@@ -89,13 +89,13 @@ def make_step(model_name, config, device, seed=0):
     x, y = batch(model_name, device, torch.Generator().manual_seed(seed))
     setting = Execution(device, amp_dtype, channels_last and x.dim() == 4 and model_name != "mlp")
     model, x = setting.prepare(model), setting.to_input(x)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4, **setting.optimizer_options())
     scaler = setting.grad_scaler()
     forward = torch.compile(model) if compiled else model
 
     def step():
         loss, out = training_step(forward, x, y, loss_fn, optimizer, scaler, setting)
-        return torch.tensor(loss), out.detach()
+        return loss, out.detach()
 
     return step, model, x, y
 

@@ -78,6 +78,19 @@ def save_predictions_figure(path, images, masks, logits, sizes, names, count=3):
     save_figure(fig, path, dpi=90)
 
 
+def save_mask_png(path, mask):
+    """A boolean ``[H, W]`` mask as a 1-bit PNG (a few kB): what the report needs to draw
+    runs' predictions side by side without their checkpoints."""
+    from PIL import Image
+    atomic_write(path, lambda tmp: Image.fromarray(np.asarray(mask, dtype=bool)).save(tmp, format="PNG", optimize=True))
+
+
+def load_mask_png(path):
+    from PIL import Image
+    with Image.open(path) as image:
+        return np.asarray(image.convert("1"), dtype=bool)
+
+
 def vessel_window(mask, size):
     """The top-left corner of the ``size``-pixel square of ``mask [1, H, W]`` with the most
     vessel pixels, on a coarse grid: a crop with thick and thin vessels to zoom on."""

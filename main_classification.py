@@ -110,18 +110,20 @@ def load_pathmnist(data_dir, size, subset, seed):
 # ----------------------------------------------------------------------------- train / test
 
 def train(epoch, model, loader, optimizer, scaler, criterion, execution, print_every):
-    """One epoch; returns (mean per-sample loss, accuracy)."""
+    """One epoch; returns (mean per-sample loss, accuracy). The sums stay on the device
+    until the end (and the logging steps): no per-step sync on a GPU."""
     model.train()
-    total_loss = correct = seen = 0
+    total_loss = correct = 0.0
+    seen = 0
     for idx, (X, y) in enumerate(tqdm(loader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True)):
         X, y = execution.to_input(X), y.to(execution.device, non_blocking=True).view(-1).long()
         loss, scores = training_step(model, X, y, criterion, optimizer, scaler, execution)
-        total_loss += loss * len(y)
-        correct += (scores.argmax(dim=1) == y).sum().item()
+        total_loss = total_loss + loss * len(y)
+        correct = correct + (scores.argmax(dim=1) == y).sum()
         seen += len(y)
         if idx % print_every == 0:
-            tqdm.write(f"[TRAIN] Epoch: {epoch}, Iter: {idx}, Loss: {loss:.5f}")
-    return total_loss / seen, correct / seen
+            tqdm.write(f"[TRAIN] Epoch: {epoch}, Iter: {idx}, Loss: {loss.item():.5f}")
+    return float(total_loss) / seen, float(correct) / seen
 
 
 @torch.no_grad()
@@ -192,7 +194,8 @@ def main(argv=None):
     print(f"Using device: {execution} ({selection['how']})")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Initialized {args.model} with {n_params} parameters")
-    optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                            **execution.optimizer_options())
     scaler, criterion = execution.grad_scaler(), nn.CrossEntropyLoss()
     scores = Scores(model, args.loss_on_probabilities)
     forward_model = torch.compile(scores) if args.compile else scores

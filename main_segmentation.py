@@ -11,7 +11,8 @@ a flag: ``--model unet_noskip`` (4.1), ``--optimizer adam --lr ...`` (4.2),
     python main_segmentation.py --dataset data/retina --logdir runs/unet
 
 Writes ``LOGDIR/results.json`` (curves, final metrics, configuration, command,
-machine, versions, timings), ``curves.png`` and ``predictions.png``.
+machine, versions, timings), ``curves.png``, ``predictions.png`` and the first test image's
+thresholded prediction and truth as 1-bit PNGs (``example_*.png``, for side-by-side figures).
 
 Credits: the course template by Johan Obando, Jerry Huang and Pierre-Louis Benveniste.
 """
@@ -129,25 +130,24 @@ def load_data(args):
 # ----------------------------------------------------------------------------- train / evaluate
 
 def train(epoch, model, dataloader, optimizer, scaler, loss_fn, execution, print_every):
-    """One epoch. Returns (mean loss, mean soft Dice over the batches); stops early with a
-    NaN loss when the loss is not finite."""
+    """One epoch. Returns (mean loss, mean soft Dice over the batches); the loss is NaN when
+    a step's loss was not finite (those steps left the weights alone). The sums stay on the
+    device and are read every ``print_every`` steps and at the end: no per-step sync on a GPU."""
     model.train()
-    total_loss = total_dice = seen = 0.0
+    total_loss = total_dice = 0.0
+    seen = 0
     progress = tqdm(dataloader, desc=f"epoch {epoch} train", leave=False, dynamic_ncols=True)
     for idx, (X, y) in enumerate(progress):
         X, y = execution.to_input(X), y.to(execution.device, non_blocking=True)
         loss, logits = training_step(model, X, y, loss_fn, optimizer, scaler, execution)
-        if not math.isfinite(loss):
-            return float("nan"), float("nan")
         with torch.no_grad():
-            dice = soft_dice(logits.float(), y)
-        total_loss += loss * len(X)
-        total_dice += dice.item() * len(X)
+            total_dice = total_dice + soft_dice(logits.float(), y) * len(X)
+        total_loss = total_loss + loss * len(X)
         seen += len(X)
-        progress.set_postfix(loss=f"{loss:.4f}")
         if idx % print_every == 0:
-            tqdm.write(f"[TRAIN] Epoch: {epoch}, Iter: {idx}, Loss: {loss:.5f}")
-    return total_loss / seen, total_dice / seen
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+            tqdm.write(f"[TRAIN] Epoch: {epoch}, Iter: {idx}, Loss: {loss.item():.5f}")
+    return float(total_loss) / seen, float(total_dice) / seen
 
 
 @torch.no_grad()
@@ -221,11 +221,11 @@ def choose_execution(args, device, model, split):
                                step_maker(model, x, y, DiceCELoss()))
 
 
-def make_optimizer(model, args):
+def make_optimizer(model, args, options):
     if args.optimizer == "adamw":
-        optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, **options)
     else:
-        optimizer = optim.Adam(model.parameters(), lr=args.lr)
+        optimizer = optim.Adam(model.parameters(), lr=args.lr, **options)
     scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs) \
         if args.lr_schedule == "cosine" else None
     return optimizer, scheduler
@@ -257,15 +257,17 @@ def main(argv=None):
         figures.save_augmentations_figure(logdir / "augmentations.png", train_split["images"][0],
                                           train_split["masks"][0], args.show_augmentations, args.seed)
 
-    train_set = RetinaTrainSet(train_split["images"], train_split["masks"], args.augmentation, args.crop_size,
-                               args.crops_per_image)
+    # the training images live on the device (80 x 3 x 512 x 512 bytes: 63 MB), so a GPU
+    # augments and crops them itself instead of waiting for the CPU
+    train_set = RetinaTrainSet(train_split["images"].to(execution.device), train_split["masks"].to(execution.device),
+                               args.augmentation, args.crop_size, args.crops_per_image)
     shuffle_rng = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.batch_size, shuffle=True, drop_last=len(train_set) >= args.batch_size,
-        pin_memory=execution.device.type == "cuda", generator=shuffle_rng)
+        generator=shuffle_rng)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Initialized {args.model} model with {n_params} parameters")
-    optimizer, scheduler = make_optimizer(model, args)
+    optimizer, scheduler = make_optimizer(model, args, execution.optimizer_options())
     scaler, loss_fn = execution.grad_scaler(), DiceCELoss()
     forward_model = torch.compile(model) if args.compile else model
     record = run_record(__file__, argv, args, execution.device, "segmentation_models_pytorch", "sklearn", "timm")
@@ -293,7 +295,7 @@ def main(argv=None):
 
 
 def write_outputs(logdir, args, run, final, logits, test_split, test_seconds, record):
-    """results.json (the template's keys first), curves.png and predictions.png."""
+    """results.json (the template's keys first), curves.png, predictions.png and the example masks."""
     h = run.history
     valid_dice = h.get("valid_dice_thresholded", [])
     results = {
@@ -330,6 +332,10 @@ def write_outputs(logdir, args, run, final, logits, test_split, test_seconds, re
         ], logdir / "curves.png", title=f"{args.model}, {logdir.name}")
     figures.save_predictions_figure(logdir / "predictions.png", test_split["images"], test_split["masks"], logits,
                                     test_split["sizes"], test_split["names"])
+    # the first test image's thresholded prediction and its truth, for the report's side-by-side panels
+    (h, w), name = test_split["sizes"][0], Path(test_split["names"][0]).stem
+    figures.save_mask_png(logdir / f"example_{name}_prediction.png", (logits[0, 0, :h, :w] > 0).numpy())
+    figures.save_mask_png(logdir / f"example_{name}_truth.png", test_split["masks"][0, 0, :h, :w].numpy().astype(bool))
     write_json(logdir / "results.json", results)
     (logdir / "checkpoint.pt").unlink(missing_ok=True)
 

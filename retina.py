@@ -46,10 +46,11 @@ class SmoothElastic:
         from torchvision.transforms.v2 import functional as F
         height, width = image.shape[-2:]
         grid = (height // self.spacing + 2, width // self.spacing + 2)
-        field = torch.randn(1, 2, *grid) * self.displacement
+        # drawn from the CPU stream whatever the image's device, so a seed gives the same fields on a GPU
+        field = (torch.randn(1, 2, *grid) * self.displacement).to(image.device)
         field = torch.nn.functional.interpolate(field, size=(height, width), mode="bicubic", align_corners=True)
         # torchvision's displacement: [1, H, W, 2], x then y, in units of the [-1, 1] grid
-        field = (field[0].permute(1, 2, 0) * torch.tensor([2.0 / width, 2.0 / height]))[None]
+        field = (field[0].permute(1, 2, 0) * torch.tensor([2.0 / width, 2.0 / height], device=image.device))[None]
         image = tv_tensors.wrap(F.elastic(image, field, interpolation=InterpolationMode.BILINEAR), like=image)
         if mask is None:
             return image
@@ -189,7 +190,10 @@ def one_copy_per_eye(names):
 
 class RetinaTrainSet(torch.utils.data.Dataset):
     """Training samples: augmentation on the whole image, then a random crop. Returns
-    ``(image float [3, h, w] in [0, 1], mask float [1, h, w] in {0, 1})``."""
+    ``(image float [3, h, w] in [0, 1], mask float [1, h, w] in {0, 1})`` on the device of
+    ``images``: given tensors on a GPU, augmentation and cropping run there, and a loader
+    without workers only indexes and stacks (random parameters still come from the CPU
+    stream, so a seed draws the same augmentations on any device)."""
 
     def __init__(self, images, masks, augmentation="none", crop_size=0, crops_per_image=1):
         self.images, self.masks = images, masks

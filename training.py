@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import torch
 from tqdm import tqdm
 
 from runfiles import load_training_state, save_training_state
@@ -25,31 +26,33 @@ class Timer:
 def training_step(model, x, y, loss_fn, optimizer, scaler, execution):
     """One optimisation step: forward under the run's autocast, the loss in fp32, backward
     (scaled for fp16) and the update. A non-finite loss skips the update, so the weights
-    stay those of the last finite step. Returns ``(loss as a float, outputs)``."""
+    stay those of the last finite step. Returns ``(loss, outputs)``, the loss a detached
+    0-d tensor on the device: reading it (``.item()``) is the caller's choice, since on a
+    GPU every read makes the host wait for the device.
+
+    With a fused optimizer and an enabled scaler (``Execution.optimizer_options``,
+    ``Execution.grad_scaler``: what a GPU run gets) the finiteness check happens on the
+    device and the optimizer skips the update there, so the step never waits for the GPU;
+    otherwise the loss is read on the host (free on a CPU)."""
     with execution.autocast():
         outputs = model(x)
     loss = loss_fn(outputs.float(), y)
-    value = loss.item()
-    if math.isfinite(value):
+    if (scaler.is_enabled() and getattr(optimizer, "_step_supports_amp_scaling", False)) or torch.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-    return value, outputs
+    return loss.detach(), outputs
 
 
 def step_maker(model, inputs, targets, loss_fn, wrap=None):
     """For ``execution.choose``: ``make_step(execution)`` returns a function that runs one
     training step on a copy of ``model`` (so the run's own weights are never touched) with
     the given sample batch; ``wrap`` turns the copy into what the loss sees."""
-    import copy
-
-    import torch
-
     def make_step(execution):
         net = execution.prepare(copy.deepcopy(model))
         forward = wrap(net) if wrap else net
-        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-6)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-6, **execution.optimizer_options())
         x, y, scaler = execution.to_input(inputs), targets.to(execution.device), execution.grad_scaler()
         return lambda: training_step(forward, x, y, loss_fn, optimizer, scaler, execution)
     return make_step

@@ -4,6 +4,8 @@ explicit flag is obeyed. (tests/test_bench.py checks that every candidate comput
 plain computes.)"""
 import argparse
 
+import pytest
+
 import torch
 
 import execution
@@ -84,3 +86,45 @@ def test_a_real_measurement_leaves_the_random_stream_alone(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy was trained
     assert record["chosen"] in execution.candidates(CPU) and set(record["seconds_per_step"]) == set(
         execution.candidates(CPU))
+
+
+def test_the_gpu_step_skips_a_non_finite_update_on_the_device_and_otherwise_matches_the_host_path():
+    """What a GPU run gets (a fused AdamW and a scaler fixed at 1, ``training_step`` never
+    reading the loss), run on the CPU where both exist: the same updates as the host-checked
+    path, and a NaN batch leaves weights and Adam's step count alone."""
+    from training import training_step
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 1))
+    plain = Execution.plain(CPU)
+    host, device_side = net, __import__("copy").deepcopy(net)
+    host_opt = torch.optim.AdamW(host.parameters(), lr=1e-2)
+    device_opt = torch.optim.AdamW(device_side.parameters(), lr=1e-2, fused=True)
+    host_scaler = plain.grad_scaler()
+    device_scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=2 ** 30)  # as grad_scaler() on CUDA
+    assert not host_scaler.is_enabled()
+    x, y = torch.randn(2, 3, 8, 8), (torch.rand(2, 1, 8, 8) > 0.5).float()
+    poisoned = x.clone()
+    poisoned[0, 0, 0, 0] = float("nan")
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    for batch in (x, x, poisoned, x):
+        before = [p.detach().clone() for p in device_side.parameters()]
+        a, _ = training_step(host, batch, y, loss_fn, host_opt, host_scaler, plain)
+        b, _ = training_step(device_side, batch, y, loss_fn, device_opt, device_scaler, plain)
+        assert isinstance(b, torch.Tensor) and b.dim() == 0 and not b.requires_grad
+        if batch is poisoned:
+            assert b.isnan() and a.isnan()
+            assert all(torch.equal(p, q) for p, q in zip(before, device_side.parameters()))
+        else:
+            assert b.item() == pytest.approx(a.item(), abs=1e-6)
+    first = next(device_side.parameters())
+    assert device_opt.state[first]["step"].item() == 3 == host_opt.state[next(host.parameters())]["step"].item()
+    for p, q in zip(host.parameters(), device_side.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_a_gpu_run_gets_the_fused_optimizer_and_an_exact_scaler(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # GradScaler disables itself without CUDA
+    cuda = Execution(torch.device("cuda"), torch.bfloat16, True)  # nothing is allocated on the GPU
+    scaler = cuda.grad_scaler()
+    assert scaler.is_enabled() and scaler._init_scale == 1.0 and cuda.optimizer_options() == {"fused": True}
+    assert Execution.plain(CPU).optimizer_options() == {} and not Execution.plain(CPU).grad_scaler().is_enabled()

@@ -45,6 +45,13 @@ def test_one_epoch_of_each_unet_variant(retina, tmp_path, model):
     assert_picture(tmp_path / model / "curves.png")
     assert_picture(tmp_path / model / "predictions.png")
     assert not (tmp_path / model / "checkpoint.pt").exists()
+    # the first test image's truth and thresholded prediction, at its size, for the report's panels
+    from figures import load_mask_png
+    truth = load_mask_png(tmp_path / model / "example_01_test_truth.png")
+    prediction = load_mask_png(tmp_path / model / "example_01_test_prediction.png")
+    with Image.open(retina / "test" / "mask" / "01_test.png") as mask:
+        np.testing.assert_array_equal(truth, np.asarray(mask) > 127)
+    assert prediction.shape == truth.shape and prediction.dtype == bool
 
 
 def test_one_epoch_of_the_smp_unet_from_scratch(retina, tmp_path):
