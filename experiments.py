@@ -85,10 +85,11 @@ def registry(profile="cpu"):
         Run("unet_noskip", "4.1", seg, ("--model", "unet_noskip"), "UNet without skip connections"),
         *[Run(f"lr_{lr}", "4.2", seg, ("--model", "unet", "--optimizer", "adam", "--lr", lr), f"Adam, lr {lr}")
           for lr in LEARNING_RATES],
+        # aug_none is the comparison's own baseline (the same length as the others, seeds alike);
         # the elastic run also draws the examples of every strategy (--show_augmentations)
         *[Run(f"aug_{name}", "4.3", seg, ("--model", "unet", "--augmentation", name,
                                           *(("--show_augmentations", "4") if name == "elastic" else ())), name)
-          for name in STRATEGIES if name != "none"],
+          for name in STRATEGIES],
         Run("smp_pretrained", "4.4", seg, (*lite0, "--encoder_weights", "imagenet"),
             "smp EfficientNet-Lite0 UNet, ImageNet encoder"),
         Run("smp_scratch", "4.4", seg, (*lite0, "--encoder_weights", "none"),
@@ -222,9 +223,9 @@ def check_and_estimate(selected, root, profile, estimate=True):
     return todo
 
 
-def run_one(name, script, arguments, logdir, gpu=None):
+def run_one(name, script, arguments, logdir, gpu=None, threads=None):
     """Run one experiment, its output going to ``logdir/log.txt``, on GPU number ``gpu``
-    when given. Returns its state."""
+    and with ``threads`` CPU threads when given. Returns its state."""
     out_flag = "--out" if script == "convolution.py" else "--logdir"
     state = status(logdir)
     if state == "complete":
@@ -236,6 +237,8 @@ def run_one(name, script, arguments, logdir, gpu=None):
     env = dict(os.environ, TQDM_MININTERVAL="30", PYTHONUNBUFFERED="1")
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if threads is not None:  # runs side by side share the cores instead of each taking them all
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     started = time.time()
     with open(logdir / "log.txt", "a") as log:
         log.write(f"\n$ {shlex.join(cmd)}   # {datetime.datetime.now().isoformat(timespec='seconds')}\n")
@@ -256,10 +259,12 @@ def make_runs(todo, root, jobs, description):
     import torch
     from concurrent.futures import ThreadPoolExecutor, as_completed
     gpus = torch.cuda.device_count()
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     states = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=description,
                                                             dynamic_ncols=True) as progress:
-        futures = {pool.submit(run_one, name, script, arguments, root / name, i % gpus if gpus > 1 else None): name
+        futures = {pool.submit(run_one, name, script, arguments, root / name,
+                               i % gpus if gpus > 1 else None, threads): name
                    for i, (name, (script, arguments)) in enumerate(todo.items())}
         for future in as_completed(futures):
             name = futures[future]

@@ -147,3 +147,21 @@ def test_seeds_repeat_only_the_problem_4_runs():
     assert {"unet_seed43", "unet_seed44", "aug_flip_seed44", "lr_1e-3_seed43"} <= set(runs)
     assert "mlp_seed43" not in runs and "convolution_seed43" not in runs
     assert runs["unet_seed44"][1][-2:] == ["--seed", "44"]
+
+
+def test_runs_side_by_side_share_the_cpu_cores(tmp_path, monkeypatch):
+    """--jobs N: each run gets cores / N threads (OMP_NUM_THREADS), instead of all of them."""
+    seen = {}
+
+    def fake_run(cmd, stdout, stderr, env):
+        seen[cmd[-1]] = env.get("OMP_NUM_THREADS")
+        Path(cmd[-1], "results.json").write_text("{}")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(experiments.subprocess, "run", fake_run)
+    monkeypatch.setattr(experiments.os, "cpu_count", lambda: 16)
+    todo = {name: ("main_segmentation.py", []) for name in ("a", "b", "c")}
+    states = experiments.make_runs(todo, tmp_path, 4, "test")
+    assert set(states) == {"a", "b", "c"} and set(seen.values()) == {"4"}
+    experiments.make_runs({"d": ("main_segmentation.py", [])}, tmp_path, 1, "test")
+    assert seen[str(tmp_path / "d")] is None  # one run at a time keeps PyTorch's default
