@@ -85,3 +85,35 @@ def test_bench_auto_is_what_the_scripts_choose(tmp_path):
     chosen = execution.candidates(CPU)[auto["selection"]["chosen"]]
     assert (auto["autocast"] is not None) == (chosen.amp_dtype is not None)
     assert auto["channels_last"] == chosen.channels_last
+
+
+def test_choosing_the_memory_format_per_layer_changes_layouts_not_numbers():
+    """profile_step.with_layer_formats: some convolutions in channels_last, the rest
+    contiguous, computes what the plain UNet computes (outputs and gradients)."""
+    import copy
+
+    import profile_step
+    from unet import UNet
+    torch.manual_seed(0)
+    plain = UNet(3, 1)
+    x = torch.randn(2, 3, 32, 32)
+    convs = [n for n, m in plain.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    mixed = profile_step.with_layer_formats(copy.deepcopy(plain), convs[::2])
+    assert mixed.encoder_block1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not mixed.encoder_block1[2].weight.is_contiguous(memory_format=torch.channels_last)
+    outputs = [model(x) for model in (plain, mixed)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    for out in outputs:
+        out.square().mean().backward()
+    for (name, p), q in zip(plain.named_parameters(), mixed.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_profiler_operators_are_sorted_into_kinds():
+    import profile_step
+    assert profile_step.kind_of("aten::convolution_backward", [[8, 64, 128, 128], [8, 64, 128, 128], [64, 64, 3, 3]]) \
+        == "conv 3x3 backward"
+    assert profile_step.kind_of("aten::mkldnn_convolution", [[8, 128, 64, 64], [64, 128, 2, 2], [64]]) \
+        == "conv 2x2 transposed forward"
+    assert profile_step.kind_of("aten::cat", [[], []]) == "concatenation"
+    assert profile_step.kind_of("aten::threshold_backward", [[1]]) == "ReLU"
