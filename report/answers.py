@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 import experiments
-from logs import HUMAN_DICE, MEDMNIST_RESNET18_ACC, budget, collapsed, dice, dice_at, done, fmt
+from logs import HUMAN_DICE, MEDMNIST_RESNET18_ACC, budget, collapsed, copies, dice, dice_at, done, fmt
 
 
 def _answer(numbers, claims=()):
@@ -151,7 +151,9 @@ def problem_4_2(runs):
         rows.append({"lr": name[3:], "dice": fmt(dice(r)), "auc": fmt(r["final_metrics"]["auc"]),
                      "first_loss": f"{r['train_losses'][0]:.3g}", "max_loss": f"{max(r['train_losses']):.3g}",
                      "last_loss": f"{r['train_losses'][-1]:.3g}", "collapsed": collapsed(r),
-                     "diverged": max(r["train_losses"]) > 10})
+                     "diverged": max(r["train_losses"]) > 10,
+                     # ReLU channels silent on every pixel of four test images after training
+                     "dead": fmt(100 * r["dead_relu_fraction"]["overall"], 0) if r.get("dead_relu_fraction") else "–"})
     by = {r["lr"]: r for r in rows}
     best = max(names, key=lambda n: dice(runs[n]))
     n = {"done": True, "E": E, "rows": rows, "by": by, "best": best[3:], "budget": budget(runs[names[0]])}
@@ -162,29 +164,52 @@ def problem_4_2(runs):
     return _answer(n, claims)
 
 
-def problem_4_3(runs):
-    names = experiments.runs_of("4.3")
+def problem_4_3(runs, overfits=None):
+    """Each strategy's test Dice over seeds against no augmentation. With seeds, the noise is
+    the pooled seed-to-seed standard deviation ``s`` of these runs and a difference of means
+    counts when it exceeds twice its standard error, ``2 s sqrt(1/n_a + 1/n_b)``; with one
+    seed per strategy, the median change between consecutive evaluations of a run stands in."""
+    names = [n for n in experiments.runs_of("4.3") if n != "aug_none"]
     unet = runs["unet"]
-    if not (done(unet) and all(done(runs[n]) for n in names)):
+    baseline_runs = copies(runs, "aug_none")
+    if not (all(done(runs[n]) for n in names) and (baseline_runs or done(unet))):
         return _answer({"done": False})
     from retina import STRATEGIES, describe
     E = compare_epoch(runs)
-    none = dice_at(unet, E)
-    # how much one run's Dice moves between consecutive evaluations near the end: the
-    # instability a single-seed difference must exceed before it means anything
-    swings = []
-    for r in [unet, *(runs[n] for n in names)]:
-        d, e = r["valid_dice_thresholded"], r["evaluated_epochs"]
-        swings += [abs(d[i] - d[i - 1]) for i in range(1, len(d)) if e[i] <= E]
-    noise = float(np.median(swings)) if swings else 0.0
+    values = {n[4:]: [dice(r) for r in copies(runs, n)] for n in names}
+    # no augmentation: its own runs, or (older profiles) the reference run after the same epochs
+    values["none"] = [dice(r) for r in baseline_runs] or [dice_at(unet, E)]
+    seeded = [v for v in values.values() if len(v) > 1]
+    if seeded:
+        pooled = math.sqrt(sum(sum((x - np.mean(v)) ** 2 for x in v) for v in seeded)
+                           / sum(len(v) - 1 for v in seeded))
+        threshold = lambda v: 2 * pooled * math.sqrt(1 / len(v) + 1 / len(values["none"]))
+        noise = {"kind": "seeds", "sd": fmt(pooled), "runs": sum(len(v) for v in seeded),
+                 "configurations": len(seeded)}
+    else:
+        # how much one run's Dice moves between consecutive evaluations near the end
+        swings = []
+        for r in [unet, *(runs[n] for n in names)]:
+            d, e = r["valid_dice_thresholded"], r["evaluated_epochs"]
+            swings += [abs(d[i] - d[i - 1]) for i in range(1, len(d)) if e[i] <= E]
+        median_swing = float(np.median(swings)) if swings else 0.0
+        threshold = lambda v: median_swing
+        noise = {"kind": "swings", "swing": fmt(median_swing)}
+    none_mean = float(np.mean(values["none"]))
     rows = []
-    for name in sorted(names, key=lambda n: -dice(runs[n])):
-        delta = dice(runs[name]) - none
-        rows.append({"name": name[4:], "dice": fmt(dice(runs[name])), "delta": f"{delta:+.3f}",
-                     "verdict": "better" if delta > noise else "worse" if -delta > noise else "within noise",
-                     "description": describe(name[4:]), "collapsed": collapsed(runs[name])})
-    overfits = problem_4_reference(runs)["numbers"].get("overfits")
-    return _answer({"done": True, "E": E, "none_dice": fmt(none), "noise": fmt(noise), "rows": rows,
+    for name in sorted(values, key=lambda k: -np.mean(values[k])):
+        v = values[name]
+        delta = float(np.mean(v)) - none_mean
+        verdict = ("baseline" if name == "none" else "better" if delta > threshold(v)
+                   else "worse" if -delta > threshold(v) else "within noise")
+        rows.append({"name": name, "n": len(v), "dice": fmt(float(np.mean(v))),
+                     "runs": ", ".join(fmt(x) for x in v), "spread": fmt(max(v) - min(v)) if len(v) > 1 else "–",
+                     "delta": f"{delta:+.3f}" if name != "none" else "–",
+                     "threshold": fmt(threshold(v)) if name != "none" else "–", "verdict": verdict,
+                     "description": describe(name)})
+    seeds = sorted({r["config"]["seed"] for n in ("aug_none", *names) for r in copies(runs, n)})
+    return _answer({"done": True, "E": E, "none_dice": fmt(none_mean), "noise": noise, "rows": rows,
+                    "seeds": seeds, "baseline_is_reference": not baseline_runs,
                     "budget": budget(runs[names[0]]), "none_description": describe("none"),
                     "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"],
                     "better": [r["name"] for r in rows if r["verdict"] == "better"],
@@ -242,3 +267,27 @@ def segmentation_table(runs):
                      "dice_at_E": fmt(dice_at(r, E)), "sensitivity": fmt(f["sensitivity"]),
                      "specificity": fmt(f["specificity"]), "auc": fmt(f["auc"]), "lr": c["lr"]})
     return rows
+
+
+def other_profile(root, profile):
+    """The Problem 4 runs of the other profile (``runs/gpu`` beside ``runs/cpu``, or the
+    reverse) that exist, with their budgets: the same questions at another scale."""
+    from logs import load_runs
+    other = "gpu" if profile == "cpu" else "cpu"
+    folder = root.parent / other
+    if not folder.is_dir():
+        return {"exists": False, "profile": other}
+    runs = load_runs(folder, other)
+    rows, missing = [], []
+    for name, run in experiments.registry(other).items():
+        r = runs[name]
+        if not run.problem.startswith("4"):
+            continue
+        if not done(r):
+            missing.append(name)
+            continue
+        b, m = budget(r), r["machine"]
+        rows.append({"name": name, "problem": run.problem, "label": run.label, "dice": fmt(dice(r)),
+                     "budget": b, "device": m.get("gpu") or m["cpu"],
+                     "minutes": fmt(r["timings"]["total_seconds"] / 60, 1), "date": r.get("started", "")[:10]})
+    return {"exists": True, "profile": other, "rows": rows, "missing": missing, "folder": f"runs/{other}"}

@@ -99,6 +99,26 @@ def bench_numbers(folder):
     return benches
 
 
+def prediction_panels(runs, out, numbers):
+    """Each comparison's predictions side by side on one test image (``plots.prediction_panels``):
+    which runs each figure shows and which lack the masks (runs made before they were written)."""
+    ours = {"aug_none": f"UNet, skips, {numbers['compare_epoch']} epochs"}
+    # the augmentation panel shows the seed (the runs themselves or one set of copies) for
+    # which the most strategies wrote their masks
+    strategies = answers.experiments.runs_of("4.3")
+    suffixes = [""] + sorted({k[len("aug_none"):] for k in runs if k.startswith("aug_none_seed")})
+    has_masks = lambda name: bool(list(Path(runs.get(name, {}).get("folder", "/none")).glob("example_*")))
+    augmentation = max(([n + suffix for n in strategies] for suffix in suffixes),
+                       key=lambda names: sum(map(has_masks, names)))
+    comparisons = {"skip": ["aug_none", "unet_noskip"], "lr": answers.experiments.runs_of("4.2"),
+                   "augmentation": augmentation, "smp": ["aug_none", "smp_scratch", "smp_pretrained"]}
+    panels = {}
+    for key, names in comparisons.items():
+        drawn, image = plots.prediction_panels(runs, names, out / f"panel_{key}.png", labels=ours)
+        panels[key] = {"drawn": drawn, "image": image, "missing": [n for n in names if n not in drawn]}
+    return panels
+
+
 def figures_for(runs, root, out, numbers):
     """Every figure the text shows, redrawn from the logs."""
     E = numbers["p4_1"].get("E") or answers.compare_epoch(runs)
@@ -113,10 +133,13 @@ def figures_for(runs, root, out, numbers):
     plots.curves(runs, ["unet", "unet_cosine"], out / "reference.png")
     plots.curves(runs, ["unet", "unet_noskip"], out / "skip.png", up_to=E)
     plots.curves(runs, answers.experiments.runs_of("4.2"), out / "lr.png")
-    plots.curves(runs, ["unet", *answers.experiments.runs_of("4.3")], out / "augmentation_curves.png", up_to=E,
-                 labels={"unet": "none"})
+    augmentation = answers.experiments.runs_of("4.3")
+    if not done(runs["aug_none"]):  # older profiles: no augmentation is the reference run's first E epochs
+        augmentation = ["unet", *augmentation[1:]]
+    plots.curves(runs, augmentation, out / "augmentation_curves.png", up_to=E, labels={"unet": "none"})
     plots.curves(runs, ["unet", "smp_scratch", "smp_pretrained", "smp_scratch_quarter", "smp_pretrained_quarter"],
                  out / "smp.png", up_to=E, labels={"unet": "our UNet, from scratch"})
+    numbers["panels"] = prediction_panels(runs, out, numbers)
     if any(runs[n].get("initial_gradient_norms") for n in ("unet", "unet_noskip")):
         plots.gradient_norms(runs, out / "gradient_norms.png")
     if done(runs["unet"]) and runs["unet"].get("train_whole_soft_dice"):
@@ -149,9 +172,10 @@ def main(argv=None):
     profile = root.name if root.name in answers.experiments.PROFILES else "cpu"
     runs = load_runs(root, profile)
 
+    reference = answers.problem_4_reference(runs)
     per_question = {"p2_1": answers.problem_2_1(runs), "p2_6": answers.problem_2_6(runs, profile),
-                    "p4_ref": answers.problem_4_reference(runs), "p4_1": answers.problem_4_1(runs),
-                    "p4_2": answers.problem_4_2(runs), "p4_3": answers.problem_4_3(runs),
+                    "p4_ref": reference, "p4_1": answers.problem_4_1(runs), "p4_2": answers.problem_4_2(runs),
+                    "p4_3": answers.problem_4_3(runs, reference["numbers"].get("overfits")),
                     "p4_4": answers.problem_4_4(runs, profile)}
     failed = [claim for answer in per_question.values() for claim, holds in answer["claims"] if not holds]
     if failed:
@@ -161,6 +185,7 @@ def main(argv=None):
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
                    arch=architecture_facts(), benches=bench_numbers(root / "bench"),
                    seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
+                   other_profile=answers.other_profile(root, profile),
                    commands={"main": f"python experiments.py --profile {profile}",
                              "build": f"python report/build.py --runs runs/{profile}"})
     figures, generated = HERE / "figures", HERE / "generated"

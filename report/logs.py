@@ -12,20 +12,31 @@ MEDMNIST_RESNET18_ACC = 0.907  # external: MedMNIST v2 (Yang et al., 2023), ResN
 
 def load_runs(root, profile=None):
     """Every run of the registry, by name: ``{"status": "done", **results}``, or the
-    not-run record (``status``, ``reason``, ``command``)."""
+    not-run record (``status``, ``reason``, ``command``); and every finished copy of a run
+    with another seed (``NAME_seedS``, from ``experiments.py --seeds``)."""
     root = Path(root)
     runs = {}
     for name in experiments.registry(profile or _profile(root)):
-        folder = root / name
-        if (folder / "results.json").exists():
-            runs[name] = {"status": "done", **read_json(folder / "results.json")}
-        elif (folder / "convolution_timings.json").exists():
-            runs[name] = {"status": "done", **read_json(folder / "convolution_timings.json")}
-        elif (folder / "not_run.json").exists():
-            runs[name] = read_json(folder / "not_run.json")
-        else:
-            runs[name] = {"status": "not run", "reason": "this run has not been made yet", "command": ""}
+        runs[name] = _load(root / name)
+        for copy in sorted(root.glob(f"{name}_seed*")):
+            if (copy / "results.json").exists():
+                runs[copy.name] = _load(copy)
     return runs
+
+
+def copies(runs, name):
+    """The finished runs of ``name`` over seeds: the run itself, then its ``_seedS`` copies."""
+    return [r for key, r in runs.items() if (key == name or key.startswith(f"{name}_seed")) and done(r)]
+
+
+def _load(folder):
+    if (folder / "results.json").exists():
+        return {"status": "done", "folder": str(folder), **read_json(folder / "results.json")}
+    if (folder / "convolution_timings.json").exists():
+        return {"status": "done", "folder": str(folder), **read_json(folder / "convolution_timings.json")}
+    if (folder / "not_run.json").exists():
+        return read_json(folder / "not_run.json")
+    return {"status": "not run", "reason": "this run has not been made yet", "command": ""}
 
 
 def _profile(root):

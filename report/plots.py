@@ -102,3 +102,65 @@ def classification(runs, names, path):
         ax.legend(fontsize=7)
     fig.tight_layout()
     save(fig, path)
+
+
+def thin_vessel_window(truth, size=96, step=16):
+    """The top-left corner of the ``size``-pixel square of the boolean mask ``truth`` with
+    the most thin-vessel pixels (those a 3x3 opening removes: one or two pixels wide)."""
+    from scipy import ndimage
+    thin = truth & ~ndimage.binary_opening(truth, structure=np.ones((3, 3), bool))
+    height, width = truth.shape
+    corners = [(t, l) for t in range(0, height - size + 1, step) for l in range(0, width - size + 1, step)]
+    return max(corners, key=lambda c: int(thin[c[0]:c[0] + size, c[1]:c[1] + size].sum()))
+
+
+def error_image(prediction, truth):
+    """Green: vessel found; red: false positive; blue: missed vessel; black: background."""
+    rgb = np.zeros((*truth.shape, 3))
+    rgb[prediction & truth] = (0.1, 0.8, 0.1)
+    rgb[prediction & ~truth] = (0.95, 0.15, 0.1)
+    rgb[~prediction & truth] = (0.25, 0.45, 1.0)
+    return rgb
+
+
+def prediction_panels(runs, names, path, labels=None, size=96):
+    """The thresholded predictions of several runs on the same test image side by side, the
+    whole image above and a zoomed crop of thin vessels below, errors coloured as in
+    ``error_image``. Reads the ``example_*`` masks the runs wrote; returns the names of the
+    runs drawn (those without the masks are left out) and the image's name."""
+    from pathlib import Path
+
+    from figures import load_mask_png
+    from segmentation_metrics import thresholded_dice
+    import torch
+    plt = pyplot()
+    drawn, truth, image_name = [], None, None
+    for name in names:
+        r = runs.get(name, {})
+        folder = Path(r.get("folder", "/nonexistent"))
+        found = sorted(folder.glob("example_*_prediction.png")) if done(r) else []
+        if found:
+            image_name = found[0].name[len("example_"):-len("_prediction.png")]
+            drawn.append((name, load_mask_png(found[0])))
+            truth = load_mask_png(folder / f"example_{image_name}_truth.png")
+    if not drawn:
+        return [], None
+    top, left = thin_vessel_window(truth, size)
+    crop = (slice(top, top + size), slice(left, left + size))
+    columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
+        (f"{(labels or {}).get(n) or experiments.registry().get(n.split('_seed')[0]).label}\n"
+         f"Dice on this image {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
+         error_image(p, truth)) for n, p in drawn]
+    fig, axes = plt.subplots(2, len(columns), figsize=(2.25 * len(columns), 4.9), squeeze=False)
+    for col, (title, rgb) in enumerate(columns):
+        axes[0, col].imshow(rgb, interpolation="antialiased")
+        axes[0, col].add_patch(plt.Rectangle((left, top), size, size, fill=False, ec="yellow", lw=1))
+        axes[0, col].set_title(title, fontsize=7)
+        axes[1, col].imshow(rgb[crop], interpolation="nearest")
+        for ax in axes[:, col]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[1, 0].set_ylabel(f"{size}x{size} crop, 1 px = 1 px", fontsize=7)
+    fig.tight_layout()
+    save(fig, path)
+    return [n for n, _ in drawn], image_name
