@@ -189,7 +189,8 @@ def record_not_run(logdir, script, arguments, reason):
 
 def check_and_estimate(selected, root, profile, estimate=True):
     """Say once which runs this machine cannot make (and record them), then the estimated
-    duration of every other run and of the plan. Returns the runs to make."""
+    duration of every other run and of the plan. Returns the runs to make, and the reason
+    of each run that cannot be made here."""
     import preflight
     todo = {name: run for name, run in selected.items() if status(root / name) != "complete"}
     reasons = {}
@@ -203,8 +204,9 @@ def check_and_estimate(selected, root, profile, estimate=True):
             script, arguments = todo.pop(name)
             out_flag = "--out" if script == "convolution.py" else "--logdir"
             record_not_run(root / name, script, [*arguments, out_flag, str(root / name)], reason)
+    not_run = {name: reason for reason, names in reasons.items() for name in names}
     if not estimate or not todo:
-        return todo
+        return todo, not_run
     import torch
     from execution import pick_device
     device, per_workload, total = pick_device("auto"), {}, 0.0
@@ -220,7 +222,7 @@ def check_and_estimate(selected, root, profile, estimate=True):
     if total > 3 * 3600:
         print("that is longer than a few hours here: a CUDA GPU runs it far faster (--profile gpu there), or "
               "select runs with --only NAME ...")
-    return todo
+    return todo, not_run
 
 
 def run_one(name, script, arguments, logdir, gpu=None, threads=None):
@@ -313,12 +315,11 @@ def main(argv=None):
         return
 
     # a dry run checks the plan's commands, on whatever device is here
-    todo = check_and_estimate(selected, root, "cpu" if args.dry_run else args.profile,
-                              estimate=not (args.no_estimate or args.dry_run))
+    todo, not_run = check_and_estimate(selected, root, "cpu" if args.dry_run else args.profile,
+                                       estimate=not (args.no_estimate or args.dry_run))
     if args.estimate:
         return
-    summary = {name: "not run (see not_run.json)" for name in selected if name not in todo
-               and (root / name / "not_run.json").exists() and status(root / name) != "complete"}
+    summary = {name: f"not run: {reason}" for name, reason in not_run.items()}
     summary.update(make_runs(todo, root, args.jobs, f"{args.profile} runs"))
     # merged with earlier invocations' (--only, a job array): one line per run, its latest state
     previous = read_json(root / "summary.json")["runs"] if (root / "summary.json").exists() else {}

@@ -107,8 +107,8 @@ def test_plot_runs_overlays_finished_runs(tmp_path, capsys):
 def test_a_fresh_clone_without_data_is_told_once_and_nothing_starts(tmp_path, capsys, offline):
     selected = {k: v for k, v in experiments.plan("cpu", str(tmp_path / "no-retina"), str(tmp_path)).items()
                 if k != "convolution"}
-    todo = experiments.check_and_estimate(selected, tmp_path / "runs" / "cpu", "cpu", estimate=False)
-    assert todo == {}
+    todo, not_run = experiments.check_and_estimate(selected, tmp_path / "runs" / "cpu", "cpu", estimate=False)
+    assert todo == {} and set(not_run) == set(selected)
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("not run")]
     assert len(lines) == 2  # one line for the retina runs, one for PathMNIST
     assert any("no-retina" in l and "unet" in l for l in lines) and any("pathmnist.npz" in l for l in lines)
