@@ -119,6 +119,32 @@ def prediction_panels(runs, out, numbers):
     return panels
 
 
+def profile_numbers(folder):
+    """The profiler studies of the profile (``profile_step.py``'s ``profile*.json``)."""
+    studies = []
+    for path in sorted(folder.glob("profile*.json")):
+        p = read_json(path)
+        plain, cl = p["profiles"]["plain"]["by_kind"], p["profiles"]["channels_last"]["by_kind"]
+        kinds = [k for k in plain if plain[k] >= 0.03 or cl.get(k, 0) >= 0.03]
+        # each setting against the plain step measured alternately with it
+        whole, other = p["whole_step_seconds"], p.get("other_settings_seconds", {})
+        ratios = {**{k: whole["plain"] / v for k, v in whole.items()},
+                  **{k: other["plain"] / v for k, v in other.items() if k != "plain"}}
+        steps = {**whole, **{k: v for k, v in other.items() if k != "plain"}}
+        conv_backward = plain.get("conv 3x3 backward", 0) / sum(plain.values())
+        studies.append({
+            "command": p["command"], "date": p["date"][:16], "cpu": p["machine"]["cpu"],
+            "batch": p["batch"], "model": p["model"], "compile_seconds": f"{p.get('compile_seconds', 0):.0f}",
+            "kinds": [{"kind": k, "plain": f"{plain.get(k, 0):.2f}", "channels_last": f"{cl.get(k, 0):.2f}"}
+                      for k in kinds],
+            "steps": [{"name": k, "seconds": f"{v:.2f}", "ratio": f"{ratios[k]:.2f}"} for k, v in steps.items()],
+            "conv_backward_percent": f"{100 * conv_backward:.0f}",
+            "per_layer_count": len(p["channels_last_layers"]), "layers": len(p["layers"]),
+            # the plain step is the fastest of every setting measured: nothing to add to the candidates
+            "plain_fastest": all(r <= 1 for r in ratios.values())})
+    return studies
+
+
 def figures_for(runs, root, out, numbers):
     """Every figure the text shows, redrawn from the logs."""
     E = numbers["p4_1"].get("E") or answers.compare_epoch(runs)
@@ -183,7 +209,7 @@ def main(argv=None):
                         ". Rewrite the text in report/*.typ and its claims in report/answers.py")
     numbers = {key: answer["numbers"] for key, answer in per_question.items()}
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
-                   arch=architecture_facts(), benches=bench_numbers(root / "bench"),
+                   arch=architecture_facts(), benches=bench_numbers(root / "bench"), profiles=profile_numbers(root / "bench"),
                    seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
                    other_profile=answers.other_profile(root, profile),
                    commands={"main": f"python experiments.py --profile {profile}",
