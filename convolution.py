@@ -133,8 +133,12 @@ def speed_figure(records, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     kernel_sizes = sorted({r["kernel_size"] for r in records})
-    fig, axes = plt.subplots(1, len(kernel_sizes), figsize=(4.2 * len(kernel_sizes), 4), sharey=True, squeeze=False)
-    for ax, k in zip(axes[0], kernel_sizes):
+    # two panels a row: the text stays legible when the figure is printed at the page's width
+    rows = -(-len(kernel_sizes) // 2)
+    fig, axes = plt.subplots(rows, min(2, len(kernel_sizes)), figsize=(8, 3.3 * rows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(kernel_sizes):]:
+        ax.set_visible(False)
+    for ax, k in zip(axes.flat, kernel_sizes):
         for method in METHODS:
             rows = [r for r in records if r["method"] == method and r["kernel_size"] == k and "seconds" in r]
             if rows:
@@ -142,9 +146,10 @@ def speed_figure(records, path):
         ax.set_title(f"{k}x{k} kernel")
         ax.set_xlabel("image pixels")
         ax.grid(alpha=0.3, which="both")
-    axes[0, 0].set_ylabel("seconds per call (median)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("seconds per call (median)")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle("2-D cross-correlation, float64, one CPU thread where the library allows")
+    fig.suptitle("2-D cross-correlation, float64, one CPU thread where the library allows", fontsize=11)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 
