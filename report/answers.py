@@ -179,6 +179,9 @@ def problem_4_3(runs, overfits=None):
     values = {n[4:]: [dice(r) for r in copies(runs, n)] for n in names}
     # no augmentation: its own runs, or (older profiles) the reference run after the same epochs
     values["none"] = [dice(r) for r in baseline_runs] or [dice_at(unet, E)]
+    # how far training got: the training loss of the last of the E epochs, mean over seeds
+    fitted = {n[4:]: float(np.mean([r["train_losses"][E - 1] for r in copies(runs, n)])) for n in names}
+    fitted["none"] = float(np.mean([r["train_losses"][E - 1] for r in baseline_runs or [unet]]))
     seeded = [v for v in values.values() if len(v) > 1]
     if seeded:
         pooled = math.sqrt(sum(sum((x - np.mean(v)) ** 2 for x in v) for v in seeded)
@@ -206,6 +209,7 @@ def problem_4_3(runs, overfits=None):
                      "runs": ", ".join(fmt(x) for x in v), "spread": fmt(max(v) - min(v)) if len(v) > 1 else "–",
                      "delta": f"{delta:+.3f}" if name != "none" else "–",
                      "threshold": fmt(threshold(v)) if name != "none" else "–", "verdict": verdict,
+                     "train_loss": fmt(fitted[name]),
                      "description": describe(name)})
     seeds = sorted({r["config"]["seed"] for n in ("aug_none", *names) for r in copies(runs, n)})
     return _answer({"done": True, "E": E, "none_dice": fmt(none_mean), "noise": noise, "rows": rows,
@@ -214,6 +218,7 @@ def problem_4_3(runs, overfits=None):
                     "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"],
                     "better": [r["name"] for r in rows if r["verdict"] == "better"],
                     "worse": [r["name"] for r in rows if r["verdict"] == "worse"],
+                    "worse_fit_slower": all(fitted[r["name"]] > fitted["none"] for r in rows if r["verdict"] == "worse"),
                     "overfit_measured": overfits is not None, "overfits": bool(overfits)})
 
 
