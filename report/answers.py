@@ -274,15 +274,12 @@ def segmentation_table(runs):
     return rows
 
 
-def other_profile(root, profile):
+def other_profile(runs, other):
     """The Problem 4 runs of the other profile (``runs/gpu`` beside ``runs/cpu``, or the
-    reverse) that exist, with their budgets: the same questions at another scale."""
-    from logs import load_runs
-    other = "gpu" if profile == "cpu" else "cpu"
-    folder = root.parent / other
-    if not folder.is_dir():
+    reverse) that exist, with their budgets: the same questions at another scale. ``runs``:
+    that profile's runs (``logs.load_runs``), or None where its folder does not exist."""
+    if runs is None:
         return {"exists": False, "profile": other}
-    runs = load_runs(folder, other)
     rows, missing = [], []
     for name, run in experiments.registry(other).items():
         r = runs[name]
@@ -295,4 +292,11 @@ def other_profile(root, profile):
         rows.append({"name": name, "problem": run.problem, "label": run.label, "dice": fmt(dice(r)),
                      "budget": b, "device": m.get("gpu") or m["cpu"],
                      "minutes": fmt(r["timings"]["total_seconds"] / 60, 1), "date": r.get("started", "")[:10]})
-    return {"exists": True, "profile": other, "rows": rows, "missing": missing, "folder": f"runs/{other}"}
+    n = {"exists": True, "profile": other, "rows": rows, "missing": missing, "folder": f"runs/{other}"}
+    unet = runs["unet"]
+    if done(unet) and unet.get("train_whole_soft_dice"):  # the overfitting question at that scale
+        train, test = unet["train_whole_soft_dice"][-1], unet["valid_accs"][-1]
+        n["generalisation"] = {"train": fmt(train), "test": fmt(test), "gap": fmt(train - test),
+                               "overfits": train - test > 0.05, "epochs": unet["epochs_completed"],
+                               "budget": budget(unet), "still_improving": test > max(unet["valid_accs"][:-5])}
+    return n

@@ -198,6 +198,8 @@ def main(argv=None):
     profile = root.name if root.name in answers.experiments.PROFILES else "cpu"
     runs = load_runs(root, profile)
 
+    other = "gpu" if profile == "cpu" else "cpu"  # the other profile's runs, shown at their scale
+    other_runs = load_runs(root.parent / other, other) if (root.parent / other).is_dir() else None
     reference = answers.problem_4_reference(runs)
     per_question = {"p2_1": answers.problem_2_1(runs), "p2_6": answers.problem_2_6(runs, profile),
                     "p4_ref": reference, "p4_1": answers.problem_4_1(runs), "p4_2": answers.problem_4_2(runs),
@@ -211,12 +213,14 @@ def main(argv=None):
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
                    arch=architecture_facts(), benches=bench_numbers(root / "bench"), profiles=profile_numbers(root / "bench"),
                    seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
-                   other_profile=answers.other_profile(root, profile),
+                   other_profile=answers.other_profile(other_runs, other),
                    commands={"main": f"python experiments.py --profile {profile}",
                              "build": f"python report/build.py --runs runs/{profile}"})
     figures, generated = HERE / "figures", HERE / "generated"
     figures.mkdir(exist_ok=True)
     figures_for(runs, root, figures, numbers)
+    if "generalisation" in numbers["other_profile"]:
+        plots.generalisation(other_runs["unet"], figures / "generalisation_other.png")
     write_json(generated / "numbers.json", numbers)
 
     import typst
