@@ -160,7 +160,7 @@ def prediction_panels(runs, names, path, labels=None, size=96):
         for ax in axes[:, col]:
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[1, 0].set_ylabel(f"{size}x{size} crop, 1 px = 1 px", fontsize=7)
+    axes[1, 0].set_ylabel(f"the yellow {size}x{size}-px square", fontsize=7)
     fig.tight_layout()
     save(fig, path)
     return [n for n, _ in drawn], image_name
