@@ -65,9 +65,9 @@ def test_the_registry_is_the_only_list_of_runs(monkeypatch, tmp_path, capsys):
 
 
 def test_a_claim_the_logs_contradict_stops_the_build(committed_runs, tmp_path):
+    if not all((committed_runs / name / "results.json").exists() for name in experiments.runs_of("4.2")):
+        pytest.skip("the learning-rate sweep is not complete among the runs")
     results = committed_runs / "lr_1e-1" / "results.json"
-    if not results.exists():
-        pytest.skip("the learning-rate sweep is not among the committed runs")
     record = json.loads(results.read_text())
     record["train_losses"] = [0.5] * len(record["train_losses"])  # as if 1e-1 had not diverged
     results.write_text(json.dumps(record))
