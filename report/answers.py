@@ -212,8 +212,13 @@ def problem_4_3(runs, overfits=None):
                      "train_loss": fmt(fitted[name]),
                      "description": describe(name)})
     seeds = sorted({r["config"]["seed"] for n in ("aug_none", *names) for r in copies(runs, n)})
+    # runs that ended without predicting a vessel pixel: still on the all-background plateau
+    everything = [(n, r) for n in ("aug_none", *names) for n, r in
+                  [(k, runs[k]) for k in runs if (k == n or k.startswith(f"{n}_seed")) and done(runs[k])]]
+    stalled = [n for n, r in everything if dice(r) < 0.01]
     return _answer({"done": True, "E": E, "none_dice": fmt(none_mean), "noise": noise, "rows": rows,
                     "seeds": seeds, "baseline_is_reference": not baseline_runs,
+                    "stalled": stalled, "total_runs": len(everything),
                     "budget": budget(runs[names[0]]), "none_description": describe("none"),
                     "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"],
                     "better": [r["name"] for r in rows if r["verdict"] == "better"],

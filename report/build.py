@@ -115,7 +115,9 @@ def prediction_panels(runs, out, numbers):
     panels = {}
     for key, names in comparisons.items():
         drawn, image = plots.prediction_panels(runs, names, out / f"panel_{key}.png", labels=ours)
-        panels[key] = {"drawn": drawn, "image": image, "missing": [n for n in names if n not in drawn]}
+        panels[key] = {"drawn": drawn, "image": image,
+                       "older": [n for n in names if n not in drawn and done(runs.get(n, {}))],
+                       "not_made": [n for n in names if not done(runs.get(n, {}))]}
     return panels
 
 
