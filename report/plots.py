@@ -147,8 +147,11 @@ def prediction_panels(runs, names, path, labels=None, size=96):
         return [], None
     top, left = thin_vessel_window(truth, size)
     crop = (slice(top, top + size), slice(left, left + size))
+    import textwrap
+    label = lambda n: textwrap.fill((labels or {}).get(n) or experiments.registry()[n.split("_seed")[0]].label
+                                    + (f", seed {n.split('_seed')[1]}" if "_seed" in n else ""), 26)
     columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
-        (f"{(labels or {}).get(n) or experiments.registry().get(n.split('_seed')[0]).label}\n"
+        (f"{label(n)}\n"
          f"Dice on this image {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
          error_image(p, truth)) for n, p in drawn]
     fig, axes = plt.subplots(2, len(columns), figsize=(2.25 * len(columns), 4.9), squeeze=False)
