@@ -127,9 +127,12 @@ def problem_4_1(runs):
         first = "encoder_block1"
         n["grad_first_block"] = {k: f"{v[first]:.1e}" for k, v in grads.items()}
         n["grad_ratio"] = f"{grads['unet'][first] / grads['unet_noskip'][first]:.0e}"
-    dead = {name: runs[name].get("dead_relu_fraction") for name in ("unet", "unet_noskip")}
+    # dead ReLUs after training, against the UNet with skips after the same epochs (aug_none)
+    dead = {"unet": (runs["aug_none"] if done(runs["aug_none"]) else unet).get("dead_relu_fraction"),
+            "unet_noskip": noskip.get("dead_relu_fraction")}
     if dead["unet_noskip"]:
         n["dead_percent"] = {k: fmt(100 * v["overall"], 1) if v else None for k, v in dead.items()}
+        n["dead_distinguishes"] = bool(dead["unet"]) and dead["unet_noskip"]["overall"] > dead["unet"]["overall"] + 0.2
     claims = [("the UNet with skips beats the one without at the same epoch", dice_at(unet, E) > dice(noskip))]
     if all(grads.values()):
         claims.append(("without skips the first block's initial gradient is over ten times smaller",
@@ -155,8 +158,12 @@ def problem_4_2(runs):
                      # ReLU channels silent on every pixel of four test images after training
                      "dead": fmt(100 * r["dead_relu_fraction"]["overall"], 0) if r.get("dead_relu_fraction") else "–"})
     by = {r["lr"]: r for r in rows}
+    healthy = runs["aug_none"].get("dead_relu_fraction") if done(runs["aug_none"]) else None
+    for r in rows:  # more dead units than a network of the same budget that learns?
+        r["dead_above_healthy"] = bool(healthy) and r["dead"] != "–" and float(r["dead"]) > 100 * healthy["overall"] + 10
     best = max(names, key=lambda n: dice(runs[n]))
-    n = {"done": True, "E": E, "rows": rows, "by": by, "best": best[3:], "budget": budget(runs[names[0]])}
+    n = {"done": True, "E": E, "rows": rows, "by": by, "best": best[3:], "budget": budget(runs[names[0]]),
+         "healthy_dead": fmt(100 * healthy["overall"], 0) if healthy else None}
     claims = [("lr 1e-1 diverges (training loss above 10)", by["1e-1"]["diverged"]),
               ("lr 1e-1 ends predicting no vessel", dice(runs["lr_1e-1"]) < 0.01),
               ("lr 1e-2 ends on the all-background output", by["1e-2"]["collapsed"]),
