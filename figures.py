@@ -64,6 +64,16 @@ def plot_curves(history, path, title="", accuracy_label="accuracy", valid_epochs
                  for key, label in (("losses", "loss"), ("accs", accuracy_label))], path, title)
 
 
+def error_image(prediction, truth):
+    """RGB of a boolean prediction against the truth: green vessel found, red false
+    positive, blue missed vessel, black background."""
+    rgb = np.zeros((*truth.shape, 3))
+    rgb[prediction & truth] = (0.1, 0.8, 0.1)
+    rgb[prediction & ~truth] = (0.9, 0.1, 0.1)
+    rgb[~prediction & truth] = (0.2, 0.4, 1.0)
+    return rgb
+
+
 def save_predictions_figure(path, images, masks, logits, sizes, names, count=3):
     """Image, ground truth and prediction side by side; errors coloured
     (green: vessel found, red: false positive, blue: missed vessel)."""
@@ -76,10 +86,7 @@ def save_predictions_figure(path, images, masks, logits, sizes, names, count=3):
         image = images[i, :, :h, :w].permute(1, 2, 0).numpy()
         truth = masks[i, 0, :h, :w].numpy().astype(bool)
         pred = (logits[i, 0, :h, :w] > 0).numpy()
-        errors = np.zeros((h, w, 3))
-        errors[pred & truth] = (0.1, 0.8, 0.1)
-        errors[pred & ~truth] = (0.9, 0.1, 0.1)
-        errors[~pred & truth] = (0.2, 0.4, 1.0)
+        errors = error_image(pred, truth)
         dice = thresholded_dice(torch.from_numpy(pred), torch.from_numpy(truth))
         for ax, img, title in zip(axes[row], (image, truth, errors),
                                   (names[i], "ground truth", f"prediction (Dice {dice:.3f})")):
@@ -100,7 +107,7 @@ def save_mask_png(path, mask):
 def load_mask_png(path):
     from PIL import Image
     with Image.open(path) as image:
-        return np.asarray(image.convert("1"), dtype=bool)
+        return np.array(image.convert("1"), dtype=bool)
 
 
 def vessel_window(mask, size):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 import experiments
-from logs import HUMAN_DICE, MEDMNIST_RESNET18_ACC, budget, collapsed, copies, dice, dice_at, done, fmt
+from logs import HUMAN_DICE, MEDMNIST_RESNET18_ACC, budget, collapsed, copies, copy_names, dice, dice_at, done, fmt
 
 
 def _answer(numbers, claims=()):
@@ -220,9 +220,8 @@ def problem_4_3(runs, overfits=None):
                      "description": describe(name)})
     seeds = sorted({r["config"]["seed"] for n in ("aug_none", *names) for r in copies(runs, n)})
     # runs that ended without predicting a vessel pixel: still on the all-background plateau
-    everything = [(n, r) for n in ("aug_none", *names) for n, r in
-                  [(k, runs[k]) for k in runs if (k == n or k.startswith(f"{n}_seed")) and done(runs[k])]]
-    stalled = [n for n, r in everything if dice(r) < 0.01]
+    everything = [k for n in ("aug_none", *names) for k in copy_names(runs, n)]
+    stalled = [k for k in everything if dice(runs[k]) < 0.01]
     return _answer({"done": True, "E": E, "none_dice": fmt(none_mean), "noise": noise, "rows": rows,
                     "seeds": seeds, "baseline_is_reference": not baseline_runs,
                     "stalled": stalled, "total_runs": len(everything),

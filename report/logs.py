@@ -24,9 +24,14 @@ def load_runs(root, profile=None):
     return runs
 
 
+def copy_names(runs, name):
+    """The names of the finished runs of ``name`` over seeds: itself, then its ``_seedS`` copies."""
+    return [key for key, r in runs.items() if (key == name or key.startswith(f"{name}_seed")) and done(r)]
+
+
 def copies(runs, name):
-    """The finished runs of ``name`` over seeds: the run itself, then its ``_seedS`` copies."""
-    return [r for key, r in runs.items() if (key == name or key.startswith(f"{name}_seed")) and done(r)]
+    """The finished runs of ``name`` over seeds (``copy_names``)."""
+    return [runs[key] for key in copy_names(runs, name)]
 
 
 def _load(folder):

@@ -4,7 +4,7 @@ beside it, so the other runs stay readable."""
 import numpy as np
 
 import experiments
-from figures import pyplot, save_figure
+from figures import error_image, pyplot, save_figure, vessel_window
 from logs import HUMAN_DICE, done
 
 LOSS_CLIP = 1.2  # DiceCE of a constant prediction is about 0.7-0.9; above this a run has diverged
@@ -104,23 +104,12 @@ def classification(runs, names, path):
     save(fig, path)
 
 
-def thin_vessel_window(truth, size=96, step=16):
+def thin_vessel_window(truth, size=96):
     """The top-left corner of the ``size``-pixel square of the boolean mask ``truth`` with
     the most thin-vessel pixels (those a 3x3 opening removes: one or two pixels wide)."""
     from scipy import ndimage
     thin = truth & ~ndimage.binary_opening(truth, structure=np.ones((3, 3), bool))
-    height, width = truth.shape
-    corners = [(t, l) for t in range(0, height - size + 1, step) for l in range(0, width - size + 1, step)]
-    return max(corners, key=lambda c: int(thin[c[0]:c[0] + size, c[1]:c[1] + size].sum()))
-
-
-def error_image(prediction, truth):
-    """Green: vessel found; red: false positive; blue: missed vessel; black: background."""
-    rgb = np.zeros((*truth.shape, 3))
-    rgb[prediction & truth] = (0.1, 0.8, 0.1)
-    rgb[prediction & ~truth] = (0.95, 0.15, 0.1)
-    rgb[~prediction & truth] = (0.25, 0.45, 1.0)
-    return rgb
+    return vessel_window(thin, size)[0]
 
 
 def prediction_panels(runs, names, path, labels=None, size=96):
