@@ -6,7 +6,7 @@ The assignment's hyperparameters are the defaults (AdamW, lr 1e-3, weight decay
 
     python main_classification.py --model mlp --logdir runs/mlp
     python main_classification.py --model mobilenet --logdir runs/mobilenet
-    python plot_runs.py runs/mlp runs/mobilenet --out mlp_vs_mobilenet.png
+    python -m tools.plot_runs runs/mlp runs/mobilenet --out mlp_vs_mobilenet.png
 
 PathMNIST comes through ``medmnist``: downloaded into ``--data_dir`` when the file is
 missing, read from there otherwise. Writes ``LOGDIR/results.json`` (curves, test
@@ -23,34 +23,15 @@ import torch.nn as nn
 from torch import optim
 from tqdm import tqdm
 
-import figures
-from classification_models import MODELS, NUM_CLASSES, Scores, build_classifier
-from cli import ArgumentParser, UserError, add_execution_options, add_training_options, non_negative_int, reachable, run_cli
-from execution import default_num_workers, from_args as execution_from_args, pick_device, seed_everything
-from runfiles import run_folder, run_record, write_json
-from training import Loop, Timer, fit, step_maker, training_step
+from medimg import figures, workloads
+from medimg.classification_models import NUM_CLASSES, Scores, build_classifier
+from medimg.cli import UserError, reachable, run_cli
+from medimg.execution import default_num_workers, pick_device, seed_everything
+from medimg.options import parse_classification_args
+from medimg.runfiles import run_folder, run_record, write_json
+from medimg.training import Loop, Timer, fit, training_step
 
 ZENODO = "https://zenodo.org/records/10519652"
-
-
-def parse_args(argv=None):
-    parser = ArgumentParser(description="PathMNIST classification: MLP or MobileNet")
-    template = add_training_options(parser, batch_size=128, epochs=15, lr=1e-3)
-    template.add_argument("--model", choices=MODELS, default="mlp", help="which model to train (default: %(default)s)")
-
-    data = parser.add_argument_group("data")
-    data.add_argument("--data_dir", type=str, default="data", help="the medmnist root (default: %(default)s)")
-    data.add_argument("--size", type=int, choices=[28, 64, 128, 224], default=28,
-                      help="MedMNIST+ image size (default: %(default)s)")
-    data.add_argument("--subset", type=non_negative_int, default=0, metavar="N",
-                      help="use at most N samples of each split (smoke runs, CPU experiments); 0 = all")
-    data.add_argument("--loss_on_probabilities", action="store_true",
-                      help="the template's literal behaviour: cross-entropy on MobileNet's softmax output")
-
-    machinery = add_execution_options(parser)
-    machinery.add_argument("--num_workers", type=non_negative_int, default=None,
-                           help="data-loading processes (default: CPU cores - 1)")
-    return parser.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------- data
@@ -157,19 +138,10 @@ def test_metrics(loss, acc, probs, labels):
             "confusion_matrix": confusion_matrix(labels, probs.argmax(1), labels=np.arange(NUM_CLASSES)).tolist()}
 
 
-def choose_execution(args, device, model):
-    """The fastest execution for this model and batch shape (``execution.choose``)."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch_size, 3, args.size, args.size, generator=generator)
-    y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=generator)
-    make_step = step_maker(model, x, y, nn.CrossEntropyLoss(), wrap=lambda m: Scores(m, args.loss_on_probabilities))
-    return execution_from_args(args, device, f"{args.model} batch {args.batch_size} {args.size}x{args.size}", make_step)
-
-
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_classification_args(argv)
     logdir = run_folder(args.logdir, args.resume)
     if logdir is None:
         return
@@ -189,7 +161,7 @@ def main(argv=None):
     train_loader, val_loader, test_loader = loader(train_set, True), loader(val_set, False), loader(test_set, False)
 
     model = build_classifier(args.model, args.size)
-    execution, selection = choose_execution(args, device, model)
+    execution, selection = workloads.for_classification(args, device, model)
     model = execution.prepare(model)
     print(f"Using device: {execution} ({selection['how']})")
     n_params = sum(p.numel() for p in model.parameters())

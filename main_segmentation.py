@@ -16,7 +16,6 @@ thresholded prediction and truth as 1-bit PNGs (``example_*.png``, for side-by-s
 
 Credits: the course template by Johan Obando, Jerry Huang and Pierre-Louis Benveniste.
 """
-import math
 import time
 from pathlib import Path
 
@@ -25,17 +24,28 @@ import torch
 from torch import optim
 from tqdm import tqdm
 
-import figures
-from diagnostics import block_gradient_norms, dead_relu_fraction
-from cli import (ArgumentParser, UserError, add_execution_options, add_training_options, fraction, multiple_of_16,
-                 non_negative_int, positive_int, run_cli)
-from execution import from_args as execution_from_args, pick_device, seed_everything
-from retina import STRATEGIES, RetinaTrainSet, fundus_id, load_split, one_copy_per_eye, split_by_fundus, \
-    subset_of_fundi
-from runfiles import run_folder, run_record, save_checkpoint, write_json
-from segmentation_metrics import constant_prediction_dice, pixel_metrics, soft_dice, thresholded_dice
-from segmentation_models import ENCODERS, MODELS, build_model
-from training import Loop, Timer, fit, step_maker, training_step
+from medimg import figures, workloads
+from medimg.cli import UserError, run_cli
+from medimg.diagnostics import block_gradient_norms, dead_relu_fraction
+from medimg.execution import pick_device, seed_everything
+from medimg.options import parse_segmentation_args
+from medimg.retina import (
+    RetinaTrainSet,
+    fundus_id,
+    load_split,
+    one_copy_per_eye,
+    split_by_fundus,
+    subset_of_fundi,
+)
+from medimg.runfiles import run_folder, run_record, save_checkpoint, write_json
+from medimg.segmentation_metrics import (
+    constant_prediction_dice,
+    pixel_metrics,
+    soft_dice,
+    thresholded_dice,
+)
+from medimg.segmentation_models import build_model
+from medimg.training import Loop, Timer, fit, training_step
 from utils import DiceCELoss
 
 # What each curve of results.json measures: curves drawn side by side must be the same measure.
@@ -50,59 +60,6 @@ MEASURES = {
     "train_whole_soft_dice": "as valid_accs, on one copy of every training eye",
     "train_whole_dice_thresholded": "as valid_dice_thresholded, on one copy of every training eye",
 }
-
-
-def parse_args(argv=None):
-    """
-    This function parses the command line arguments.
-    """
-    parser = ArgumentParser(description='Retina blood vessel segmentation training script')
-    template = add_training_options(parser, batch_size=2, epochs=40, lr=1e-4)
-    template.add_argument('--dataset', type=str, required=True,
-                          help='Path to the dataset (the Data folder containing train and test folders)')
-
-    variants = parser.add_argument_group("Problem 4's variants")
-    variants.add_argument('--model', choices=MODELS, default='unet',
-                          help='unet (graded), unet_noskip (4.1) or smp_unet, the UNet of '
-                               'segmentation-models-pytorch (4.4) (default: %(default)s).')
-    variants.add_argument('--encoder', choices=ENCODERS, default='resnet18',
-                          help="smp_unet only: the encoder. resnet18 is the assignment's (its ImageNet weights come "
-                               "from a model hub); efficientnet-lite0's ship with pip (default: %(default)s).")
-    variants.add_argument('--encoder_weights', default='imagenet',
-                          help="smp_unet only: 'imagenet', 'none' (from scratch) or the path of a state dict of the "
-                               "encoder's ImageNet classifier (default: %(default)s).")
-    variants.add_argument('--optimizer', choices=('adamw', 'adam'), default='adamw',
-                          help='adam ignores --weight_decay (default: %(default)s).')
-    variants.add_argument('--lr_schedule', choices=('constant', 'cosine'), default='constant',
-                          help="constant (the template's) or cosine decay to zero over the epochs "
-                               "(default: %(default)s).")
-    variants.add_argument('--augmentation', choices=list(STRATEGIES), default='none',
-                          help='Training-time augmentation strategy (default: %(default)s).')
-    variants.add_argument('--show_augmentations', type=non_negative_int, default=0, metavar='N',
-                          help='Write augmentations.png with N examples of every strategy.')
-
-    data = parser.add_argument_group('data and budget (CPU-sized runs, model selection)')
-    data.add_argument('--crop_size', type=multiple_of_16, default=0,
-                      help='Train on random square crops of this size (a multiple of 16); 0 = whole images. '
-                           'Evaluation always uses whole images (default: %(default)s).')
-    data.add_argument('--crops_per_image', type=positive_int, default=1,
-                      help='With --crop_size: crops drawn from each training image per epoch (default: %(default)s).')
-    data.add_argument('--image_size', type=multiple_of_16, default=0,
-                      help='Resize every image to this square size (a multiple of 16); 0 = keep '
-                           '(default: %(default)s).')
-    data.add_argument('--val_fraction', type=fraction(low_open=False, high_open=True), default=0.0,
-                      help='Hold out this fraction of the training eyes (all copies of one eye together) for '
-                           'validation and model selection; 0 = validate on the test set as the template does.')
-    data.add_argument('--train_fraction', type=fraction(low_open=True, high_open=False), default=1.0,
-                      help='Train on this fraction of the training eyes (whole eyes, chosen with the seed), '
-                           'e.g. 0.25 to see what pretraining brings with little data (default: %(default)s).')
-    data.add_argument('--eval_every', type=positive_int, default=1, help='Evaluate every N epochs (default: %(default)s).')
-
-    machinery = add_execution_options(parser)
-    machinery.add_argument('--threads', type=non_negative_int, default=0,
-                           help='CPU threads for PyTorch; 0 = its default.')
-    machinery.add_argument('--save_model', action='store_true', help='Keep the final weights as model.pt.')
-    return parser.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------- data
@@ -210,17 +167,6 @@ def initial_gradient_norms(model, split, args, loss_fn, execution):
     return block_gradient_norms(model, images, masks, loss_fn, execution)
 
 
-def choose_execution(args, device, model, split):
-    """The fastest execution for this model and training batch shape (``execution.choose``)."""
-    side = args.crop_size or split["images"].shape[-1]
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch_size, 3, side, side, generator=generator)
-    y = (torch.rand(args.batch_size, 1, side, side, generator=generator) > 0.9).float()
-    name = args.model + (f"/{args.encoder}" if args.model == "smp_unet" else "")
-    return execution_from_args(args, device, f"{name} batch {args.batch_size} {side}x{side}",
-                               step_maker(model, x, y, DiceCELoss()))
-
-
 def make_optimizer(model, args, options):
     if args.optimizer == "adamw":
         optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, **options)
@@ -234,7 +180,7 @@ def make_optimizer(model, args, options):
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_segmentation_args(argv)
     logdir = run_folder(args.logdir, args.resume)
     if logdir is None:
         return
@@ -249,7 +195,8 @@ def main(argv=None):
     print(f"Dataset Size:\nTrain: {len(train_split['names'])} - Valid ({eval_name}): {len(eval_split['names'])} "
           f"- Test: {len(test_split['names'])}\n")
     model, weights = build_model(args.model, args.encoder, args.encoder_weights)
-    execution, selection = choose_execution(args, device, model, train_split)
+    execution, selection = workloads.for_segmentation(args, device, model,
+                                                      args.crop_size or train_split["images"].shape[-1])
     model = execution.prepare(model)
     print(f"Using device: {execution} ({selection['how']})")
     logdir.mkdir(parents=True, exist_ok=True)

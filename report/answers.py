@@ -6,8 +6,19 @@ import math
 
 import numpy as np
 
-import experiments
-from logs import HUMAN_DICE, MEDMNIST_RESNET18_ACC, budget, collapsed, copies, copy_names, dice, dice_at, done, fmt
+from medimg import registry
+from report.logs import (
+    HUMAN_DICE,
+    MEDMNIST_RESNET18_ACC,
+    budget,
+    collapsed,
+    copies,
+    copy_names,
+    dice,
+    dice_at,
+    done,
+    fmt,
+)
 
 
 def _answer(numbers, claims=()):
@@ -16,13 +27,13 @@ def _answer(numbers, claims=()):
 
 def compare_epoch(runs):
     """The budget at which runs of different lengths are compared: the short runs' length."""
-    short = [n for n in [*experiments.runs_of("4.1"), *experiments.runs_of("4.2"), *experiments.runs_of("4.3")]
+    short = [n for n in [*registry.runs_of("4.1"), *registry.runs_of("4.2"), *registry.runs_of("4.3")]
              if done(runs[n])]
     return min(runs[n]["config"]["epochs"] for n in short) if short else None
 
 
 def _command(profile, name):
-    script, arguments = experiments.plan(profile, "data/retina", "data")[name]
+    script, arguments = registry.plan(profile, "data/retina", "data")[name]
     return " ".join(["python", script, *arguments, "--logdir", f"runs/{profile}/{name}"])
 
 
@@ -55,7 +66,7 @@ def problem_2_1(runs):
 
 def problem_2_6(runs, profile):
     """PathMNIST: what ran, and if nothing did, the commands and the floor of the pitfall."""
-    names = experiments.runs_of("2.6", profile)
+    names = registry.runs_of("2.6", profile)
     rows = []
     for name in names:
         r = runs[name]
@@ -65,7 +76,7 @@ def problem_2_6(runs, profile):
                     else {"name": name, **_not_run(r), "command": _command(profile, name)})
     floor = math.log(1 + 8 / math.e)  # cross-entropy of a softmax of probabilities that are one-hot
     return _answer({"available": all(done(runs[n]) for n in names[:2]), "rows": rows,
-                    "profile_arguments": " ".join(experiments.PROFILES[profile]["classification"]) or "none",
+                    "profile_arguments": " ".join(registry.PROFILES[profile]["classification"]) or "none",
                     "medmnist_acc": fmt(MEDMNIST_RESNET18_ACC), "probability_loss_floor": fmt(floor, 4)})
 
 
@@ -144,7 +155,7 @@ def problem_4_1(runs):
 
 
 def problem_4_2(runs):
-    names = experiments.runs_of("4.2")
+    names = registry.runs_of("4.2")
     if not all(done(runs[n]) for n in names):
         return _answer({"done": False})
     E = compare_epoch(runs)
@@ -176,12 +187,12 @@ def problem_4_3(runs, overfits=None):
     the pooled seed-to-seed standard deviation ``s`` of these runs and a difference of means
     counts when it exceeds twice its standard error, ``2 s sqrt(1/n_a + 1/n_b)``; with one
     seed per strategy, the median change between consecutive evaluations of a run stands in."""
-    names = [n for n in experiments.runs_of("4.3") if n != "aug_none"]
+    names = [n for n in registry.runs_of("4.3") if n != "aug_none"]
     unet = runs["unet"]
     baseline_runs = copies(runs, "aug_none")
     if not (all(done(runs[n]) for n in names) and (baseline_runs or done(unet))):
         return _answer({"done": False})
-    from retina import STRATEGIES, describe
+    from medimg.retina import STRATEGIES, describe
     E = compare_epoch(runs)
     values = {n[4:]: [dice(r) for r in copies(runs, n)] for n in names}
     # no augmentation: its own runs, or (older profiles) the reference run after the same epochs
@@ -270,7 +281,7 @@ def segmentation_table(runs):
     """Every segmentation run's final metrics, for the summary table."""
     E = compare_epoch(runs)
     rows = []
-    for name, run in experiments.registry().items():
+    for name, run in registry.runs().items():
         if run.script != "main_segmentation.py":
             continue
         r = runs[name]
@@ -292,7 +303,7 @@ def other_profile(runs, other):
     if runs is None:
         return {"exists": False, "profile": other}
     rows, missing = [], []
-    for name, run in experiments.registry(other).items():
+    for name, run in registry.runs(other).items():
         r = runs[name]
         if not run.problem.startswith("4"):
             continue

@@ -1,9 +1,9 @@
 """
 Build the report from the runs' logs:
 
-    python report/build.py --runs runs/cpu            # -> report/report.pdf
+    python -m report.build --runs runs/cpu            # -> report/report.pdf
 
-Reads the logs of every run in the registry (``experiments.registry``) under RUNS,
+Reads the logs of every run in the registry (``medimg.registry.runs``) under RUNS,
 computes each question's numbers and claims (``answers.py``), redraws the figures into
 ``report/figures/``, writes the numbers into ``report/generated/numbers.json`` (the
 Typst source reads them from there: no result is typed into the text), and compiles
@@ -13,17 +13,15 @@ with a message naming it.
 import argparse
 import datetime
 import shutil
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the project's modules; this folder's are found as the script's own
 
-import answers  # noqa: E402
-import plots  # noqa: E402
-from cli import UserError, run_cli  # noqa: E402
-from logs import done, load_runs  # noqa: E402
-from runfiles import atomic_write, read_json, write_json  # noqa: E402
+from medimg import registry
+from medimg.cli import UserError, run_cli
+from medimg.runfiles import atomic_write, read_json, write_json
+from report import answers, plots
+from report.logs import done, load_runs
 
 PHOTOGRAPHS = ["blur", "edges", "unet_augmentations", "unet_predictions"]  # embedded as JPEG
 
@@ -105,12 +103,12 @@ def prediction_panels(runs, out, numbers):
     ours = {"aug_none": f"UNet, skips, {numbers['compare_epoch']} epochs"}
     # the augmentation panel shows the seed (the runs themselves or one set of copies) for
     # which the most strategies wrote their masks
-    strategies = answers.experiments.runs_of("4.3")
+    strategies = registry.runs_of("4.3")
     suffixes = [""] + sorted({k[len("aug_none"):] for k in runs if k.startswith("aug_none_seed")})
     has_masks = lambda name: bool(list(Path(runs.get(name, {}).get("folder", "/none")).glob("example_*")))
     augmentation = max(([n + suffix for n in strategies] for suffix in suffixes),
                        key=lambda names: sum(map(has_masks, names)))
-    comparisons = {"skip": ["aug_none", "unet_noskip"], "lr": answers.experiments.runs_of("4.2"),
+    comparisons = {"skip": ["aug_none", "unet_noskip"], "lr": registry.runs_of("4.2"),
                    "augmentation": augmentation, "smp": ["aug_none", "smp_scratch", "smp_pretrained"]}
     panels = {}
     for key, names in comparisons.items():
@@ -151,7 +149,7 @@ def figures_for(runs, root, out, numbers):
     """Every figure the text shows, redrawn from the logs."""
     E = numbers["p4_1"].get("E") or answers.compare_epoch(runs)
     if done(runs["convolution"]):
-        import convolution
+        from medimg import convolution
         convolution.speed_figure(runs["convolution"]["records"], out / "convolution_speed.png")
         # blur and edges are cheap, deterministic functions of the run's photograph: redraw them
         photo = runs["convolution"]["config"]["image"]
@@ -160,8 +158,8 @@ def figures_for(runs, root, out, numbers):
         convolution.edges_figure(image, out / "edges.png")
     plots.curves(runs, ["unet", "unet_cosine"], out / "reference.png")
     plots.curves(runs, ["unet", "unet_noskip"], out / "skip.png", up_to=E)
-    plots.curves(runs, answers.experiments.runs_of("4.2"), out / "lr.png")
-    augmentation = answers.experiments.runs_of("4.3")
+    plots.curves(runs, registry.runs_of("4.2"), out / "lr.png")
+    augmentation = registry.runs_of("4.3")
     if not done(runs["aug_none"]):  # older profiles: no augmentation is the reference run's first E epochs
         augmentation = ["unet", *augmentation[1:]]
     plots.curves(runs, augmentation, out / "augmentation_curves.png", up_to=E, labels={"unet": "none"})
@@ -173,8 +171,8 @@ def figures_for(runs, root, out, numbers):
     if done(runs["unet"]) and runs["unet"].get("train_whole_soft_dice"):
         plots.generalisation(runs["unet"], out / "generalisation.png")
     if numbers["p2_6"]["available"]:
-        plots.classification(runs, answers.experiments.runs_of("2.6"), out / "classification_curves.png")
-    examples = [root / name / "augmentations.png" for name in answers.experiments.runs_of("4.3") + ["unet"]
+        plots.classification(runs, registry.runs_of("2.6"), out / "classification_curves.png")
+    examples = [root / name / "augmentations.png" for name in registry.runs_of("4.3") + ["unet"]
                 if (root / name / "augmentations.png").exists()]
     if examples:  # the run of Problem 4.3 that drew the strategies (older profiles: the reference run)
         shutil.copyfile(examples[0], out / "unet_augmentations.png")
@@ -197,7 +195,7 @@ def main(argv=None):
     root = Path(args.runs)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; run experiments.py first or pass --runs runs/<profile>")
-    profile = root.name if root.name in answers.experiments.PROFILES else "cpu"
+    profile = root.name if root.name in registry.PROFILES else "cpu"
     runs = load_runs(root, profile)
 
     other = "gpu" if profile == "cpu" else "cpu"  # the other profile's runs, shown at their scale
@@ -217,7 +215,7 @@ def main(argv=None):
                    seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
                    other_profile=answers.other_profile(other_runs, other),
                    commands={"main": f"python experiments.py --profile {profile}",
-                             "build": f"python report/build.py --runs runs/{profile}"})
+                             "build": f"python -m report.build --runs runs/{profile}"})
     figures, generated = HERE / "figures", HERE / "generated"
     figures.mkdir(exist_ok=True)
     figures_for(runs, root, figures, numbers)

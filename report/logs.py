@@ -3,8 +3,8 @@
 into the numbers the text quotes."""
 from pathlib import Path
 
-import experiments
-from runfiles import read_json
+from medimg import registry
+from medimg.runfiles import read_json
 
 HUMAN_DICE = 0.788  # external: DRIVE's second human observer against the first (Staal et al., 2004)
 MEDMNIST_RESNET18_ACC = 0.907  # external: MedMNIST v2 (Yang et al., 2023), ResNet-18 (28), PathMNIST test accuracy
@@ -16,7 +16,7 @@ def load_runs(root, profile=None):
     with another seed (``NAME_seedS``, from ``experiments.py --seeds``)."""
     root = Path(root)
     runs = {}
-    for name in experiments.registry(profile or _profile(root)):
+    for name in registry.runs(profile or _profile(root)):
         runs[name] = _load(root / name)
         for copy in sorted(root.glob(f"{name}_seed*")):
             if (copy / "results.json").exists():
@@ -45,7 +45,7 @@ def _load(folder):
 
 
 def _profile(root):
-    return root.name if root.name in experiments.PROFILES else "cpu"
+    return root.name if root.name in registry.PROFILES else "cpu"
 
 
 def done(run):

@@ -3,9 +3,9 @@ same measure; a diverged run is drawn on a clipped axis with its real value writ
 beside it, so the other runs stay readable."""
 import numpy as np
 
-import experiments
-from figures import error_image, pyplot, save_figure, vessel_window
-from logs import HUMAN_DICE, done
+from medimg import registry
+from medimg.figures import error_image, pyplot, save_figure, vessel_window
+from report.logs import HUMAN_DICE, done
 
 LOSS_CLIP = 1.2  # DiceCE of a constant prediction is about 0.7-0.9; above this a run has diverged
 
@@ -18,13 +18,13 @@ def curves(runs, names, path, up_to=None, labels=None):
     """Thresholded Dice of each evaluation, and the training loss per epoch (clipped at
     ``LOSS_CLIP``, diverged values written on the plot), one colour per run."""
     plt = pyplot()
-    registry = experiments.registry()
+    known = registry.runs()
     fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, style in zip(names, ["o-", "s-", "d-", "^-", "v-", "x-"] * 2):
         r = runs[name]
         if not done(r):
             continue
-        label = (labels or {}).get(name) or registry[name].label or name
+        label = (labels or {}).get(name) or known[name].label or name
         ev, d = np.array(r["evaluated_epochs"]), np.array(r["valid_dice_thresholded"])
         keep = ev <= (up_to or ev.max())
         line, = ax_dice.plot(ev[keep], d[keep], style, ms=3, label=label)
@@ -58,7 +58,7 @@ def gradient_norms(runs, path):
         norms = runs[name]["initial_gradient_norms"]
         blocks, offset = list(norms), (i - (len(measured) - 1) / 2) * width
         ax.bar(np.arange(len(blocks)) + offset, list(norms.values()), width=width,
-               label=experiments.registry()[name].label)
+               label=registry.runs()[name].label)
     ax.set_xticks(range(len(blocks)), [b.replace("_block", " ") for b in blocks], rotation=30, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("gradient norm at initialisation")
@@ -119,9 +119,10 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     runs drawn (those without the masks are left out) and the image's name."""
     from pathlib import Path
 
-    from figures import load_mask_png
-    from segmentation_metrics import thresholded_dice
     import torch
+
+    from medimg.figures import load_mask_png
+    from medimg.segmentation_metrics import thresholded_dice
     plt = pyplot()
     drawn, truth, image_name = [], None, None
     for name in names:
@@ -137,7 +138,7 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     top, left = thin_vessel_window(truth, size)
     crop = (slice(top, top + size), slice(left, left + size))
     import textwrap
-    label = lambda n: textwrap.fill((labels or {}).get(n) or experiments.registry()[n.split("_seed")[0]].label
+    label = lambda n: textwrap.fill((labels or {}).get(n) or registry.runs()[n.split("_seed")[0]].label
                                     + (f", seed {n.split('_seed')[1]}" if "_seed" in n else ""), 26)
     columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
         (f"{label(n)}\n"

@@ -1,6 +1,5 @@
 """Synthetic data in the real formats, made fresh for each test session: the tests never
 need ../shared or a download."""
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +7,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def vessel_pair(rng, size=64):

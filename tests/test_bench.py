@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-import bench
-import execution
+from medimg import execution
+from tools import bench
 
 CPU = torch.device("cpu")
 
@@ -92,7 +92,7 @@ def test_choosing_the_memory_format_per_layer_changes_layouts_not_numbers():
     contiguous, computes what the plain UNet computes (outputs and gradients)."""
     import copy
 
-    import profile_step
+    from tools import profile_step
     from unet import UNet
     torch.manual_seed(0)
     plain = UNet(3, 1)
@@ -110,7 +110,7 @@ def test_choosing_the_memory_format_per_layer_changes_layouts_not_numbers():
 
 
 def test_profiler_operators_are_sorted_into_kinds():
-    import profile_step
+    from tools import profile_step
     assert profile_step.kind_of("aten::convolution_backward", [[8, 64, 128, 128], [8, 64, 128, 128], [64, 64, 3, 3]]) \
         == "conv 3x3 backward"
     assert profile_step.kind_of("aten::mkldnn_convolution", [[8, 128, 64, 64], [64, 128, 2, 2], [64]]) \

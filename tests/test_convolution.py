@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-import convolution
+import convolution as study
+from medimg import convolution
 
 
 @pytest.mark.parametrize("kernel_size", [3, 4, 7])
@@ -35,7 +36,7 @@ def test_kernels_blur_and_find_edges():
 
 def test_quick_study_writes_its_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["convolution.py", "--out", str(tmp_path / "out"), "--quick"])
-    convolution.main()
+    study.main()
     out = tmp_path / "out"
     for name in ("convolution_timings.json", "convolution_speed.png", "blur.png", "edges.png"):
         assert (out / name).stat().st_size > 0, name
@@ -52,7 +53,7 @@ def test_unreadable_image_is_one_clear_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["convolution.py", "--out", str(tmp_path / "out"),
                                       "--image", str(tmp_path / "photo.jpg"), "--quick"])
     with pytest.raises(SystemExit) as exit_info:
-        convolution.run_cli(convolution.main)
+        study.run_cli(study.main)
     assert exit_info.value.code == 2
     assert "photo.jpg" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

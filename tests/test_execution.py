@@ -5,11 +5,10 @@ plain computes.)"""
 import argparse
 
 import pytest
-
 import torch
 
-import execution
-from execution import Execution, choose
+from medimg import execution
+from medimg.execution import Execution, choose
 
 CPU = torch.device("cpu")
 
@@ -73,7 +72,7 @@ def test_explicit_flags_narrow_the_candidates():
 
 
 def test_a_real_measurement_leaves_the_random_stream_alone(tmp_path):
-    from training import step_maker
+    from medimg.training import step_maker
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 1))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.rand(2, 3, 16, 16), (torch.rand(2, 1, 16, 16) > 0.5).float()
@@ -92,7 +91,7 @@ def test_the_gpu_step_skips_a_non_finite_update_on_the_device_and_otherwise_matc
     """What a GPU run gets (a fused AdamW and a scaler fixed at 1, ``training_step`` never
     reading the loss), run on the CPU where both exist: the same updates as the host-checked
     path, and a NaN batch leaves weights and Adam's step count alone."""
-    from training import training_step
+    from medimg.training import training_step
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 1))
     plain = Execution.plain(CPU)

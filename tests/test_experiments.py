@@ -5,16 +5,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import interrupt_at_epoch
 
 import experiments
-from conftest import interrupt_at_epoch
+from medimg import registry, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_question_has_its_runs_in_both_profiles():
-    for profile in experiments.PROFILES:
-        runs = experiments.plan(profile, "data/retina", "data")
+    for profile in registry.PROFILES:
+        runs = registry.plan(profile, "data/retina", "data")
         assert {"convolution", "mlp", "mobilenet", "mobilenet_probs", "unet", "unet_noskip", "smp_pretrained",
                 "smp_scratch"} <= set(runs)
         assert {f"lr_{lr}" for lr in ("1e-1", "1e-2", "1e-3", "1e-4", "1e-5")} <= set(runs)
@@ -22,7 +23,7 @@ def test_every_question_has_its_runs_in_both_profiles():
 
 
 def test_gpu_profile_uses_the_assignments_hyperparameters():
-    runs = experiments.plan("gpu", "data/retina", "data")
+    runs = registry.plan("gpu", "data/retina", "data")
     for name, (script, arguments) in runs.items():
         for scaled in ("--crop_size", "--subset", "--epochs", "--image_size"):
             assert scaled not in arguments, (name, scaled)
@@ -30,16 +31,16 @@ def test_gpu_profile_uses_the_assignments_hyperparameters():
 
 
 def test_later_arguments_override_the_profiles():
-    import main_segmentation
-    script, arguments = experiments.plan("cpu", "data/retina", "data")["lr_1e-5"]
-    args = main_segmentation.parse_args([*arguments, "--logdir", "x"])
+    from medimg.options import parse_segmentation_args
+    script, arguments = registry.plan("cpu", "data/retina", "data")["lr_1e-5"]
+    args = parse_segmentation_args([*arguments, "--logdir", "x"])
     assert args.lr == 1e-5 and args.optimizer == "adam" and args.crop_size == 128
 
 
 def test_list_prints_one_command_per_run():
     out = subprocess.run([sys.executable, "experiments.py", "--profile", "gpu", "--list"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.splitlines()
-    assert len(out) == len(experiments.plan("gpu", "x", "y"))
+    assert len(out) == len(registry.plan("gpu", "x", "y"))
     assert all(line.startswith("python experiments.py --profile gpu") and "--only" in line for line in out)
 
 
@@ -48,7 +49,7 @@ def test_a_run_this_machine_cannot_make_is_recorded_not_faked(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "pathmnist.npz").write_bytes(b"not a zip file")
     logdir = tmp_path / "runs" / "cpu" / "mlp"
-    state = experiments.run_one("mlp", "main_classification.py",
+    state = runner.run_one("mlp", "main_classification.py",
                                 ["--data_dir", str(tmp_path / "data"), "--model", "mlp", "--device", "cpu"], logdir)
     assert state.startswith("not run")
     record = json.loads((logdir / "not_run.json").read_text())
@@ -61,7 +62,7 @@ def test_finished_runs_are_skipped(tmp_path):
     logdir = tmp_path / "done"
     logdir.mkdir()
     (logdir / "results.json").write_text("{}")
-    assert experiments.run_one("unet", "main_segmentation.py", [], logdir) == "complete (skipped)"
+    assert runner.run_one("unet", "main_segmentation.py", [], logdir) == "complete (skipped)"
 
 
 def test_an_interrupted_run_is_resumed(retina, tmp_path, monkeypatch):
@@ -72,8 +73,8 @@ def test_an_interrupted_run_is_resumed(retina, tmp_path, monkeypatch):
     interrupt_at_epoch(monkeypatch, seg, 1)  # experiments.py runs the script in a process of its own
     with pytest.raises(KeyboardInterrupt):
         seg.main([*arguments, "--logdir", str(logdir)])
-    assert experiments.status(logdir) == "interrupted"
-    state = experiments.run_one("unet", "main_segmentation.py", arguments, logdir)
+    assert runner.status(logdir) == "interrupted"
+    state = runner.run_one("unet", "main_segmentation.py", arguments, logdir)
     assert state.startswith("done"), state
     results = json.loads((logdir / "results.json").read_text())
     assert results["resumed_at_epoch"] == 1 and len(results["train_losses"]) == 2
@@ -82,14 +83,15 @@ def test_an_interrupted_run_is_resumed(retina, tmp_path, monkeypatch):
 
 
 def test_profile_arguments_are_not_repeated_when_a_run_overrides_them():
-    script, arguments = experiments.plan("cpu", "data/retina", "data")["unet"]
+    script, arguments = registry.plan("cpu", "data/retina", "data")["unet"]
     assert arguments.count("--epochs") == 1 and arguments[arguments.index("--epochs") + 1] == "40"
-    assert experiments.merge(["--a", "1", "--flag", "--b", "2"], ["--b", "3"]) == ["--a", "1", "--flag", "--b", "3"]
+    assert registry.merge(["--a", "1", "--flag", "--b", "2"], ["--b", "3"]) == ["--a", "1", "--flag", "--b", "3"]
 
 
 def test_plot_runs_overlays_finished_runs(tmp_path, capsys):
-    import plot_runs
     from PIL import Image
+
+    from tools import plot_runs
     for name, shift in (("a", 0.0), ("b", 0.1)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(
@@ -105,9 +107,9 @@ def test_plot_runs_overlays_finished_runs(tmp_path, capsys):
 
 
 def test_a_fresh_clone_without_data_is_told_once_and_nothing_starts(tmp_path, capsys, offline):
-    selected = {k: v for k, v in experiments.plan("cpu", str(tmp_path / "no-retina"), str(tmp_path)).items()
+    selected = {k: v for k, v in registry.plan("cpu", str(tmp_path / "no-retina"), str(tmp_path)).items()
                 if k != "convolution"}
-    todo, not_run = experiments.check_and_estimate(selected, tmp_path / "runs" / "cpu", "cpu", estimate=False)
+    todo, not_run = runner.check_and_estimate(selected, tmp_path / "runs" / "cpu", "cpu", estimate=False)
     assert todo == {} and set(not_run) == set(selected)
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("not run")]
     assert len(lines) == 2  # one line for the retina runs, one for PathMNIST
@@ -117,13 +119,13 @@ def test_a_fresh_clone_without_data_is_told_once_and_nothing_starts(tmp_path, ca
 
 
 def test_estimates_follow_the_runs_budget():
-    import preflight
-    cpu = experiments.plan("cpu", "absent", "data")
+    from medimg import preflight
+    cpu = registry.plan("cpu", "absent", "data")
     short, reference = preflight.estimate_seconds(*cpu["unet_noskip"], step=1.0), \
         preflight.estimate_seconds(*cpu["unet"], step=1.0)
     # 80 x 4 / 8 = 40 steps an epoch, plus evaluations on whole images; 10 against 40 epochs
     assert 400 <= short < 700 and 3.5 < reference / short < 4.1
-    gpu = experiments.plan("gpu", "absent", "data")
+    gpu = registry.plan("gpu", "absent", "data")
     assert preflight.estimate_seconds(*gpu["unet"], step=1.0) >= 40 * 40  # 40 epochs of 40 whole-image batches
 
 
@@ -143,7 +145,7 @@ def test_the_gpu_plan_runs_as_a_dry_run_on_this_machine(retina, pathmnist_dir, t
 
 
 def test_seeds_repeat_only_the_problem_4_runs():
-    runs = experiments.plan("gpu", "D", "d", seeds=[43, 44])
+    runs = registry.plan("gpu", "D", "d", seeds=[43, 44])
     assert {"unet_seed43", "unet_seed44", "aug_flip_seed44", "lr_1e-3_seed43"} <= set(runs)
     assert "mlp_seed43" not in runs and "convolution_seed43" not in runs
     assert runs["unet_seed44"][1][-2:] == ["--seed", "44"]
@@ -158,10 +160,10 @@ def test_runs_side_by_side_share_the_cpu_cores(tmp_path, monkeypatch):
         Path(cmd[-1], "results.json").write_text("{}")
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(experiments.subprocess, "run", fake_run)
-    monkeypatch.setattr(experiments.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 16)
     todo = {name: ("main_segmentation.py", []) for name in ("a", "b", "c")}
-    states = experiments.make_runs(todo, tmp_path, 4, "test")
+    states = runner.make_runs(todo, tmp_path, 4, "test")
     assert set(states) == {"a", "b", "c"} and set(seen.values()) == {"4"}
-    experiments.make_runs({"d": ("main_segmentation.py", [])}, tmp_path, 1, "test")
+    runner.make_runs({"d": ("main_segmentation.py", [])}, tmp_path, 1, "test")
     assert seen[str(tmp_path / "d")] is None  # one run at a time keeps PyTorch's default

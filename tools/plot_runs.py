@@ -1,7 +1,7 @@
 """
 Overlay the training curves of several runs in one figure, e.g. MLP against MobileNet:
 
-    python plot_runs.py runs/cpu/mlp runs/cpu/mobilenet --out mlp_vs_mobilenet.png
+    python -m tools.plot_runs runs/cpu/mlp runs/cpu/mobilenet --out mlp_vs_mobilenet.png
 
 Each RUN is a folder holding the results.json that a training script wrote.
 """
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import UserError, run_cli
-from figures import plot_panels, pyplot
-from runfiles import read_json
+from medimg.cli import UserError, run_cli
+from medimg.figures import plot_panels, pyplot
+from medimg.runfiles import read_json
 
 
 def load_runs(folders):

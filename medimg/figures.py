@@ -3,8 +3,8 @@ augmentation examples and the confusion matrix. Every PNG is written atomically.
 import numpy as np
 import torch
 
-from runfiles import atomic_write
-from segmentation_metrics import thresholded_dice
+from medimg.runfiles import atomic_write
+from medimg.segmentation_metrics import thresholded_dice
 
 
 def pyplot():
@@ -124,7 +124,7 @@ def save_augmentations_figure(path, image, mask, count, seed, window=160):
     """Each strategy of ``retina.STRATEGIES`` (a row) on one training image, ``count``
     random draws of it (columns), shown at full resolution on a zoomed ``window``-pixel
     crop with the transformed mask as a thin outline; the first column is the original."""
-    from retina import STRATEGIES, RetinaTrainSet
+    from medimg.retina import STRATEGIES, RetinaTrainSet
     plt = pyplot()
     (top, left), size = vessel_window(mask, window)
     crop = (..., slice(top, top + size), slice(left, left + size))

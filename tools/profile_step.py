@@ -2,7 +2,7 @@
 Where the time of a UNet training step goes on this CPU, and whether choosing the memory
 format layer by layer beats one format for the whole network.
 
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python profile_step.py --out runs/cpu/bench/profile_avx2.json
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m tools.profile_step --out runs/cpu/bench/profile_avx2.json
 
 (The two variables make a CPU with AVX-512 behave as one with AVX2 only: no native bf16.)
 
@@ -27,11 +27,12 @@ import time
 import torch
 import torch.nn as nn
 
-import bench
-from cli import run_cli
-from execution import Execution, time_steps
-from runfiles import library_versions, machine_info, write_json
-from training import training_step
+from medimg.cli import run_cli
+from medimg.execution import Execution
+from medimg.machine import library_versions, machine_info
+from medimg.runfiles import write_json
+from medimg.training import training_step
+from tools import bench
 
 CL = torch.channels_last
 
@@ -193,7 +194,7 @@ def main(argv=None):
     write_json(args.out, {
         "command": " ".join([*(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
                                if os.environ.get(k)),
-                             "python profile_step.py", *(__import__("sys").argv[1:] if argv is None else argv)]),
+                             "python -m tools.profile_step", *(__import__("sys").argv[1:] if argv is None else argv)]),
         "model": args.model, "batch": bench.SHAPES[args.model], "machine": machine_info(device),
         "versions": library_versions(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - started, "profiles": profiles, "layers": layers,

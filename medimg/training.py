@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
-from runfiles import load_training_state, save_training_state
+from medimg.runfiles import load_training_state, save_training_state
 
 
 class Timer:

@@ -6,8 +6,14 @@ import importlib.util
 import math
 from pathlib import Path
 
-from cli import reachable
-from retina import IMAGE_SUFFIXES
+import torch
+
+from medimg import workloads
+from medimg.classification_models import build_classifier
+from medimg.cli import reachable
+from medimg.options import parse_classification_args, parse_segmentation_args
+from medimg.retina import IMAGE_SUFFIXES
+from medimg.segmentation_models import build_model
 
 PATHMNIST_TRAIN = 89_996  # images in PathMNIST's training split
 CONVOLUTION_SECONDS = 180  # the convolution study (measured: under three minutes on two cores)
@@ -15,10 +21,8 @@ CONVOLUTION_SECONDS = 180  # the convolution study (measured: under three minute
 
 def _args(script, arguments):
     """The script's own parsing of a run's arguments (what the run will really use)."""
-    import main_classification
-    import main_segmentation
-    parse = {"main_segmentation.py": main_segmentation.parse_args,
-             "main_classification.py": main_classification.parse_args}[script]
+    parse = {"main_segmentation.py": parse_segmentation_args,
+             "main_classification.py": parse_classification_args}[script]
     return parse([*arguments, "--logdir", "unused"])
 
 
@@ -29,7 +33,6 @@ def _count_images(folder):
 
 def missing(script, arguments, profile, online=None):
     """Why this machine cannot make the run (one line, with what to do), or None."""
-    import torch
     if profile == "gpu" and not torch.cuda.is_available():
         return ("the gpu profile needs a CUDA GPU and none is visible; run it on a GPU machine, or use "
                 "--profile cpu here")
@@ -62,20 +65,14 @@ def missing(script, arguments, profile, online=None):
 def step_seconds(script, arguments, device):
     """Seconds of one training step of this run on this machine, with the execution the
     script will choose (measured now, or remembered from an earlier measurement)."""
-    import torch
-    import main_classification
-    import main_segmentation
-    from classification_models import build_classifier
-    from segmentation_models import build_model
     args = _args(script, arguments)
     with torch.random.fork_rng():
         if script == "main_classification.py":
-            _, record = main_classification.choose_execution(args, device, build_classifier(args.model, args.size))
+            _, record = workloads.for_classification(args, device, build_classifier(args.model, args.size))
         else:
             side = args.crop_size or args.image_size or 512
             model, _ = build_model(args.model, args.encoder, "none")  # the weights do not change the time
-            split = {"images": torch.zeros(1, 3, side, side, dtype=torch.uint8)}
-            _, record = main_segmentation.choose_execution(args, device, model, split)
+            _, record = workloads.for_segmentation(args, device, model, side)
     seconds = record.get("seconds_per_step", {})
     return seconds.get(record["chosen"]) or (min(seconds.values()) if seconds else None)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cli import UserError, reachable
+from medimg.cli import UserError, reachable
 from unet import UNet
 
 MODELS = ("unet", "unet_noskip", "smp_unet")

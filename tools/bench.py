@@ -2,7 +2,7 @@
 Training-step benchmark: the template's plain execution against faster ones that
 compute the same thing.
 
-    python bench.py --out bench.json [--device cpu|cuda] [--quick] [--models unet_512 ...]
+    python -m tools.bench --out bench.json [--device cpu|cuda] [--quick] [--models unet_512 ...]
 
 Times full training steps (forward, loss, backward, AdamW step; warm-up excluded;
 median of repeats) of the MLP and MobileNet (batch 128, 3x28x28), the UNet (batch 2
@@ -27,10 +27,11 @@ import time
 import torch
 import torch.nn as nn
 
-from cli import UserError, run_cli
-from execution import Execution, choose, cpu_supports_bf16, pick_device, time_steps
-from runfiles import library_versions, machine_info, write_json
-from training import training_step
+from medimg.cli import UserError, run_cli
+from medimg.execution import Execution, choose, pick_device, time_steps
+from medimg.machine import cpu_supports_bf16, library_versions, machine_info
+from medimg.runfiles import write_json
+from medimg.training import training_step
 
 # model name -> (batch size, image size)
 SHAPES = {"mlp": (128, 28), "mobilenet": (128, 28), "unet_512": (2, 512), "unet_crop": (8, 128),
@@ -43,7 +44,7 @@ def build(model_name):
         from mlp import MLP
         return MLP(3 * 28 * 28, [1024, 512, 64, 64], 9), nn.CrossEntropyLoss()
     if model_name == "mobilenet":
-        from classification_models import Scores
+        from medimg.classification_models import Scores
         from mobileNet import MobileNet
         return Scores(MobileNet(9)), nn.CrossEntropyLoss()  # trained on logits, as main_classification.py does
     from utils import DiceCELoss
@@ -206,7 +207,7 @@ def main(argv=None):
         # the ISA limits that make one machine stand in for another are part of the command
         "command": " ".join([*(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
                                if os.environ.get(k)),
-                             "python bench.py", *(__import__("sys").argv[1:] if argv is None else argv)]),
+                             "python -m tools.bench", *(__import__("sys").argv[1:] if argv is None else argv)]),
         "device": str(device), "machine": machine_info(device),
         "versions": library_versions("segmentation_models_pytorch"),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -15,7 +15,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from cli import UserError
+from medimg.cli import UserError
+from medimg.machine import cpu_model, cpu_supports_bf16
+from medimg.runfiles import write_json
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
@@ -29,15 +31,6 @@ def pick_device(name="auto"):
     if name == "mps" and not mps:
         raise UserError("--device mps was asked for but Apple's MPS backend is not available; use --device cpu or auto")
     return torch.device(name)
-
-
-def cpu_supports_bf16():
-    """True where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX): there bf16
-    autocast is a large speed-up; elsewhere it is emulated and slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def default_amp_dtype(device):
@@ -141,7 +134,6 @@ def cache_file():
 
 
 def machine_key(device):
-    from runfiles import cpu_model
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return f"{where} | {device.type} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
@@ -212,7 +204,6 @@ def _read_cache(path):
 
 
 def _write_cache(path, key, record):
-    from runfiles import write_json
     try:
         write_json(path, {**_read_cache(path), key: record})
     except OSError:  # a read-only home: measure again next time, never fail a run for it

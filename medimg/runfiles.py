@@ -5,7 +5,6 @@ judgeable (command, configuration, machine, versions, commit)."""
 import datetime
 import json
 import os
-import platform
 import random
 import shlex
 import subprocess
@@ -16,44 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cli import UserError
-from execution import cpu_supports_bf16
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(device=None):
-    info = {
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_bf16": cpu_supports_bf16(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    if device is not None:
-        info["device"] = str(device)
-    return info
-
-
-def library_versions(*names):
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "numpy", *names):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # a missing optional library is recorded, not fatal
-            versions[name] = None
-    return versions
+from medimg.cli import UserError
+from medimg.machine import library_versions, machine_info
 
 
 def project_version():

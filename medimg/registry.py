@@ -1,0 +1,150 @@
+"""Every run of the report, by name, in two profiles:
+
+- ``gpu``: the assignment's hyperparameters exactly (15 classification epochs, 40
+  segmentation epochs on whole 512x512 images, the template's batch sizes).
+- ``cpu``: scaled to finish in about three hours on a two-core CPU (random crops,
+  fewer epochs, a PathMNIST subset); every scaling is visible in the run's command
+  and stored in its results.json.
+
+``runs(profile)`` is the only list of runs: ``experiments.py``, the report, the GPU
+lease and the tests read it. A new experiment is one ``Run`` here, an answer in
+``report/answers.py``, a figure in ``report/plots.py`` and its text in ``report/*.typ``."""
+from dataclasses import dataclass
+
+from medimg.retina import (
+    STRATEGIES,  # the augmentation strategies are the ones the code builds
+)
+
+LEARNING_RATES = ("1e-1", "1e-2", "1e-3", "1e-4", "1e-5")
+
+PROFILES = {
+    # The assignment's hyperparameters (the scripts' defaults), nothing scaled.
+    "gpu": {
+        "classification": [],
+        "segmentation": [],
+        "reference_unet": [],
+        "long_unet": ["--lr_schedule", "cosine"],
+        "convolution": [],
+    },
+    # Two CPU cores, under two hours in all. Segmentation: 128-px random crops, batch 8, four
+    # crops of each training image per epoch (an epoch sees a quarter of the pixels of a
+    # full-image epoch), 10 epochs (40 for the reference UNet, whose first 10 epochs are those
+    # of a 10-epoch run: same seed, no schedule), evaluation on the whole 512-px test images
+    # every second epoch; lr 1e-3, since at 1e-4 the UNet does not leave its all-background
+    # plateau within this budget (the learning-rate sweep shows it). Classification: a subset.
+    "cpu": {
+        "classification": ["--subset", "20000", "--epochs", "5"],
+        "segmentation": ["--crop_size", "128", "--batch_size", "8", "--crops_per_image", "4",
+                         "--epochs", "10", "--eval_every", "2", "--lr", "1e-3"],
+        "reference_unet": ["--epochs", "40"],
+        "long_unet": ["--epochs", "30", "--lr_schedule", "cosine"],
+        "convolution": [],
+    },
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the report: the question it answers, its script, and its own arguments
+    (which come after the profile's, so they override them)."""
+    name: str
+    problem: str
+    script: str
+    arguments: tuple = ()
+    label: str = ""
+
+
+def runs(profile="cpu"):
+    """Every run of the report, in the order they are made. The only list of runs: the
+    report, the SLURM array (through --list) and the tests read it."""
+    p = PROFILES[profile]
+    seg, cls = "main_segmentation.py", "main_classification.py"
+    lite0 = ("--model", "smp_unet", "--encoder", "efficientnet-lite0")
+    # a quarter of the training eyes, four times the crops of each: the same number of steps
+    quarter = ("--train_fraction", "0.25", "--crops_per_image", str(4 * _crops_per_image(p)))
+    runs = [
+        Run("convolution", "2.1", "convolution.py", tuple(p["convolution"]), "convolution study"),
+        Run("unet", "4", seg, ("--model", "unet", *p["reference_unet"]), "UNet (skip connections)"),
+        Run("unet_noskip", "4.1", seg, ("--model", "unet_noskip"), "UNet without skip connections"),
+        *[Run(f"lr_{lr}", "4.2", seg, ("--model", "unet", "--optimizer", "adam", "--lr", lr), f"Adam, lr {lr}")
+          for lr in LEARNING_RATES],
+        # aug_none is the comparison's own baseline (the same length as the others, seeds alike);
+        # the elastic run also draws the examples of every strategy (--show_augmentations)
+        *[Run(f"aug_{name}", "4.3", seg, ("--model", "unet", "--augmentation", name,
+                                          *(("--show_augmentations", "4") if name == "elastic" else ())), name)
+          for name in STRATEGIES],
+        Run("smp_pretrained", "4.4", seg, (*lite0, "--encoder_weights", "imagenet"),
+            "smp EfficientNet-Lite0 UNet, ImageNet encoder"),
+        Run("smp_scratch", "4.4", seg, (*lite0, "--encoder_weights", "none"),
+            "smp EfficientNet-Lite0 UNet, from scratch"),
+        Run("smp_pretrained_quarter", "4.4", seg, (*lite0, "--encoder_weights", "imagenet", *quarter),
+            "ImageNet encoder, a quarter of the eyes"),
+        Run("smp_scratch_quarter", "4.4", seg, (*lite0, "--encoder_weights", "none", *quarter),
+            "from scratch, a quarter of the eyes"),
+        # the assignment's suggestion, where its ImageNet weights can be downloaded
+        Run("smp_resnet18_pretrained", "4.4", seg, ("--model", "smp_unet", "--encoder", "resnet18",
+                                                    "--encoder_weights", "imagenet"),
+            "smp ResNet-18 UNet, ImageNet encoder"),
+        Run("smp_resnet18_scratch", "4.4", seg, ("--model", "smp_unet", "--encoder", "resnet18",
+                                                 "--encoder_weights", "none"),
+            "smp ResNet-18 UNet, from scratch"),
+        # the best recipe we found for the budget: the reference UNet with a cosine learning-rate decay
+        Run("unet_cosine", "4", seg, ("--model", "unet", *p["long_unet"]), "UNet, cosine lr decay"),
+        Run("mlp", "2.6", cls, ("--model", "mlp"), "MLP"),
+        Run("mobilenet", "2.6", cls, ("--model", "mobilenet"), "MobileNet"),
+        # the template's literal behaviour: cross-entropy on MobileNet's softmax probabilities
+        Run("mobilenet_probs", "2.6", cls, ("--model", "mobilenet", "--loss_on_probabilities"),
+            "MobileNet, loss on probabilities"),
+    ]
+    return {run.name: run for run in runs}
+
+
+def _crops_per_image(profile):
+    args = profile["segmentation"]
+    return int(args[args.index("--crops_per_image") + 1]) if "--crops_per_image" in args else 1
+
+
+def runs_of(problem, profile="cpu"):
+    """The names of the runs that answer ``problem`` (e.g. "4.2"), in registry order."""
+    return [name for name, run in runs(profile).items() if run.problem == problem]
+
+
+# --dry_run: every run of the plan, made tiny, to check on any machine that the plan works
+DRY_RUN = {"main_segmentation.py": ["--epochs", "1", "--image_size", "64", "--crop_size", "0", "--batch_size", "2",
+                                    "--eval_every", "1", "--train_fraction", "0.25"],
+           "main_classification.py": ["--epochs", "1", "--subset", "64"],
+           "convolution.py": ["--quick"]}
+
+
+def plan(profile, data, data_dir, seeds=(), dry_run=False):
+    """The runs of a profile, in the order they are made: name -> (script, arguments).
+    A run's own arguments come last, so they override the profile's. ``seeds`` adds a copy
+    of every Problem 4 run for each other seed (``NAME_seedS``); ``dry_run`` shrinks every run."""
+    p = PROFILES[profile]
+    common = {"main_segmentation.py": ["--dataset", data, *p["segmentation"]],
+              "main_classification.py": ["--data_dir", data_dir, *p["classification"]],
+              "convolution.py": []}
+    planned = {}
+    for name, run in runs(profile).items():
+        arguments = merge(common[run.script], run.arguments)
+        copies = [(name, [])] + [(f"{name}_seed{s}", ["--seed", str(s)]) for s in seeds
+                                 if run.problem.startswith("4")]
+        for copy_name, seed in copies:
+            planned[copy_name] = (run.script, merge(arguments, [*seed, *(DRY_RUN[run.script] if dry_run else [])]))
+    return planned
+
+
+def merge(base, own):
+    """``base`` then ``own``, without the options of ``base`` that ``own`` sets again, so a
+    command never says ``--epochs 10 ... --epochs 40``."""
+    overridden = {a for a in own if a.startswith("--")}
+    kept, skip = [], False
+    for i, a in enumerate(base):
+        if skip:
+            skip = False
+            continue
+        if a in overridden:
+            skip = i + 1 < len(base) and not base[i + 1].startswith("--")
+            continue
+        kept.append(a)
+    return [*kept, *own]
