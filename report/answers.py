@@ -8,8 +8,7 @@ import numpy as np
 
 from medimg import registry
 from report.logs import (
-    HUMAN_DICE,
-    MEDMNIST_RESNET18_ACC,
+    all_vessel_dice,
     budget,
     collapsed,
     copies,
@@ -17,6 +16,7 @@ from report.logs import (
     dice,
     dice_at,
     done,
+    first_vessel_epoch,
     fmt,
 )
 
@@ -64,25 +64,43 @@ def problem_2_1(runs):
     }, [("the vectorised convolution agrees with SciPy and the loop", conv["all_methods_agree"])])
 
 
-def problem_2_6(runs, profile):
-    """PathMNIST: what ran, and if nothing did, the commands and the floor of the pitfall."""
+def problem_2_6(runs, profile, arch):
+    """PathMNIST: what ran; where nothing did, the commands that make the runs and what can be
+    answered without the data (parameter counts, MobileNet's feature maps on 28x28 inputs, the
+    loss floor of cross-entropy on probabilities)."""
     names = registry.runs_of("2.6", profile)
     rows = []
     for name in names:
         r = runs[name]
-        rows.append({"name": name, "status": "done", "test_acc": fmt(r["test_acc"]), "test_auc": fmt(r["test_auc"]),
-                     "best_epoch": r["best_epoch"], "best_test_acc": fmt(r["test_at_best_epoch"]["accuracy"]),
-                     "minutes": fmt(r["timings"]["total_seconds"] / 60, 1)} if done(r)
-                    else {"name": name, **_not_run(r), "command": _command(profile, name)})
+        if done(r):
+            rows.append({"name": name, "test_acc": fmt(r["test_acc"]), "test_auc": fmt(r["test_auc"]),
+                         "best_epoch": r["best_epoch"], "best_test_acc": fmt(r["test_at_best_epoch"]["accuracy"]),
+                         "minutes": fmt(r["timings"]["total_seconds"] / 60, 1)})
     floor = math.log(1 + 8 / math.e)  # cross-entropy of a softmax of probabilities that are one-hot
-    return _answer({"available": all(done(runs[n]) for n in names[:2]), "rows": rows,
-                    "profile_arguments": " ".join(registry.PROFILES[profile]["classification"]) or "none",
-                    "medmnist_acc": fmt(MEDMNIST_RESNET18_ACC), "probability_loss_floor": fmt(floor, 4)})
+    shapes = arch["mobilenet_shapes_28"]
+    one_by_one = next(s["layer"] for s in shapes if s["shape"].endswith("x1x1"))
+    n = {"available": all(done(runs[name]) for name in names[:2]), "rows": rows,
+         # the assignment's hyperparameters: the scripts' defaults
+         "commands": [_command("gpu", name).replace("runs/gpu/", "runs/") for name in names],
+         "probability_loss_floor": fmt(floor, 4), "one_by_one_layer": one_by_one,
+         "mlp_over_mobilenet": fmt(arch["mlp_params"] / arch["mobilenet_params_9"], 2)}
+    return _answer(n, [("MobileNet's feature map is 1x1 before the pool on 28x28 inputs",
+                        shapes[-3]["shape"].endswith("x1x1"))])
 
 
 # ----------------------------------------------------------------------------- Problem 4
 
-def problem_4_reference(runs):
+def _human(human):
+    """The second observer's Dice under our protocol (``runs/human_baseline.json``), or None."""
+    return None if human is None else {"dice": fmt(human["mean_dice"]), "sd": fmt(human["sd_dice"]),
+                                       "min": fmt(human["min_dice"]), "max": fmt(human["max_dice"]),
+                                       "n": human["n_images"], "value": human["mean_dice"],
+                                       "resampling_exact": human.get("resampling_check", {}).get("pixels_differing") == 0,
+                                       "template": fmt(human["template_dice_of_a_perfect_prediction"]["mean"], 2)
+                                       if "template_dice_of_a_perfect_prediction" in human else None}
+
+
+def problem_4_reference(runs, human=None):
     unet = runs["unet"]
     if not done(unet):
         return _answer({"done": False})
@@ -90,12 +108,12 @@ def problem_4_reference(runs):
     cosine = runs["unet_cosine"]
     whole = unet.get("train_whole_soft_dice") or []
     n = {"done": True, "dice": fmt(dice(unet)), "epochs": c["epochs"], "budget": b,
-         "train_minutes": fmt(sum(unet["timings"]["train_seconds_per_epoch"]) / 60, 1),
-         "total_minutes": fmt(unet["timings"]["total_seconds"] / 60, 1), "cpu": unet["machine"]["cpu"],
+         "train_minutes": fmt(sum(unet["timings"]["train_seconds_per_epoch"]) / 60, 0),
+         "total_minutes": fmt(unet["timings"]["total_seconds"] / 60, 0), "cpu": unet["machine"]["cpu"],
          "threads": unet["machine"]["torch_threads"], "command": unet["command"],
-         "peak_dice": fmt(max(unet["valid_dice_thresholded"])), "human_dice": fmt(HUMAN_DICE),
-         "above_human": dice(unet) > HUMAN_DICE,
-         "vessel_percent": _vessel_percent(runs),
+         "peak_dice": fmt(max(unet["valid_dice_thresholded"])),
+         "sensitivity": fmt(unet["final_metrics"]["sensitivity"]), "auc": fmt(unet["final_metrics"]["auc"]),
+         "vessel_percent": _vessel_percent(runs), "human": _human(human),
          "has_whole_training_curve": bool(whole)}
     if whole:  # training eyes and test images measured alike: whole images, eval mode
         n["train_whole_soft"], n["test_soft"] = fmt(whole[-1]), fmt(unet["valid_accs"][-1])
@@ -114,43 +132,90 @@ def _vessel_percent(runs):
     return fmt(100 * fractions[0], 1) if fractions else None
 
 
-def problem_4_1(runs):
+def over_seeds(runs, name, all_vessel=None):
+    """One configuration over its seeds (the run and its ``_seedS`` copies): each run's final
+    Dice, the mean and standard deviation where there are several, how many runs ever
+    predicted vessels and how many end doing so, and the first epoch each predicted vessels."""
+    rs = copies(runs, name)
+    if not rs:
+        return None
+    values = [dice(r) for r in rs]
+    first = [first_vessel_epoch(r, all_vessel) for r in rs]
+    return {"name": name, "n": len(rs), "seeds": [r["config"]["seed"] for r in rs],
+            "runs": ", ".join(fmt(v) for v in values), "mean": fmt(float(np.mean(values))),
+            "sd": fmt(float(np.std(values, ddof=1))) if len(rs) > 1 else "–",
+            "learned": sum(f is not None for f in first), "ends_with_vessels": sum(v >= 0.01 for v in values),
+            "first_vessel_epoch": ", ".join(str(f) if f is not None else "never" for f in first),
+            "sensitivity": fmt(float(np.mean([r["final_metrics"]["sensitivity"] for r in rs]))),
+            "values": values}
+
+
+def problem_4_1(runs, gpu=None):
     unet, noskip = runs["unet"], runs["unet_noskip"]
     if not (done(unet) and done(noskip)):
         return _answer({"done": False})
     E = compare_epoch(runs)
+    all_vessel = all_vessel_dice(runs)
+    same_budget = runs["aug_none"] if done(runs["aug_none"]) else unet  # the UNet with skips, E epochs
     n = {"done": True, "E": E, "budget": budget(noskip), "noskip_dice": fmt(dice(noskip)),
          "noskip_auc": fmt(noskip["final_metrics"]["auc"]), "unet_dice_at_E": fmt(dice_at(unet, E)),
          "noskip_collapsed": collapsed(noskip), "noskip_curve": [fmt(d) for d in noskip["valid_dice_thresholded"]],
-         "noskip_epochs": noskip["evaluated_epochs"], "noskip_peak": fmt(max(noskip["valid_dice_thresholded"]))}
-    if "baselines" in noskip:
-        all_vessel = noskip["baselines"]["all_vessel_dice"]
-        n["all_vessel_dice"] = fmt(all_vessel)
-        # an evaluation that scores what "everything is vessel" scores: the network flipped its constant output
-        n["noskip_hit_all_vessel"] = any(abs(d - all_vessel) < 0.02 for d in noskip["valid_dice_thresholded"])
-    grads = {name: runs[name].get("initial_gradient_norms") for name in ("unet", "unet_noskip")}
-    noskip_grads = grads["unet_noskip"]
-    if noskip_grads:  # within the network without skips: the first encoder block against the last decoder block
-        n["noskip_grad"] = {"first": f"{noskip_grads['encoder_block1']:.1e}",
-                            "last": f"{noskip_grads['decoder_block4']:.1e}",
-                            "orders": f"{math.log10(noskip_grads['decoder_block4'] / noskip_grads['encoder_block1']):.0f}"}
+         "noskip_epochs": noskip["evaluated_epochs"], "all_vessel_dice": fmt(all_vessel),
+         "noskip_hit_all_vessel": all_vessel is not None and any(abs(d - all_vessel) < 0.02
+                                                                  for d in noskip["valid_dice_thresholded"]),
+         "skip_seeds": over_seeds(runs, "aug_none", all_vessel), "noskip_learned": first_vessel_epoch(noskip, all_vessel)}
+    claims = [("the UNet with skips beats the one without at the same epoch", dice_at(unet, E) > dice(noskip)),
+              ("every seed of the UNet with skips beats the one without at the same budget",
+               all(v > dice(noskip) for v in n["skip_seeds"]["values"]))]
+    # the assignment's scale, where both exist
+    if gpu is not None and done(gpu["unet"]) and done(gpu["unet_noskip"]):
+        g = {name: over_seeds(gpu, name, all_vessel_dice(gpu)) for name in ("unet", "unet_noskip")}
+        gu, gn = gpu["unet"], gpu["unet_noskip"]
+        n["gpu"] = {**g, "budget": budget(gu), "device": gu["machine"].get("gpu") or gu["machine"]["cpu"],
+                    "epochs": gu["epochs_completed"],
+                    "noskip_peak": fmt(max(gn["valid_dice_thresholded"])),
+                    # how many epochs sooner the seed-42 UNet with skips first predicts vessels
+                    "earlier": first_vessel_epoch(gn, all_vessel_dice(gpu)) - first_vessel_epoch(gu, all_vessel_dice(gpu)),
+                    "seconds": fmt(gu["timings"]["total_seconds"], 0)}
+        claims += [("at the assignment's scale the UNet without skips learns (Dice above 0.5)",
+                    all(v > 0.5 for v in g["unet_noskip"]["values"])),
+                   ("at the assignment's scale the UNet with skips scores higher than without",
+                    float(np.mean(g["unet"]["values"])) > float(np.mean(g["unet_noskip"]["values"]))),
+                   ("at the assignment's scale the UNet without skips leaves the plateau later",
+                    first_vessel_epoch(gn) > first_vessel_epoch(gu))]
+    # measured on a fixed training batch at initialisation: at the assignment's scale where it was
+    source = gpu if gpu is not None and all(gpu[k].get("initial_gradient_norms") for k in ("unet", "unet_noskip")) \
+        else runs
+    grads = {name: source[name].get("initial_gradient_norms") for name in ("unet", "unet_noskip")}
+    n["grad_scale"] = "assignment" if source is gpu else "crops"
     if all(grads.values()):
-        first = "encoder_block1"
-        n["grad_first_block"] = {k: f"{v[first]:.1e}" for k, v in grads.items()}
-        n["grad_ratio"] = f"{grads['unet'][first] / grads['unet_noskip'][first]:.0e}"
-    # dead ReLUs after training, against the UNet with skips after the same epochs (aug_none)
-    dead = {"unet": (runs["aug_none"] if done(runs["aug_none"]) else unet).get("dead_relu_fraction"),
-            "unet_noskip": noskip.get("dead_relu_fraction")}
-    if dead["unet_noskip"]:
-        n["dead_percent"] = {k: fmt(100 * v["overall"], 1) if v else None for k, v in dead.items()}
-        n["dead_distinguishes"] = bool(dead["unet"]) and dead["unet_noskip"]["overall"] > dead["unet"]["overall"] + 0.2
-    claims = [("the UNet with skips beats the one without at the same epoch", dice_at(unet, E) > dice(noskip))]
-    if all(grads.values()):
-        claims.append(("without skips the first block's initial gradient is over ten times smaller",
-                       grads["unet"]["encoder_block1"] > 10 * grads["unet_noskip"]["encoder_block1"]))
-    if noskip_grads:
-        claims.append(("without skips the first encoder block gets a far smaller gradient than the last decoder block",
-                       noskip_grads["encoder_block1"] * 100 < noskip_grads["decoder_block4"]))
+        from unet import UNet
+        sizes = {}
+        for name, skips in (("unet", True), ("unet_noskip", False)):
+            model = UNet(3, 1, skip_connections=skips)
+            sizes[name] = {block: sum(p.numel() for p in getattr(model, block).parameters()) for block in grads[name]}
+        # the root mean square of one weight's gradient in a block: its norm over sqrt(count)
+        rms = {name: {b: grads[name][b] / math.sqrt(sizes[name][b]) for b in grads[name]} for name in grads}
+        first, last = "encoder_block1", "decoder_block4"
+        n["grad"] = {"first": {k: f"{v[first]:.1e}" for k, v in grads.items()},
+                     "last": {k: f"{v[last]:.1e}" for k, v in grads.items()},
+                     "rms_first": {k: f"{v[first]:.0e}" for k, v in rms.items()},
+                     "orders_noskip": f"{math.log10(grads['unet_noskip'][last] / grads['unet_noskip'][first]):.0f}",
+                     "ratio": f"{math.log10(grads['unet'][first] / grads['unet_noskip'][first]):.0f}",
+                     "weights_first": sizes["unet_noskip"][first],
+                     "eps_damping": f"{rms['unet_noskip'][first] / 1e-8:.0e}"}
+        claims += [("without skips the first block's initial gradient is over ten times smaller",
+                    grads["unet"][first] > 10 * grads["unet_noskip"][first]),
+                   ("without skips the first encoder block gets a far smaller gradient than the last decoder block",
+                    grads["unet_noskip"][first] * 100 < grads["unet_noskip"][last]),
+                   # the text says the first block's per-weight gradient is below Adam's epsilon (1e-8)
+                   ("without skips the first block's per-weight gradient is below Adam's epsilon",
+                    rms["unet_noskip"][first] < 1e-8),
+                   ("with skips the first block's per-weight gradient is above Adam's epsilon",
+                    rms["unet"][first] > 1e-8)]
+    dead = {"unet": same_budget.get("dead_relu_fraction"), "unet_noskip": noskip.get("dead_relu_fraction")}
+    if dead["unet_noskip"] and dead["unet"]:
+        n["dead_percent"] = {k: fmt(100 * v["overall"], 0) for k, v in dead.items()}
     return _answer(n, claims)
 
 
@@ -183,139 +248,145 @@ def problem_4_2(runs):
 
 
 def problem_4_3(runs, overfits=None):
-    """Each strategy's test Dice over seeds against no augmentation. With seeds, the noise is
-    the pooled seed-to-seed standard deviation ``s`` of these runs and a difference of means
-    counts when it exceeds twice its standard error, ``2 s sqrt(1/n_a + 1/n_b)``; with one
-    seed per strategy, the median change between consecutive evaluations of a run stands in."""
+    """Each strategy over its seeds against no augmentation. A run that never left the
+    all-background plateau is a failure to learn within the budget, not a noisy Dice: each
+    strategy first counts how many of its seeds ever predicted vessels and how many end doing
+    so. A difference of means is then judged only between configurations whose every seed
+    learned, against twice its standard error ``2 s sqrt(1/n_a + 1/n_b)``, ``s`` the pooled
+    seed-to-seed standard deviation of those configurations (with several seeds)."""
     names = [n for n in registry.runs_of("4.3") if n != "aug_none"]
-    unet = runs["unet"]
     baseline_runs = copies(runs, "aug_none")
-    if not (all(done(runs[n]) for n in names) and (baseline_runs or done(unet))):
+    if not (all(done(runs[n]) for n in names) and baseline_runs):
         return _answer({"done": False})
     from medimg.retina import STRATEGIES, describe
     E = compare_epoch(runs)
-    values = {n[4:]: [dice(r) for r in copies(runs, n)] for n in names}
-    # no augmentation: its own runs, or (older profiles) the reference run after the same epochs
-    values["none"] = [dice(r) for r in baseline_runs] or [dice_at(unet, E)]
+    all_vessel = all_vessel_dice(runs)
+    summary = {n[4:]: over_seeds(runs, n, all_vessel) for n in ["aug_none", *names]}  # none first
     # how far training got: the training loss of the last of the E epochs, mean over seeds
-    fitted = {n[4:]: float(np.mean([r["train_losses"][E - 1] for r in copies(runs, n)])) for n in names}
-    fitted["none"] = float(np.mean([r["train_losses"][E - 1] for r in baseline_runs or [unet]]))
-    seeded = [v for v in values.values() if len(v) > 1]
-    if seeded:
-        pooled = math.sqrt(sum(sum((x - np.mean(v)) ** 2 for x in v) for v in seeded)
-                           / sum(len(v) - 1 for v in seeded))
-        threshold = lambda v: 2 * pooled * math.sqrt(1 / len(v) + 1 / len(values["none"]))
-        noise = {"kind": "seeds", "sd": fmt(pooled), "runs": sum(len(v) for v in seeded),
-                 "configurations": len(seeded)}
-    else:
-        # how much one run's Dice moves between consecutive evaluations near the end
-        swings = []
-        for r in [unet, *(runs[n] for n in names)]:
-            d, e = r["valid_dice_thresholded"], r["evaluated_epochs"]
-            swings += [abs(d[i] - d[i - 1]) for i in range(1, len(d)) if e[i] <= E]
-        median_swing = float(np.median(swings)) if swings else 0.0
-        threshold = lambda v: median_swing
-        noise = {"kind": "swings", "swing": fmt(median_swing)}
-    none_mean = float(np.mean(values["none"]))
+    fitted = {n[4:]: float(np.mean([r["train_losses"][E - 1] for r in copies(runs, n)])) for n in ["aug_none", *names]}
+    sound = {k: v for k, v in summary.items() if v["ends_with_vessels"] == v["n"]}
+    seeded = [v["values"] for v in sound.values() if v["n"] > 1]
+    pooled = (math.sqrt(sum(sum((x - np.mean(v)) ** 2 for x in v) for v in seeded) / sum(len(v) - 1 for v in seeded))
+              if seeded else None)
+    none = summary["none"]
+    none_mean = float(np.mean(none["values"]))
     rows = []
-    for name in sorted(values, key=lambda k: -np.mean(values[k])):
-        v = values[name]
-        delta = float(np.mean(v)) - none_mean
-        verdict = ("baseline" if name == "none" else "better" if delta > threshold(v)
-                   else "worse" if -delta > threshold(v) else "within noise")
-        rows.append({"name": name, "n": len(v), "dice": fmt(float(np.mean(v))),
-                     "runs": ", ".join(fmt(x) for x in v), "spread": fmt(max(v) - min(v)) if len(v) > 1 else "–",
+    for name in ["none", *sorted((k for k in summary if k != "none"), key=lambda k: -np.mean(summary[k]["values"]))]:
+        v = summary[name]
+        delta = float(np.mean(v["values"])) - none_mean
+        threshold = (2 * pooled * math.sqrt(1 / v["n"] + 1 / none["n"])) if pooled is not None else None
+        if name == "none":
+            verdict = "baseline"
+        elif v["ends_with_vessels"] < v["n"]:
+            verdict = f"ends without vessels in {v['n'] - v['ends_with_vessels']} of {v['n']}"
+        elif name not in sound or "none" not in sound or threshold is None:
+            verdict = "not comparable"
+        else:
+            verdict = "better" if delta > threshold else "worse" if -delta > threshold else "within noise"
+        rows.append({**{k: x for k, x in v.items() if k != "values"}, "name": name, "dice": v["mean"],
                      "delta": f"{delta:+.3f}" if name != "none" else "–",
-                     "threshold": fmt(threshold(v)) if name != "none" else "–", "verdict": verdict,
-                     "train_loss": fmt(fitted[name]),
-                     "description": describe(name)})
-    seeds = sorted({r["config"]["seed"] for n in ("aug_none", *names) for r in copies(runs, n)})
-    # runs that ended without predicting a vessel pixel: still on the all-background plateau
+                     "threshold": fmt(threshold) if threshold is not None and name != "none" else "–",
+                     "verdict": verdict, "train_loss": fmt(fitted[name]), "description": describe(name)})
+    seeds = sorted({s for v in summary.values() for s in v["seeds"]})
     everything = [k for n in ("aug_none", *names) for k in copy_names(runs, n)]
-    stalled = [k for k in everything if dice(runs[k]) < 0.01]
-    return _answer({"done": True, "E": E, "none_dice": fmt(none_mean), "noise": noise, "rows": rows,
-                    "seeds": seeds, "baseline_is_reference": not baseline_runs,
-                    "stalled": stalled, "total_runs": len(everything),
-                    "budget": budget(runs[names[0]]), "none_description": describe("none"),
-                    "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"],
-                    "better": [r["name"] for r in rows if r["verdict"] == "better"],
-                    "worse": [r["name"] for r in rows if r["verdict"] == "worse"],
-                    "worse_fit_slower": all(fitted[r["name"]] > fitted["none"] for r in rows if r["verdict"] == "worse"),
-                    "overfit_measured": overfits is not None, "overfits": bool(overfits)})
+    ended_without = [k for k in everything if dice(runs[k]) < 0.01]
+    all_learned = [k for k, v in summary.items() if v["ends_with_vessels"] == v["n"]]
+    n = {"done": True, "E": E, "none_dice": fmt(none_mean), "rows": rows, "seeds": seeds,
+         "pooled_sd": fmt(pooled) if pooled is not None else None,
+         "ended_without": len(ended_without), "total_runs": len(everything),
+         "all_learned": all_learned,
+         "all_learned_seeded": [k for k in all_learned if summary[k]["n"] > 1], "never_learned": [k for k, v in summary.items() if v["learned"] == 0],
+         "budget": budget(runs[names[0]]),
+         "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"],
+         "better": [r["name"] for r in rows if r["verdict"] == "better"],
+         "worse": [r["name"] for r in rows if r["verdict"] == "worse"],
+         "all_fit_slower": all(fitted[k] > fitted["none"] for k in fitted if k != "none"),
+         "overfit_measured": overfits is not None, "overfits": bool(overfits)}
+    claims = [("every augmented configuration ends the compared epochs with a higher training loss than none",
+               n["all_fit_slower"])] if n["total_runs"] > len(summary) else []
+    return _answer(n, claims)
 
 
-def problem_4_4(runs, profile):
+def problem_4_4(runs, profile, human=None):
     pre, scratch = runs["smp_pretrained"], runs["smp_scratch"]
     unet = runs["unet"]
     if not (done(pre) and done(scratch)):
-        return _answer({"done": False, "pretrained": _not_run(pre), "scratch": _not_run(scratch)})
+        return _answer({"done": False})
     E = compare_epoch(runs)
     first = pre["evaluated_epochs"][0]
     weights = pre["model_weights"]
+    h = _human(human)
     n = {"done": True, "E": E, "budget": budget(pre), "first_epoch": first,
          "pretrained": fmt(dice(pre)), "scratch": fmt(dice(scratch)),
+         "pretrained_seeds": over_seeds(runs, "smp_pretrained"), "scratch_seeds": over_seeds(runs, "smp_scratch"),
          "pretrained_first": fmt(dice_at(pre, first)), "scratch_first": fmt(dice_at(scratch, first)),
          "unet_at_E": fmt(dice_at(unet, E)) if done(unet) else "n/a",
          "encoder": weights["encoder"], "source": weights["source"], "sha256": weights["sha256"][:16],
          "tensors": weights["tensors_loaded"], "params_m": fmt(pre["n_parameters"] / 1e6, 1),
          "unet_params_m": fmt(unet["n_parameters"] / 1e6, 1) if done(unet) else "n/a",
-         "seconds_per_epoch": fmt(np.mean(pre["timings"]["train_seconds_per_epoch"]), 0),
-         "above_human": dice(pre) > HUMAN_DICE, "human_dice": fmt(HUMAN_DICE),
-         "pretrained_better": dice(pre) > dice(scratch), "resnet18": {}}
+         "lr": pre["config"]["lr"], "optimizer": pre["config"]["optimizer"],
+         "human": h, "pretrained_better": dice(pre) > dice(scratch), "resnet18": {}}
+    if h:
+        n["human_gap"] = fmt(dice(pre) - h["value"])
+        n["above_human_by_more_than_sd"] = dice(pre) - h["value"] > float(h["sd"])
     quarter = [runs[k] for k in ("smp_pretrained_quarter", "smp_scratch_quarter")]
     if all(done(r) for r in quarter):
         n["quarter"] = {"pretrained": fmt(dice(quarter[0])), "scratch": fmt(dice(quarter[1])),
                         "fundi": quarter[0]["n_train_fundi"], "all_fundi": pre["n_train_fundi"],
                         "gap": fmt(dice(quarter[0]) - dice(quarter[1])), "full_gap": fmt(dice(pre) - dice(scratch)),
-                        "gap_grows": dice(quarter[0]) - dice(quarter[1]) > dice(pre) - dice(scratch)}
+                        "gap_grows": dice(quarter[0]) - dice(quarter[1]) > dice(pre) - dice(scratch),
+                        "first": fmt(dice_at(quarter[0], first)), "scratch_first": fmt(dice_at(quarter[1], first))}
     for name in ("smp_resnet18_pretrained", "smp_resnet18_scratch"):
         r = runs[name]
-        n["resnet18"][name] = {"status": "done", "dice": fmt(dice(r))} if done(r) else {
-            **_not_run(r), "command": _command(profile, name)}
+        n["resnet18"][name] = {"done": True, "dice": fmt(dice(r))} if done(r) else {"done": False}
+    n["resnet18_command"] = _command("gpu", "smp_resnet18_pretrained").replace("runs/gpu/", "runs/")
     claims = [("the pretrained encoder is ahead at the first evaluation", dice_at(pre, first) > dice_at(scratch, first)),
               ("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
 
 
 def segmentation_table(runs):
-    """Every segmentation run's final metrics, for the summary table."""
+    """Every finished segmentation run's final metrics (seed copies included), for the summary table."""
     E = compare_epoch(runs)
+    known = registry.runs()
     rows = []
-    for name, run in registry.runs().items():
-        if run.script != "main_segmentation.py":
-            continue
-        r = runs[name]
-        if not done(r):
-            rows.append({"name": name, "problem": run.problem, **_not_run(r)})
+    for key, r in runs.items():
+        base = known.get(key.split("_seed")[0])
+        if base is None or base.script != "main_segmentation.py" or not done(r):
             continue
         f, c = r["final_metrics"], r["config"]
-        rows.append({"name": name, "problem": run.problem, "status": "done", "label": run.label,
-                     "epochs": r["epochs_completed"], "diverged": r["diverged"], "dice": fmt(f["dice"]),
-                     "dice_at_E": fmt(dice_at(r, E)), "sensitivity": fmt(f["sensitivity"]),
+        rows.append({"name": key, "problem": base.problem, "status": "done", "label": base.label,
+                     "seed": c["seed"], "epochs": r["epochs_completed"], "diverged": r["diverged"],
+                     "dice": fmt(f["dice"]), "dice_at_E": fmt(dice_at(r, E)), "sensitivity": fmt(f["sensitivity"]),
                      "specificity": fmt(f["specificity"]), "auc": fmt(f["auc"]), "lr": c["lr"]})
-    return rows
+    order = list(known)
+    return sorted(rows, key=lambda row: (order.index(row["name"].split("_seed")[0]), row["name"]))
 
 
-def other_profile(runs, other):
-    """The Problem 4 runs of the other profile (``runs/gpu`` beside ``runs/cpu``, or the
-    reverse) that exist, with their budgets: the same questions at another scale. ``runs``:
-    that profile's runs (``logs.load_runs``), or None where its folder does not exist."""
+def assignment_scale(runs, profile="gpu"):
+    """The runs made at the assignment's scale (``runs/gpu``: whole 512x512 images, batch 2, 40
+    epochs, AdamW 1e-4 unless a question varies it), every seed copy included; for each
+    configuration, its seeds (``over_seeds``); and the overfitting question on the reference
+    UNet. ``runs``: that folder's runs (``logs.load_runs``), or None where it does not exist."""
     if runs is None:
-        return {"exists": False, "profile": other}
-    rows, missing = [], []
-    for name, run in registry.runs(other).items():
-        r = runs[name]
-        if not run.problem.startswith("4"):
+        return {"exists": False, "rows": [], "configurations": []}
+    known = registry.runs(profile)
+    rows, configurations = [], []
+    all_vessel = all_vessel_dice(runs)
+    for name, run in known.items():
+        if not run.problem.startswith("4") or not copies(runs, name):
             continue
-        if not done(r):
-            missing.append(name)
-            continue
-        b, m = budget(r), r["machine"]
-        rows.append({"name": name, "problem": run.problem, "label": run.label, "dice": fmt(dice(r)),
-                     "budget": b, "device": m.get("gpu") or m["cpu"],
-                     "minutes": fmt(r["timings"]["total_seconds"] / 60, 1), "date": r.get("started", "")[:10]})
-    n = {"exists": True, "profile": other, "rows": rows, "missing": missing, "folder": f"runs/{other}"}
-    unet = runs["unet"]
+        configurations.append({**over_seeds(runs, name, all_vessel), "problem": run.problem, "label": run.label})
+        for key in copy_names(runs, name):
+            r = runs[key]
+            rows.append({"name": key, "problem": run.problem, "label": run.label, "dice": fmt(dice(r)),
+                         "seed": r["config"]["seed"], "budget": budget(r),
+                         "sensitivity": fmt(r["final_metrics"]["sensitivity"]), "auc": fmt(r["final_metrics"]["auc"]),
+                         "device": r["machine"].get("gpu") or r["machine"]["cpu"],
+                         "minutes": fmt(r["timings"]["total_seconds"] / 60, 1), "date": r.get("started", "")[:10]})
+    n = {"exists": bool(rows), "rows": rows, "configurations": configurations,
+         "by_question": sorted({c["problem"] for c in configurations})}
+    unet = runs.get("unet", {})
     if done(unet) and unet.get("train_whole_soft_dice"):  # the overfitting question at that scale
         train, test = unet["train_whole_soft_dice"][-1], unet["valid_accs"][-1]
         n["generalisation"] = {"train": fmt(train), "test": fmt(test), "gap": fmt(train - test),

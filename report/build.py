@@ -2,13 +2,17 @@
 Build the report from the runs' logs:
 
     python -m report.build --runs runs/cpu            # -> report/report.pdf
+    python -m report.build --drive PATH               # + the human baseline, from the raw DRIVE
 
 Reads the logs of every run in the registry (``medimg.registry.runs``) under RUNS,
 computes each question's numbers and claims (``answers.py``), redraws the figures into
 ``report/figures/``, writes the numbers into ``report/generated/numbers.json`` (the
 Typst source reads them from there: no result is typed into the text), and compiles
 ``report/report.typ`` with Typst. A claim the logs no longer support stops the build
-with a message naming it.
+with a message naming it. The runs at the assignment's scale are read from ``runs/gpu``
+beside ``runs/cpu`` (seed copies ``NAME_seedS`` included), the human baseline from
+``runs/human_baseline.json``, which ``--drive`` writes (``report/human_baseline.py``).
+The speed study lives in ``docs/performance.md`` (``python -m report.performance``).
 """
 import argparse
 import datetime
@@ -20,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 from medimg import registry
 from medimg.cli import UserError, run_cli
 from medimg.runfiles import atomic_write, read_json, write_json
-from report import answers, plots
-from report.logs import done, load_runs
+from report import answers, logs, plots
+from report.logs import copy_names, done, human_baseline, load_runs
 
 PHOTOGRAPHS = ["blur", "edges", "unet_augmentations", "unet_predictions"]  # embedded as JPEG
 
@@ -71,110 +75,69 @@ def architecture_facts():
     }
 
 
-def bench_numbers(folder):
-    """Every training-step benchmark of the profile (``bench*.json``, newest first) and the
-    full-epoch timings, when they were run."""
-    epochs = {}
-    for model in ("mlp", "mobilenet"):
-        timing = folder / f"epoch_timing_synthetic_{model}.json"
-        if timing.exists():
-            t = read_json(timing)
-            epochs[model] = {"seconds": f"{t['timings']['train_seconds_per_epoch'][0]:.0f}",
-                             "n": t["n_samples"]["train"], "command": t["command"],
-                             "date": t.get("started", "")[:10], "cpu": t["machine"]["cpu"]}
-    benches = []
-    for path in sorted(folder.glob("bench*.json"), key=lambda p: read_json(p)["date"], reverse=True):
-        bench = read_json(path)
-        ceiling = bench.get("matmul_tflops") or {}
-        rows = [{"model": r["model"], "config": r["config"], "seconds": f"{r['seconds_per_step']:.3f}",
-                 "tflops": f"{r['tflops']:.2f}", "speedup": f"{r['speedup']:.2f}",
-                 "fraction": f"{r['fraction_of_matmul']:.2f}" if r.get("fraction_of_matmul") is not None else "n/a"}
-                for r in bench["results"]]
-        benches.append({"rows": rows, "cpu": bench["machine"]["cpu"], "command": bench["command"],
-                        "capability": bench["machine"].get("cpu_capability") or "",
-                        "date": bench["date"][:16], "torch": bench["versions"]["torch"], "epochs": epochs,
-                        "ceiling": ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in ceiling.items()) or "not measured"})
-    return benches
-
-
 def prediction_panels(runs, out, numbers):
-    """Each comparison's predictions side by side on one test image (``plots.prediction_panels``):
-    which runs each figure shows and which lack the masks (runs made before they were written)."""
-    ours = {"aug_none": f"UNet, skips, {numbers['compare_epoch']} epochs"}
-    # the augmentation panel shows the seed (the runs themselves or one set of copies) for
-    # which the most strategies wrote their masks
-    strategies = registry.runs_of("4.3")
-    suffixes = [""] + sorted({k[len("aug_none"):] for k in runs if k.startswith("aug_none_seed")})
-    has_masks = lambda name: bool(list(Path(runs.get(name, {}).get("folder", "/none")).glob("example_*")))
-    augmentation = max(([n + suffix for n in strategies] for suffix in suffixes),
-                       key=lambda names: sum(map(has_masks, names)))
+    """Each comparison's predictions side by side on one test image (``plots.prediction_panels``),
+    drawn where at least two of its runs wrote their masks and one of them predicts vessels.
+    Where a configuration has seed copies, the copy with the highest test Dice that wrote its
+    masks stands for it (the caption says so)."""
+    E = numbers["compare_epoch"]
+    ours = {"aug_none": f"UNet, skips, {E} epochs"}
+    has_masks = lambda key: bool(list(Path(runs.get(key, {}).get("folder", "/none")).glob("example_*")))
+
+    def best(name):  # the seed with the highest test Dice, where that run wrote its masks
+        keys = copy_names(runs, name)
+        top = max(keys, key=lambda k: runs[k]["final_metrics"]["dice"]) if keys else None
+        return top if top and has_masks(top) else None
+
     comparisons = {"skip": ["aug_none", "unet_noskip"], "lr": registry.runs_of("4.2"),
-                   "augmentation": augmentation, "smp": ["aug_none", "smp_scratch", "smp_pretrained"]}
+                   "augmentation": registry.runs_of("4.3"), "smp": ["aug_none", "smp_scratch", "smp_pretrained"]}
     panels = {}
     for key, names in comparisons.items():
-        drawn, image = plots.prediction_panels(runs, names, out / f"panel_{key}.png", labels=ours)
-        panels[key] = {"drawn": drawn, "image": image,
-                       "older": [n for n in names if n not in drawn and done(runs.get(n, {}))],
-                       "not_made": [n for n in names if not done(runs.get(n, {}))]}
+        chosen = [k for k in map(best, names) if k]
+        learned = [k for k in chosen if runs[k]["final_metrics"]["dice"] >= 0.01]
+        if len(chosen) < 2 or not learned:
+            panels[key] = {"drawn": [], "image": None, "best_of_seeds": False}
+            continue
+        drawn, image = plots.prediction_panels(runs, chosen, out / f"panel_{key}.png", labels=ours)
+        panels[key] = {"drawn": drawn, "image": image, "missing": [n for n in names if not best(n)],
+                       "best_of_seeds": any(len(copy_names(runs, n)) > 1 for n in names)}
     return panels
 
 
-def profile_numbers(folder):
-    """The profiler studies of the profile (``profile_step.py``'s ``profile*.json``)."""
-    studies = []
-    for path in sorted(folder.glob("profile*.json")):
-        p = read_json(path)
-        plain, cl = p["profiles"]["plain"]["by_kind"], p["profiles"]["channels_last"]["by_kind"]
-        kinds = [k for k in plain if plain[k] >= 0.03 or cl.get(k, 0) >= 0.03]
-        # each setting against the plain step measured alternately with it
-        whole, other = p["whole_step_seconds"], p.get("other_settings_seconds", {})
-        ratios = {**{k: whole["plain"] / v for k, v in whole.items()},
-                  **{k: other["plain"] / v for k, v in other.items() if k != "plain"}}
-        steps = {**whole, **{k: v for k, v in other.items() if k != "plain"}}
-        conv_backward = plain.get("conv 3x3 backward", 0) / sum(plain.values())
-        studies.append({
-            "command": p["command"], "date": p["date"][:16], "cpu": p["machine"]["cpu"],
-            "batch": p["batch"], "model": p["model"], "compile_seconds": f"{p.get('compile_seconds', 0):.0f}",
-            "kinds": [{"kind": k, "plain": f"{plain.get(k, 0):.2f}", "channels_last": f"{cl.get(k, 0):.2f}"}
-                      for k in kinds],
-            "steps": [{"name": k, "seconds": f"{v:.2f}", "ratio": f"{ratios[k]:.2f}"} for k, v in steps.items()],
-            "conv_backward_percent": f"{100 * conv_backward:.0f}",
-            "per_layer_count": len(p["channels_last_layers"]), "layers": len(p["layers"]),
-            # the plain step is the fastest of every setting measured: nothing to add to the candidates
-            "plain_fastest": all(r <= 1 for r in ratios.values())})
-    return studies
-
-
-def figures_for(runs, root, out, numbers):
+def figures_for(runs, gpu, root, out, numbers):
     """Every figure the text shows, redrawn from the logs."""
     E = numbers["p4_1"].get("E") or answers.compare_epoch(runs)
+    human = (numbers["p4_ref"].get("human") or {}).get("value")
+    for stale in out.glob("*.*"):  # a figure whose runs are gone must not linger
+        stale.unlink()
     if done(runs["convolution"]):
         from medimg import convolution
-        convolution.speed_figure(runs["convolution"]["records"], out / "convolution_speed.png")
+        plots.convolution_speed(runs["convolution"]["records"], out / "convolution_speed.png")
         # blur and edges are cheap, deterministic functions of the run's photograph: redraw them
         photo = runs["convolution"]["config"]["image"]
         image = convolution.load_grayscale(None if photo.startswith("matplotlib") else photo)
-        convolution.blur_figure(image, out / "blur.png")
-        convolution.edges_figure(image, out / "edges.png")
-    plots.curves(runs, ["unet", "unet_cosine"], out / "reference.png")
-    plots.curves(runs, ["unet", "unet_noskip"], out / "skip.png", up_to=E)
-    plots.curves(runs, registry.runs_of("4.2"), out / "lr.png")
-    augmentation = registry.runs_of("4.3")
-    if not done(runs["aug_none"]):  # older profiles: no augmentation is the reference run's first E epochs
-        augmentation = ["unet", *augmentation[1:]]
-    plots.curves(runs, augmentation, out / "augmentation_curves.png", up_to=E, labels={"unet": "none"})
-    plots.curves(runs, ["unet", "smp_scratch", "smp_pretrained", "smp_scratch_quarter", "smp_pretrained_quarter"],
-                 out / "smp.png", up_to=E, labels={"unet": "our UNet, from scratch"})
+        plots.blur(image, out / "blur.png")
+        plots.edges(image, out / "edges.png")
+    plots.curves(runs, ["unet", "unet_cosine"], out / "reference.png", human=human)
+    plots.curves(runs, ["aug_none", "unet_noskip"], out / "skip.png", up_to=E,
+                 labels={"aug_none": "UNet (skip connections)"})
+    if gpu is not None and any(done(gpu[n]) for n in ("unet", "unet_noskip")):
+        plots.curves(gpu, ["unet", "unet_noskip"], out / "skip_assignment.png", human=human)
+    plots.curves(runs, registry.runs_of("4.2"), out / "lr.png", ncol=5)
+    plots.curves(runs, registry.runs_of("4.3"), out / "augmentation_curves.png", up_to=E, ncol=2)
+    plots.curves(runs, ["aug_none", "smp_scratch", "smp_pretrained", "smp_scratch_quarter", "smp_pretrained_quarter"],
+                 out / "smp.png", up_to=E, labels={"aug_none": "our UNet, from scratch"}, human=human, ncol=2)
     numbers["panels"] = prediction_panels(runs, out, numbers)
-    if any(runs[n].get("initial_gradient_norms") for n in ("unet", "unet_noskip")):
-        plots.gradient_norms(runs, out / "gradient_norms.png")
-    if done(runs["unet"]) and runs["unet"].get("train_whole_soft_dice"):
-        plots.generalisation(runs["unet"], out / "generalisation.png")
+    source = gpu if numbers["p4_1"].get("grad_scale") == "assignment" else runs
+    if any(source[n].get("initial_gradient_norms") for n in ("unet", "unet_noskip")):
+        plots.gradient_norms(source, out / "gradient_norms.png")
+    if gpu is not None and done(gpu["unet"]) and gpu["unet"].get("train_whole_soft_dice"):
+        plots.generalisation(gpu["unet"], out / "generalisation.png")
     if numbers["p2_6"]["available"]:
         plots.classification(runs, registry.runs_of("2.6"), out / "classification_curves.png")
     examples = [root / name / "augmentations.png" for name in registry.runs_of("4.3") + ["unet"]
                 if (root / name / "augmentations.png").exists()]
-    if examples:  # the run of Problem 4.3 that drew the strategies (older profiles: the reference run)
+    if examples:  # the run of Problem 4.3 that drew the strategies
         shutil.copyfile(examples[0], out / "unet_augmentations.png")
     if (root / "unet" / "predictions.png").exists():
         shutil.copyfile(root / "unet" / "predictions.png", out / "unet_predictions.png")
@@ -187,40 +150,64 @@ def figures_for(runs, root, out, numbers):
             png.unlink()
 
 
+def write_human_baseline(drive, runs_parent, retina=None):
+    """Score DRIVE's second observer against the first under the report's protocol and write
+    ``runs_parent/human_baseline.json``; ``retina``: the course folder, to check the resampling."""
+    from report import human_baseline as hb
+    drive = Path(drive)
+    if not (drive / "test" / "1st_manual").is_dir() or not (drive / "test" / "2nd_manual").is_dir():
+        raise UserError(f"{drive}: not the raw DRIVE (it needs test/1st_manual and test/2nd_manual)")
+    if retina is None and (drive.parent / "retina" / "test" / "mask").is_dir():
+        retina = drive.parent / "retina"
+    record = hb.write(drive, Path(runs_parent) / logs.HUMAN_BASELINE, retina)
+    print(f"human baseline: second observer against the first, mean Dice {record['mean_dice']:.3f} "
+          f"over {record['n_images']} test images -> {Path(runs_parent) / logs.HUMAN_BASELINE}")
+    return record
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default="runs/cpu", help="the folder of one profile's runs")
+    parser.add_argument("--runs", default="runs/cpu", help="the folder of the CPU runs (runs/gpu beside it is read too)")
     parser.add_argument("--out", default=str(HERE / "report.pdf"))
+    parser.add_argument("--drive", help="the raw DRIVE folder (test/1st_manual, test/2nd_manual): measure the human "
+                                        "baseline under the report's protocol into runs/human_baseline.json first")
+    parser.add_argument("--retina", help="the course's retina folder, to check that the resampling reproduces its "
+                                         "test masks (default: a 'retina' folder beside --drive, where there is one)")
     args = parser.parse_args(argv)
     root = Path(args.runs)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; run experiments.py first or pass --runs runs/<profile>")
+    if args.drive:
+        write_human_baseline(args.drive, root.parent, args.retina)
     profile = root.name if root.name in registry.PROFILES else "cpu"
     runs = load_runs(root, profile)
-
-    other = "gpu" if profile == "cpu" else "cpu"  # the other profile's runs, shown at their scale
-    other_runs = load_runs(root.parent / other, other) if (root.parent / other).is_dir() else None
-    reference = answers.problem_4_reference(runs)
-    per_question = {"p2_1": answers.problem_2_1(runs), "p2_6": answers.problem_2_6(runs, profile),
-                    "p4_ref": reference, "p4_1": answers.problem_4_1(runs), "p4_2": answers.problem_4_2(runs),
-                    "p4_3": answers.problem_4_3(runs, reference["numbers"].get("overfits")),
-                    "p4_4": answers.problem_4_4(runs, profile)}
+    gpu_root = root.parent / "gpu"
+    gpu = load_runs(gpu_root, "gpu") if profile == "cpu" and gpu_root.is_dir() else None
+    human = human_baseline(root)
+    arch = architecture_facts()
+    reference = answers.problem_4_reference(runs, human)
+    scale = answers.assignment_scale(gpu)
+    per_question = {"p2_1": answers.problem_2_1(runs), "p2_6": answers.problem_2_6(runs, profile, arch),
+                    "p4_ref": reference, "p4_1": answers.problem_4_1(runs, gpu), "p4_2": answers.problem_4_2(runs),
+                    "p4_3": answers.problem_4_3(runs, (scale.get("generalisation") or {}).get("overfits")),
+                    "p4_4": answers.problem_4_4(runs, profile, human)}
     failed = [claim for answer in per_question.values() for claim, holds in answer["claims"] if not holds]
     if failed:
         raise UserError("the logs no longer support these claims of the report: " + "; ".join(failed) +
                         ". Rewrite the text in report/*.typ and its claims in report/answers.py")
     numbers = {key: answer["numbers"] for key, answer in per_question.items()}
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
-                   arch=architecture_facts(), benches=bench_numbers(root / "bench"), profiles=profile_numbers(root / "bench"),
-                   seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
-                   other_profile=answers.other_profile(other_runs, other),
-                   commands={"main": f"python experiments.py --profile {profile}",
-                             "build": f"python -m report.build --runs runs/{profile}"})
+                   arch=arch, seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
+                   scale=scale, human=answers._human(human),
+                   commands={"main": f"python experiments.py --profile {profile} --data data/retina --data_dir data",
+                             "gpu": "python experiments.py --profile gpu --data data/retina --data_dir data",
+                             "seeds": "python experiments.py --profile gpu --data data/retina --data_dir data --seeds 43 44",
+                             "human": "python -m report.build --runs runs/cpu --drive data/DRIVE",
+                             "build": f"python -m report.build --runs runs/{profile}",
+                             "tests": "python -m pytest"})
     figures, generated = HERE / "figures", HERE / "generated"
     figures.mkdir(exist_ok=True)
-    figures_for(runs, root, figures, numbers)
-    if "generalisation" in numbers["other_profile"]:
-        plots.generalisation(other_runs["unet"], figures / "generalisation_other.png")
+    figures_for(runs, gpu, root, figures, numbers)
     write_json(generated / "numbers.json", numbers)
 
     import typst

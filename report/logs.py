@@ -6,8 +6,7 @@ from pathlib import Path
 from medimg import registry
 from medimg.runfiles import read_json
 
-HUMAN_DICE = 0.788  # external: DRIVE's second human observer against the first (Staal et al., 2004)
-MEDMNIST_RESNET18_ACC = 0.907  # external: MedMNIST v2 (Yang et al., 2023), ResNet-18 (28), PathMNIST test accuracy
+HUMAN_BASELINE = "human_baseline.json"  # beside the profiles' folders: runs/human_baseline.json
 
 
 def load_runs(root, profile=None):
@@ -66,6 +65,30 @@ def dice_at(run, epoch):
     if not done(run) or epoch not in run["evaluated_epochs"]:
         return None
     return run["valid_dice_thresholded"][run["evaluated_epochs"].index(epoch)]
+
+
+def human_baseline(root):
+    """The second observer's Dice under the report's protocol (``report/human_baseline.py``),
+    from the log beside the runs' folders, or None where it was not measured."""
+    path = Path(root).parent / HUMAN_BASELINE
+    return read_json(path) if path.exists() else None
+
+
+def all_vessel_dice(runs):
+    """What predicting every pixel as vessel scores on the test images (they are shared), from
+    any run that measured it, else None."""
+    return next((r["baselines"]["all_vessel_dice"] for r in runs.values()
+                 if done(r) and "all_vessel_dice" in r.get("baselines", {})), None)
+
+
+def first_vessel_epoch(run, all_vessel=None, floor=0.05):
+    """The first evaluated epoch at which the run predicts vessels: a thresholded Dice above
+    ``floor`` that is not what the constant all-vessel output scores (``all_vessel``). None
+    when it never does: the run stayed on the all-background plateau."""
+    for epoch, d in zip(run["evaluated_epochs"], run["valid_dice_thresholded"]):
+        if d > floor and (all_vessel is None or abs(d - all_vessel) > 0.02):
+            return epoch
+    return None
 
 
 def collapsed(run):

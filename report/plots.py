@@ -5,66 +5,100 @@ import numpy as np
 
 from medimg import registry
 from medimg.figures import error_image, pyplot, save_figure, vessel_window
-from report.logs import HUMAN_DICE, done
+from report.logs import copy_names, done
 
 LOSS_CLIP = 1.2  # DiceCE of a constant prediction is about 0.7-0.9; above this a run has diverged
+WIDTH = 7.2  # inches: a full-width figure printed at the page's 17 cm keeps 9-pt text at about 8 pt
+
+import matplotlib
+
+matplotlib.rcParams.update({"font.size": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+                            "legend.fontsize": 8, "axes.titlesize": 9})
 
 
 def save(fig, path):
     save_figure(fig, path, dpi=150, bbox_inches="tight")
 
 
-def curves(runs, names, path, up_to=None, labels=None):
+def _label(name, labels=None):
+    return (labels or {}).get(name) or registry.runs()[name].label or name
+
+
+def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None):
     """Thresholded Dice of each evaluation, and the training loss per epoch (clipped at
-    ``LOSS_CLIP``, diverged values written on the plot), one colour per run."""
+    ``LOSS_CLIP``, diverged values written on the plot), one colour per configuration: its
+    run and every seed copy (``NAME_seedS``, dashed). ``human``: the second observer's Dice
+    under the same protocol, drawn as a dotted line. The legend sits below the panels."""
     plt = pyplot()
-    known = registry.runs()
-    fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, style in zip(names, ["o-", "s-", "d-", "^-", "v-", "x-"] * 2):
-        r = runs[name]
-        if not done(r):
+    fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(WIDTH, 2.7))
+    handles, clipped = [], []
+    for name, marker in zip(names, "osd^vxP*" * 2):
+        keys = copy_names(runs, name)
+        if not keys:
             continue
-        label = (labels or {}).get(name) or known[name].label or name
-        ev, d = np.array(r["evaluated_epochs"]), np.array(r["valid_dice_thresholded"])
-        keep = ev <= (up_to or ev.max())
-        line, = ax_dice.plot(ev[keep], d[keep], style, ms=3, label=label)
-        loss = np.array(r["train_losses"])[:up_to]
-        epochs = np.arange(1, len(loss) + 1)
-        ax_loss.plot(epochs, np.minimum(loss, LOSS_CLIP), style, ms=3, color=line.get_color(), label=label)
-        for e, value in zip(epochs, loss):
-            if value > LOSS_CLIP:
-                ax_loss.annotate(f"{value:.0e}", (e, LOSS_CLIP), textcoords="offset points", xytext=(0, 3),
-                                 ha="center", fontsize=6, color=line.get_color())
-    ax_dice.axhline(HUMAN_DICE, color="grey", ls=":", lw=1)
-    ax_dice.text(0.02, HUMAN_DICE + 0.01, "2nd human observer (external)", color="grey", fontsize=7,
-                 transform=ax_dice.get_yaxis_transform())
+        colour = None
+        for k, key in enumerate(keys):
+            r = runs[key]
+            style = dict(marker=marker, ms=2.5, lw=1.2 if k == 0 else 0.9, ls="-" if k == 0 else "--")
+            ev, d = np.array(r["evaluated_epochs"]), np.array(r["valid_dice_thresholded"])
+            keep = ev <= (up_to or ev.max())
+            line, = ax_dice.plot(ev[keep], d[keep], color=colour, **style)
+            colour = line.get_color()
+            loss = np.array(r["train_losses"])[:up_to]
+            epochs = np.arange(1, len(loss) + 1)
+            ax_loss.plot(epochs, np.minimum(loss, LOSS_CLIP), color=colour, **style)
+            if k == 0 and loss.max() > LOSS_CLIP:  # one note per clipped run, inside the axes
+                above = loss[loss > LOSS_CLIP]
+                clipped.append((f"{_label(name, labels)}: {above.min():.0e} to {above.max():.0e}"
+                                if len(above) > 1 else f"{_label(name, labels)}: {above.max():.0e}", colour))
+        seeds = f" ({len(keys)} seeds, dashed: seed {', '.join(str(runs[k]['config']['seed']) for k in keys[1:])})" \
+            if len(keys) > 1 else ""
+        handles.append((plt.Line2D([], [], color=colour, marker=marker, ms=3), _label(name, labels) + seeds))
+    if clipped:
+        ax_loss.text(0.97, 0.93, "drawn at 1.2, losses:", transform=ax_loss.transAxes, ha="right", va="top",
+                     fontsize=7.5)
+        for i, (text, colour) in enumerate(clipped):
+            ax_loss.text(0.97, 0.86 - 0.07 * i, text, transform=ax_loss.transAxes, ha="right", va="top",
+                         fontsize=7.5, color=colour)
+    if human is not None:
+        ax_dice.axhline(human, color="grey", ls=":", lw=1)
+        handles.append((plt.Line2D([], [], color="grey", ls=":"), "second human observer"))
     ax_dice.set(ylabel="test Dice (threshold 0.5)", ylim=(0, 0.9), xlabel="epoch")
-    ax_loss.set(ylabel=f"training DiceCE loss (clipped at {LOSS_CLIP})", ylim=(0, LOSS_CLIP * 1.12), xlabel="epoch")
+    ax_loss.set(ylabel="training DiceCE loss", ylim=(0, LOSS_CLIP * (1.6 if clipped else 1.1)), xlabel="epoch")
     for ax in (ax_dice, ax_loss):
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
     fig.tight_layout()
+    fig.legend(*zip(*handles), loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+               ncol=ncol or min(3, len(handles)))
     save(fig, path)
 
 
 def gradient_norms(runs, path):
-    """Per-block gradient norm at initialisation, with and without skip connections."""
+    """At initialisation, on a fixed training batch, with and without skip connections: each
+    block's gradient norm (left) and the root mean square of one weight's gradient in it, the
+    norm over the square root of the block's weight count (right), against Adam's epsilon."""
+    from unet import UNet
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig, (ax_norm, ax_rms) = plt.subplots(1, 2, figsize=(WIDTH, 2.6), sharex=True)
     measured = [name for name in ("unet", "unet_noskip") if runs[name].get("initial_gradient_norms")]
     width = 0.8 / len(measured)
     for i, name in enumerate(measured):
         norms = runs[name]["initial_gradient_norms"]
+        model = UNet(3, 1, skip_connections=name == "unet")
+        count = {b: sum(p.numel() for p in getattr(model, b).parameters()) for b in norms}
         blocks, offset = list(norms), (i - (len(measured) - 1) / 2) * width
-        ax.bar(np.arange(len(blocks)) + offset, list(norms.values()), width=width,
-               label=registry.runs()[name].label)
-    ax.set_xticks(range(len(blocks)), [b.replace("_block", " ") for b in blocks], rotation=30, ha="right")
-    ax.set_yscale("log")
-    ax.set_ylabel("gradient norm at initialisation")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+        for ax, values in ((ax_norm, list(norms.values())), (ax_rms, [norms[b] / np.sqrt(count[b]) for b in blocks])):
+            ax.bar(np.arange(len(blocks)) + offset, values, width=width, label=registry.runs()[name].label)
+    ax_rms.axhline(1e-8, color="black", ls=":", lw=1)
+    ax_rms.text(3.5, 2e-8, "Adam's ε", ha="center", va="bottom", fontsize=8)
+    for ax, label in ((ax_norm, "gradient norm of the block"), (ax_rms, "RMS gradient of one weight")):
+        ax.set_xticks(range(len(blocks)), [b.replace("_block", " ") for b in blocks], rotation=45, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
+    fig.legend(*ax_norm.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               frameon=False, ncol=2)
     save(fig, path)
 
 
@@ -72,16 +106,17 @@ def generalisation(run, path):
     """Soft Dice and loss of the same network on whole training and test images, eval mode."""
     plt = pyplot()
     ev = run["evaluated_epochs"]
-    fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(WIDTH, 2.6))
     for ax, (train_key, test_key, label) in zip(
             (ax_dice, ax_loss), (("train_whole_soft_dice", "valid_accs", "soft Dice"),
                                  ("train_whole_losses", "valid_losses", "DiceCE loss"))):
         ax.plot(ev, run[train_key], "o-", ms=3, label="training eyes (one copy each)")
         ax.plot(ev, run[test_key], "s-", ms=3, label="test images")
-        ax.set(xlabel="epoch", ylabel=f"{label}, whole images, eval mode")
+        ax.set(xlabel="epoch", ylabel=label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     fig.tight_layout()
+    fig.legend(*ax_dice.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               frameon=False, ncol=2)
     save(fig, path)
 
 
@@ -144,7 +179,7 @@ def prediction_panels(runs, names, path, labels=None, size=96):
         (f"{label(n)}\n"
          f"Dice on this image {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
          error_image(p, truth)) for n, p in drawn]
-    fig, axes = plt.subplots(2, len(columns), figsize=(2.25 * len(columns), 4.9), squeeze=False)
+    fig, axes = plt.subplots(2, len(columns), figsize=(1.8 * len(columns), 4.0), squeeze=False)
     for col, (title, rgb) in enumerate(columns):
         axes[0, col].imshow(rgb, interpolation="antialiased")
         axes[0, col].add_patch(plt.Rectangle((left, top), size, size, fill=False, ec="yellow", lw=1))
@@ -157,3 +192,74 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     fig.tight_layout()
     save(fig, path)
     return [n for n, _ in drawn], image_name
+
+
+def convolution_speed(records, path, dpi=150):
+    """Seconds per 2-D cross-correlation against image size, one line per method, for the
+    smallest and the largest kernel measured (log-log)."""
+    from medimg.convolution import METHODS
+    plt = pyplot()
+    kernels = sorted({r["kernel_size"] for r in records})
+    shown = [kernels[0], kernels[-1]] if len(kernels) > 1 else kernels
+    fig, axes = plt.subplots(1, len(shown), figsize=(WIDTH, 2.6), sharey=True, squeeze=False)
+    for ax, k in zip(axes[0], shown):
+        for method, marker in zip(METHODS, "osd^v"):
+            rows = [r for r in records if r["method"] == method and r["kernel_size"] == k and r.get("seconds")]
+            if rows:
+                ax.loglog([r["image_size"] for r in rows], [r["seconds"] for r in rows], marker=marker, ms=3,
+                          label=method)
+        ax.set(title=f"{k}×{k} kernel", xlabel="image side (pixels)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("seconds per call")
+    fig.tight_layout()
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               frameon=False, ncol=3)
+    save_figure(fig, path, dpi=dpi, bbox_inches="tight")
+
+
+def blur(image, path):
+    """The photograph, the 7x7 box and the Gaussian (sigma 2) blurs, and the magnitude
+    spectra before and after the Gaussian."""
+    from medimg.convolution import box_kernel, discrete_2d_convolution, gaussian_kernel
+    plt = pyplot()
+    gauss = gaussian_kernel(2.0)
+    blurred, boxed = discrete_2d_convolution(image, gauss), discrete_2d_convolution(image, box_kernel(7))
+    spectrum = lambda img: np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(img - img.mean()))))
+    fig, axes = plt.subplots(1, 5, figsize=(WIDTH, 1.9))
+    vmax = spectrum(image).max()
+    panels = [(image, "original", "gray", 255), (boxed, "7×7 box", "gray", 255),
+              (blurred, f"Gaussian σ = 2 ({len(gauss)}×{len(gauss)})", "gray", 255),
+              (spectrum(image), "spectrum, original", "magma", vmax),
+              (spectrum(blurred), "spectrum, Gaussian", "magma", vmax)]
+    for ax, (img, title, cmap, top) in zip(axes, panels):
+        ax.imshow(img, cmap=cmap, vmin=0, vmax=top)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout(w_pad=0.3)
+    save(fig, path)
+
+
+def edges(image, path):
+    """Sobel responses (red positive, blue negative) and the gradient magnitude."""
+    from medimg.convolution import SOBEL_HORIZONTAL_EDGES, SOBEL_VERTICAL_EDGES, discrete_2d_convolution
+    plt = pyplot()
+    horizontal = discrete_2d_convolution(image, SOBEL_HORIZONTAL_EDGES)
+    vertical = discrete_2d_convolution(image, SOBEL_VERTICAL_EDGES)
+    magnitude = np.hypot(horizontal, vertical)
+    limit = np.percentile(np.abs(np.concatenate([horizontal, vertical])), 99.5)
+    fig, axes = plt.subplots(1, 4, figsize=(WIDTH, 2.3))
+    axes[0].imshow(image, cmap="gray")
+    axes[0].set_title("original", fontsize=8)
+    for ax, response, kernel, title in ((axes[1], horizontal, SOBEL_HORIZONTAL_EDGES, "horizontal edges"),
+                                        (axes[2], vertical, SOBEL_VERTICAL_EDGES, "vertical edges")):
+        ax.imshow(response, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        text = "\n".join(" ".join(f"{v:+.0f}" for v in row) for row in kernel)
+        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", family="monospace", fontsize=7,
+                bbox=dict(facecolor="white", alpha=0.85, pad=1.5))
+        ax.set_title(title, fontsize=8)
+    axes[3].imshow(magnitude, cmap="gray", vmax=np.percentile(magnitude, 99.5))
+    axes[3].set_title("gradient magnitude", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout(w_pad=0.3)
+    save(fig, path)
