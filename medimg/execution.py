@@ -10,7 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -138,54 +138,158 @@ def machine_key(device):
     return f"{where} | {device.type} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
-def time_steps(step, device, warmup=1, repeats=3):
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(step: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one call of ``step`` (on a GPU, until its kernels have finished)."""
+    start = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def time_steps(step: Callable[[], object], device: torch.device, warmup: int = 1,
+               repeats: int = 3) -> tuple[float, list[float]]:
     """``(median, all times)``: the wall times of ``repeats`` calls of ``step`` after ``warmup`` calls."""
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
     for _ in range(warmup):
         step()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
+    _sync(device)
+    times = [time_call(step, device) for _ in range(repeats)]
     return statistics.median(times), times
 
 
-def choose(device, workload, make_step, amp="auto", channels_last="auto", timer=None, cache=None):
-    """The fastest candidate execution for one workload (a string naming the model and
-    its input shape), measured by timing a few training steps of each: ``make_step(execution)``
-    returns a function that runs one step on a throwaway copy of the model. A candidate
-    that fails is dropped; plain is kept unless another is measured faster. The choice
-    and the timings are remembered per machine and workload in ``cache`` (a JSON file).
-    Returns ``(execution, record)`` where the record says what was measured or reused."""
-    timer = timer or (lambda step, device_: time_steps(step, device_)[0])  # seconds per step
+ROUNDS = 5  # timed calls of each candidate, taken in turn
+MIN_MARGIN = 0.05  # a candidate replaces plain only when faster by more than this fraction (and the spread)
+
+
+def spread(times: Sequence[float]) -> float:
+    """How far one figure moves between rounds: the interquartile range over the median,
+    ``(Q3 - Q1) / median``. Of five rounds that is the second-slowest less the second-fastest:
+    the one round a passing load hit hardest, at either end, does not count."""
+    if len(times) < 2:
+        return 0.0
+    q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return (q3 - q1) / median
+
+
+def measure_interleaved(steps: dict[str, Callable[[], object]], device: torch.device, rounds: int = ROUNDS,
+                        warmup: int = 1, timer: Optional[Callable] = None
+                        ) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Seconds per call of every step, taken in turn (A B C A B C ...): ``rounds`` timed calls
+    of each after ``warmup`` untimed ones, so that a load which comes and goes falls on every
+    step alike instead of on whichever ran while it lasted. ``timer(step, device)`` times one
+    call (``time_call``). A step that raises (a kernel this machine lacks, out of memory) is
+    dropped. Returns ``(times, failures)``: name -> seconds of each round, name -> the error."""
+    timer = timer or time_call
+    live, failures = dict(steps), {}
+
+    def attempt(name, call):
+        try:
+            return call()
+        except Exception as err:  # not a candidate on this machine
+            failures[name] = _error_line(err)
+            live.pop(name)
+
+    for name, step in list(live.items()):
+        for _ in range(warmup):
+            if name in live:
+                attempt(name, step)
+    _sync(device)
+    times = {name: [] for name in live}
+    for _ in range(rounds):
+        for name, step in list(live.items()):
+            seconds = attempt(name, lambda: timer(step, device))
+            if name in live:
+                times[name].append(seconds)
+    return {name: t for name, t in times.items() if name in live}, failures
+
+
+def decide(seconds: dict[str, float], spreads: dict[str, float]) -> tuple[str, float]:
+    """``(chosen, margin)`` from each candidate's median seconds per step and spread: plain,
+    unless a candidate is faster than plain by more than ``max(MIN_MARGIN, spread of plain,
+    spread of the candidate)``; of those, the fastest. ``margin`` is that bound for the chosen
+    candidate: how far a later step time may differ before the choice is doubted (``recheck``)."""
+    if "plain" not in seconds:  # plain failed: the fastest that ran, if any
+        fastest = min(seconds, key=seconds.get, default="plain")
+        return fastest, max(MIN_MARGIN, spreads.get(fastest, 0.0))
+
+    def margin(name):
+        return max(MIN_MARGIN, spreads["plain"], spreads[name])
+
+    winners = [name for name in seconds if name != "plain" and seconds[name] < seconds["plain"] * (1 - margin(name))]
+    chosen = min(winners, key=seconds.get, default="plain")
+    return chosen, margin(chosen)
+
+
+def choose(device: torch.device, workload: str, make_step: Callable, amp: str = "auto",
+           channels_last: str = "auto", timer: Optional[Callable] = None, cache: Optional[Path] = None,
+           remeasure: bool = False, rounds: int = ROUNDS) -> tuple[Execution, dict]:
+    """The fastest candidate execution for one workload (a string naming the model and its
+    input shape), measured on a few training steps: ``make_step(execution)`` returns a
+    function that runs one step on a throwaway copy of the model. The candidates are timed
+    in turn, ``rounds`` times each (``measure_interleaved``), and compared by their medians;
+    plain is kept unless another is faster by more than the measured spread (``decide``). A
+    candidate that fails is dropped. The choice is remembered per machine and workload in
+    ``cache`` (a JSON file) with each candidate's median, spread and the margin, and reused
+    unless ``remeasure``. Returns ``(execution, record)`` where the record says what was
+    measured or reused; pass it to ``recheck`` with the run's own step time."""
     options = candidates(device, amp, channels_last)
     if len(options) == 1:
         (name, execution), = options.items()
         return execution, {"chosen": name, "how": "only candidate"}
     cache = Path(cache or cache_file())
     key = f"{machine_key(device)} | {workload} | {'/'.join(options)}"
+    where = {"key": key, "cache": str(cache)}  # for recheck
     remembered = _read_cache(cache).get(key)
-    if remembered and remembered["chosen"] in options:
-        return options[remembered["chosen"]], {**remembered, "how": f"remembered in {cache}"}
+    # a record without a margin predates interleaved measurement: measure it again
+    if not remeasure and remembered and remembered["chosen"] in options and "margin" in remembered:
+        return options[remembered["chosen"]], {**remembered, "how": f"remembered in {cache}", **where}
 
-    seconds, failures = {}, {}
+    failures = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        steps = {}
         for name, execution in options.items():
             try:
-                seconds[name] = timer(make_step(execution), device)
-            except Exception as err:  # a kernel this machine lacks, an out-of-memory: not a candidate
-                failures[name] = f"{err.__class__.__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
-    fastest = min(seconds, key=seconds.get) if seconds else None
-    chosen = fastest if fastest is not None and (fastest == "plain" or "plain" not in seconds
-                                                 or seconds[fastest] < seconds["plain"]) else "plain"
-    record = {"chosen": chosen, "seconds_per_step": seconds, "failed": failures}
+                steps[name] = make_step(execution)
+            except Exception as err:  # cannot even be set up here (a dtype the device lacks)
+                failures[name] = _error_line(err)
+        times, failed = measure_interleaved(steps, device, rounds, timer=timer)
+        del steps  # every candidate's copy of the model is held until here
+    failures.update(failed)
+    seconds = {name: statistics.median(t) for name, t in times.items()}
+    spreads = {name: spread(t) for name, t in times.items()}
+    chosen, margin = decide(seconds, spreads)
+    record = {"chosen": chosen, "seconds_per_step": seconds, "spread": spreads, "margin": margin,
+              "rounds": rounds, "failed": failures}
     _write_cache(cache, key, record)
-    return options[chosen], {**record, "how": "measured"}
+    return options[chosen], {**record, "how": "measured", **where}
+
+
+def recheck(selection: dict, seconds_per_step: float) -> bool:
+    """Doubt a choice by the run's own step time: when ``seconds_per_step`` (measured by the
+    run, in its first epochs) differs from what the chosen execution was measured at by more
+    than the choice's margin, the remembered choice is forgotten, so that the next run
+    measures again; this run keeps its execution. ``selection`` is the record ``choose``
+    returned. Returns True when the choice was forgotten."""
+    expected = (selection.get("seconds_per_step") or {}).get(selection.get("chosen"))
+    if not expected or "key" not in selection or "margin" not in selection:
+        return False  # --plain, an explicit flag, the only candidate: nothing was measured
+    off = abs(seconds_per_step - expected) / expected
+    if off <= selection["margin"]:
+        return False
+    entries = _read_cache(selection["cache"])
+    if entries.pop(selection["key"], None) is not None:
+        try:
+            write_json(selection["cache"], entries)
+        except OSError:
+            pass
+    print(f"a training step took {seconds_per_step:.3g} s here against {expected:.3g} s when "
+          f"{selection['chosen']} was chosen ({off:.0%} off, more than its {selection['margin']:.0%} margin): "
+          f"the next run measures the candidates again")
+    return True
 
 
 def from_args(args, device, workload, make_step):
@@ -194,6 +298,10 @@ def from_args(args, device, workload, make_step):
     if args.plain:
         return Execution.plain(device), {"chosen": "plain", "how": "--plain"}
     return choose(device, workload, make_step, args.amp, args.channels_last)
+
+
+def _error_line(err: Exception) -> str:
+    return f"{err.__class__.__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
 
 
 def _read_cache(path):
