@@ -1,5 +1,6 @@
 """The fast configurations compute what the plain one computes, within bf16 tolerance,
-so a speed-up can never silently change the math; and bench.py writes its record."""
+so a speed-up can never silently change the math; bench.py measures the scripts' own steps
+and candidates and writes its record."""
 import json
 import sys
 
@@ -7,24 +8,41 @@ import pytest
 import torch
 
 from medimg import execution
+from medimg.execution import Execution
+from medimg.options import parse_classification_args, parse_segmentation_args
+from medimg.registry import plan
+from medimg.training import training_step
+from medimg.workloads import BENCHMARKS, Workload
 from tools import bench
 
 CPU = torch.device("cpu")
 
+# Large enough that BatchNorm's batch statistics (MobileNet, ResNet-18) are taken over
+# dozens of values: over two or three, BN turns rounding noise into order-one changes.
+SMALL = {"mlp": Workload("mlp", 8, 28), "mobilenet": Workload("mobilenet", 16, 64),
+         "unet_512": Workload("unet", 2, 32), "unet_crop": Workload("unet", 2, 32),
+         "smp_unet_512": Workload("smp_unet", 4, 128)}
+
 
 @pytest.fixture(autouse=True)
-def small_shapes(monkeypatch):
-    # Large enough that BatchNorm's batch statistics (MobileNet, ResNet-18) are taken over
-    # dozens of values: over two or three, BN turns rounding noise into order-one changes.
-    monkeypatch.setattr(bench, "SHAPES", {"mlp": (8, 28), "mobilenet": (16, 64), "unet_512": (2, 32),
-                                          "unet_crop": (2, 32), "smp_unet_512": (4, 128)})
+def small_shapes(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "BENCHMARKS", SMALL)
+    ceiling = bench.matmul_ceiling
+    monkeypatch.setattr(bench, "matmul_ceiling", lambda device: ceiling(device, n=512))  # 4096 takes seconds
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # auto's choice: not the user's cache
 
 
 def _one_step(model_name, config):
-    step, model, x, _ = bench.make_step(model_name, config, CPU, seed=0)
-    model.eval()  # first the forward pass with BatchNorm's running statistics
-    with torch.no_grad(), bench.Execution(CPU, config[0]).autocast():
-        out = model(x).float()
+    workload, (amp_dtype, channels_last) = SMALL[model_name], config
+    setting = Execution(CPU, amp_dtype, channels_last)
+    torch.manual_seed(0)
+    model = setting.prepare(workload.build())
+    x, y = workload.sample()
+    x, scores = setting.to_input(x), workload.wrap(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scores.eval()  # first the forward pass with BatchNorm's running statistics
+    with torch.no_grad(), setting.autocast():
+        out = scores(x).float()
     # BatchNorm keeps its running statistics in the step too: at initialisation the deep
     # features barely vary across a batch, and batch statistics would blow rounding noise up
     # into order-one changes, a property of the untrained network rather than of the fast path.
@@ -32,21 +50,20 @@ def _one_step(model_name, config):
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
-    loss, _ = step()
+    loss, _ = training_step(scores, x, y, workload.loss(), optimizer, setting.grad_scaler(), setting)
     grads = torch.cat([p.grad.float().flatten() for p in model.parameters()])
     return loss.float(), out, grads
 
 
 # every configuration the scripts or the benchmark may choose, checked on any CPU (bf16 is
 # emulated where the CPU lacks it: slow, but the same arithmetic)
-CANDIDATES = {"channels_last": (None, True, False), "bf16": (torch.bfloat16, False, False),
-              "bf16_channels_last": (torch.bfloat16, True, False)}
+CANDIDATES = {"channels_last": (None, True), "bf16": (torch.bfloat16, False), "bf16_channels_last": (torch.bfloat16, True)}
 
 
 @pytest.mark.parametrize("model_name", ["mlp", "mobilenet", "unet_512", "smp_unet_512"])
 @pytest.mark.parametrize("config_name", sorted(CANDIDATES))
 def test_fast_configuration_matches_plain(model_name, config_name):
-    loss_plain, out_plain, grads_plain = _one_step(model_name, (None, False, False))
+    loss_plain, out_plain, grads_plain = _one_step(model_name, (None, False))
     loss_fast, out_fast, grads_fast = _one_step(model_name, CANDIDATES[config_name])
     bf16 = CANDIDATES[config_name][0] is not None
     # bf16 keeps 8 bits of mantissa; fp32 in another memory layout only sums in another order
@@ -59,6 +76,7 @@ def test_fast_configuration_matches_plain(model_name, config_name):
 
 
 def test_bench_writes_its_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "BENCHMARKS", {**SMALL, "mobilenet": Workload("mobilenet", 4, 32)})  # seconds, not tens
     out = tmp_path / "bench.json"
     monkeypatch.setattr(sys, "argv", ["bench.py", "--out", str(out), "--quick", "--models", "mlp", "mobilenet",
                                       "--configs", "channels_last"])
@@ -71,6 +89,8 @@ def test_bench_writes_its_record(tmp_path, monkeypatch):
     assert record["matmul_tflops"]["float32"] > 0
     for r in rows:
         assert r["seconds_per_step"] > 0 and r["tflops"] > 0 and r["speedup"] > 0
+        assert len(r["all_times"]) == record["rounds"] == 5 and r["spread"] >= 0
+        assert r["workload"] == bench.BENCHMARKS[r["model"]].name
         assert r["flops_per_step"] > 0
         assert r["fraction_of_matmul"] == pytest.approx(r["tflops"] / record["matmul_tflops"]["float32"])
     assert all(r["speedup"] == 1.0 for r in rows if r["config"] == "plain")
@@ -85,6 +105,29 @@ def test_bench_auto_is_what_the_scripts_choose(tmp_path):
     chosen = execution.candidates(CPU)[auto["selection"]["chosen"]]
     assert (auto["autocast"] is not None) == (chosen.amp_dtype is not None)
     assert auto["channels_last"] == chosen.channels_last
+    assert auto["selection"]["how"] == "measured" and set(auto["selection"]["spread"]) == set(execution.candidates(CPU))
+    # the scripts' own choice for this step: remembered under the scripts' name, unless bench's own
+    # rounds contradicted it (a loaded machine), which forgets it for the next run to measure again
+    cache = json.loads(execution.cache_file().read_text())
+    mine = [record for key, record in cache.items() if f"| {SMALL['mlp'].name} |" in key]
+    if auto.get("forgotten"):
+        assert mine == []
+    else:
+        assert len(mine) == 1 and mine[0]["chosen"] == auto["selection"]["chosen"]
+
+
+def test_bench_measures_the_steps_the_scripts_make():
+    """Every benchmark workload is the step some run of a profile times, under the same name,
+    so bench's ``auto`` is the choice that run makes and remembers."""
+    timed = set()
+    for profile in ("cpu", "gpu"):
+        for script, arguments in plan(profile, "data/retina", "data").values():
+            if script == "main_classification.py":
+                timed.add(Workload.of_classification(parse_classification_args([*arguments, "--logdir", "x"])).name)
+            elif script == "main_segmentation.py":
+                args = parse_segmentation_args([*arguments, "--logdir", "x"])
+                timed.add(Workload.of_segmentation(args, args.crop_size or args.image_size or 512).name)
+    assert {w.name for w in BENCHMARKS.values()} <= timed
 
 
 def test_choosing_the_memory_format_per_layer_changes_layouts_not_numbers():

@@ -4,135 +4,76 @@ compute the same thing.
 
     python -m tools.bench --out bench.json [--device cpu|cuda] [--quick] [--models unet_512 ...]
 
-Times full training steps (forward, loss, backward, AdamW step; warm-up excluded;
-median of repeats) of the MLP and MobileNet (batch 128, 3x28x28), the UNet (batch 2
-at 512x512, and the CPU profile's batch of 8 random 128x128 crops) and the
-segmentation-models-pytorch ResNet-18 UNet (batch 2, 512x512), each in several
-configurations:
+Times full training steps (forward, loss, backward, AdamW step) of the steps the scripts
+make (``medimg.workloads.BENCHMARKS``: the MLP and MobileNet on batches of 128 28-px images,
+the UNet on 2 whole 512-px images and on the cpu profile's 8 crops of 128 px, the
+segmentation-models-pytorch ResNet-18 UNet on 2 512-px images), in every execution the
+scripts choose from (``medimg.execution.candidates``):
 
 - ``plain``: fp32, contiguous tensors, eager (the template).
 - ``channels_last``: NHWC tensors, which oneDNN and cuDNN convolutions prefer.
 - ``bf16``/``fp16``: autocast mixed precision (bf16 where the CPU has AVX512-BF16/AMX).
-- ``..._compile``: the same under ``torch.compile``.
+- ``..._compile`` (not with ``--quick``): the last of them under ``torch.compile``.
+- ``auto``: what the scripts choose for this step on this machine (``execution.choose``,
+  measured or remembered), measured as a row of its own.
 
-Prints a table and writes seconds per step, images per second, achieved TFLOP/s
-(FLOPs counted by ``torch.utils.flop_counter``) and the speed-up over ``plain`` measured
-in the same run, with the machine, versions and date.
+Every configuration of a model is measured in turn, round after round (warm-up excluded),
+so a load on the machine falls on all of them alike; each figure is the median of the
+rounds, with its spread ``(Q3 - Q1) / median``. Prints a table and writes seconds per
+step, spread, images per second, achieved TFLOP/s (FLOPs counted by
+``torch.utils.flop_counter``) and the speed-up over ``plain``, with the machine, versions
+and date. A remembered choice that the measurement here contradicts is forgotten
+(``execution.recheck``), so the next run measures it again.
 """
 import argparse
 import datetime
 import os
+import statistics
+import sys
 import time
+from typing import Optional
 
 import torch
-import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from medimg.cli import UserError, run_cli
-from medimg.execution import Execution, choose, pick_device, time_steps
+from medimg.execution import (Execution, candidates, choose, measure_interleaved, pick_device, recheck, spread,
+                              time_steps)
 from medimg.machine import cpu_supports_bf16, library_versions, machine_info
 from medimg.runfiles import write_json
-from medimg.training import training_step
-
-# model name -> (batch size, image size)
-SHAPES = {"mlp": (128, 28), "mobilenet": (128, 28), "unet_512": (2, 512), "unet_crop": (8, 128),
-          "smp_unet_512": (2, 512)}
+from medimg.workloads import BENCHMARKS, Workload
 
 
-def build(model_name):
-    """A fresh model and its loss; ``targets`` makes a matching batch of labels."""
-    if model_name == "mlp":
-        from mlp import MLP
-        return MLP(3 * 28 * 28, [1024, 512, 64, 64], 9), nn.CrossEntropyLoss()
-    if model_name == "mobilenet":
-        from medimg.classification_models import Scores
-        from mobileNet import MobileNet
-        return Scores(MobileNet(9)), nn.CrossEntropyLoss()  # trained on logits, as main_classification.py does
-    from utils import DiceCELoss
-    if model_name.startswith("unet"):
-        from unet import UNet
-        return UNet(3, 1), DiceCELoss()
-    import segmentation_models_pytorch as smp
-    return smp.Unet(encoder_name="resnet18", encoder_weights=None, in_channels=3, classes=1), DiceCELoss()
-
-
-def batch(model_name, device, generator=None):
-    n, size = SHAPES[model_name]
-    x = torch.randn(n, 3, size, size, generator=generator)
-    if model_name in ("mlp", "mobilenet"):
-        y = torch.randint(0, 9, (n,), generator=generator)
-    else:
-        y = (torch.rand(n, 1, size, size, generator=generator) > 0.88).float()
-    return x.to(device), y.to(device)
-
-
-def configs_for(device):
-    """Configuration name -> (autocast dtype, channels_last, compile)."""
-    fast = torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
-    if device.type == "cuda":
-        fast = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    configs = {"plain": (None, False, False), "channels_last": (None, True, False)}
-    if fast is not None:
-        name = "bf16" if fast == torch.bfloat16 else "fp16"
-        configs[name] = (fast, False, False)
-        configs[f"{name}_channels_last"] = (fast, True, False)
-        configs[f"{name}_channels_last_compile"] = (fast, True, True)
-    else:
-        configs["channels_last_compile"] = (None, True, True)
+def configurations(device: torch.device, quick: bool) -> dict[str, tuple[Execution, bool]]:
+    """Configuration name -> (execution, compiled): the scripts' candidates, and without
+    ``quick`` the last of them (the native autocast dtype in channels_last where there is one)
+    under ``torch.compile``."""
+    configs = {name: (execution, False) for name, execution in candidates(device).items()}
+    if not quick:
+        last = list(configs)[-1]
+        configs[f"{last}_compile"] = (configs[last][0], True)
     return configs
 
 
-def make_step(model_name, config, device, seed=0):
-    """A closure running one training step; returns (step, model, inputs, targets)."""
-    amp_dtype, channels_last, compiled = config
-    torch.manual_seed(seed)
-    model, loss_fn = build(model_name)
-    model = model.to(device)
-    x, y = batch(model_name, device, torch.Generator().manual_seed(seed))
-    setting = Execution(device, amp_dtype, channels_last and x.dim() == 4 and model_name != "mlp")
-    model, x = setting.prepare(model), setting.to_input(x)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4, **setting.optimizer_options())
-    scaler = setting.grad_scaler()
-    forward = torch.compile(model) if compiled else model
-
-    def step():
-        loss, out = training_step(forward, x, y, loss_fn, optimizer, scaler, setting)
-        return loss, out.detach()
-
-    return step, model, x, y
-
-
-def count_flops(model_name, device):
+def count_flops(workload: Workload) -> int:
     """FLOPs of one fp32 forward + backward (the optimizer step is negligible)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    model, loss_fn = build(model_name)
-    model = model.to(device)
-    x, y = batch(model_name, device)
+    model = workload.wrap(workload.build())
+    x, y = workload.sample()
     with FlopCounterMode(display=False) as counter:
-        loss_fn(model(x).float(), y).backward()
+        workload.loss()(model(x).float(), y).backward()
     return counter.get_total_flops()
 
 
-# the workload names main_segmentation.py / main_classification.py give the same model and shape,
-# so that ``auto`` is the very choice the scripts make (and remember) on this machine
-SCRIPT_WORKLOADS = {"mlp": "mlp batch 128 28x28", "mobilenet": "mobilenet batch 128 28x28",
-                    "unet_512": "unet batch 2 512x512", "unet_crop": "unet batch 8 128x128",
-                    "smp_unet_512": "smp_unet/resnet18 batch 2 512x512"}
-
-
-def auto_config(model_name, device):
-    """What the training scripts choose by default for this model and shape (measured, or
-    remembered from an earlier run on this machine), as a configuration tuple."""
-    def make(execution_):
-        return make_step(model_name, (execution_.amp_dtype, execution_.channels_last, False), device)[0]
-    chosen, record = choose(device, SCRIPT_WORKLOADS[model_name], make)
-    return (chosen.amp_dtype, chosen.channels_last, False), record
-
-
-def matmul_ceiling(device, quick=False):
-    """TFLOP/s of a large square matrix product in each dtype the configurations use: the
-    most this machine's math libraries deliver, against which each step is measured."""
+def matmul_size(device: torch.device) -> int:
     # a 1024 product reaches only part of the peak here (MobileNet's step then exceeded it)
-    n = 8192 if device.type == "cuda" else 4096
+    return 8192 if device.type == "cuda" else 4096
+
+
+def matmul_ceiling(device: torch.device, n: Optional[int] = None) -> dict[str, float]:
+    """TFLOP/s of a large square matrix product (``n`` x ``n``, ``matmul_size`` by default) in
+    each dtype the configurations use: the most this machine's math libraries deliver,
+    against which each step is measured."""
+    n = n or matmul_size(device)
     dtypes = {"float32": torch.float32}
     if device.type == "cuda" or cpu_supports_bf16():
         dtypes["bfloat16"] = torch.bfloat16
@@ -151,15 +92,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, no torch.compile")
-    parser.add_argument("--models", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--quick", action="store_true", help="five rounds, no torch.compile")
+    parser.add_argument("--models", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     parser.add_argument("--configs", nargs="+", help="only these configurations (plain is always run)")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="measure auto's choice afresh instead of reusing the one remembered on this machine")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
 
-    configs = configs_for(device)
-    if args.quick:
-        configs = {k: v for k, v in configs.items() if not v[2]}
+    configs = configurations(device, args.quick)
     if args.configs:
         unknown = set(args.configs) - set(configs) - {"auto"}
         if unknown:
@@ -167,52 +108,74 @@ def main(argv=None):
                             f"choose from auto, {', '.join(configs)}")
         configs = {k: v for k, v in configs.items() if k == "plain" or k in args.configs}
     with_auto = not args.configs or "auto" in args.configs
+    rounds = 5 if args.quick else 9
     started = time.perf_counter()
-    ceiling = matmul_ceiling(device, args.quick)
+    ceiling = matmul_ceiling(device)
     print("matrix-product ceiling: " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in ceiling.items()))
+    print(f"medians of {rounds} interleaved rounds; spread = (Q3 - Q1) / median of the rounds")
     results = []
-    print(f"{'model':<14}{'config':<32}{'s/step':>9}{'img/s':>9}{'TFLOP/s':>9}{'of matmul':>10}{'speedup':>9}")
+    print(f"{'model':<14}{'config':<28}{'s/step':>9}{'spread':>8}{'img/s':>9}{'TFLOP/s':>9}{'of matmul':>10}"
+          f"{'speedup':>9}")
     for model_name in args.models:
-        flops = count_flops(model_name, device)
-        n = SHAPES[model_name][0]
-        plain_seconds = None
-        model_configs = dict(configs)
-        selection = None
+        workload = BENCHMARKS[model_name]
+        flops = count_flops(workload)
+        torch.manual_seed(0)
+        model = workload.build()  # one set of weights: every configuration trains its own copy of it
+        model_configs, selection = dict(configs), None
         if with_auto:
-            model_configs["auto"], selection = auto_config(model_name, device)
-        for config_name, config in model_configs.items():
-            slow = model_name in ("unet_512", "smp_unet_512") and config == configs["plain"] and device.type == "cpu"
-            warmup = 3 if config[2] else (1 if slow else 2)
-            repeats = 3 if (args.quick or slow) else 7
-            step = make_step(model_name, config, device)[0]
-            seconds, times = time_steps(step, device, warmup, repeats)
-            plain_seconds = plain_seconds or seconds
-            dtype = str(config[0]).replace("torch.", "") if config[0] else "float32"
+            chosen, selection = choose(device, workload.name, workload.step_maker(model), remeasure=args.remeasure)
+            model_configs["auto"] = (chosen, False)
+        steps = {name: workload.step_maker(model, compiled)(execution)
+                 for name, (execution, compiled) in model_configs.items()}
+        warmup = 3 if any(compiled for _, compiled in model_configs.values()) else 1  # compilation: 3 calls
+        times, failures = measure_interleaved(steps, device, rounds, warmup)
+        del steps
+        plain_seconds = statistics.median(times["plain"]) if "plain" in times else None
+        for name, failure in failures.items():
+            print(f"{model_name:<14}{name:<28}failed: {failure}")
+        for config_name, round_times in times.items():
+            execution, compiled = model_configs[config_name]
+            seconds = statistics.median(round_times)
+            dtype = str(execution.amp_dtype).replace("torch.", "") if execution.amp_dtype else "float32"
             tflops = flops / seconds / 1e12
-            record = {"model": model_name, "config": config_name, "batch_size": n,
-                      "image_size": SHAPES[model_name][1],
-                      "autocast": str(config[0]) if config[0] else None, "channels_last": config[1],
-                      "compile": config[2], "seconds_per_step": seconds, "all_times": times,
-                      "images_per_second": n / seconds, "flops_per_step": flops,
-                      "tflops": tflops, "speedup": plain_seconds / seconds,
+            record = {"model": model_name, "config": config_name, "workload": workload.name,
+                      "batch_size": workload.batch_size, "image_size": workload.side,
+                      "autocast": str(execution.amp_dtype) if execution.amp_dtype else None,
+                      "channels_last": execution.channels_last, "compile": compiled,
+                      "seconds_per_step": seconds, "spread": spread(round_times), "all_times": round_times,
+                      "images_per_second": workload.batch_size / seconds, "flops_per_step": flops,
+                      "tflops": tflops, "speedup": plain_seconds / seconds if plain_seconds else None,
                       "fraction_of_matmul": tflops / ceiling[dtype] if dtype in ceiling else None}
+            label = config_name
             if config_name == "auto":
-                record["selection"] = selection
+                record["selection"] = {k: v for k, v in selection.items() if k not in ("key", "cache")}
+                label = f"auto = {selection['chosen']} ({selection['how'].split(' in ')[0]})"
             results.append(record)
             fraction = f"{record['fraction_of_matmul']:.2f}" if record["fraction_of_matmul"] is not None else "n/a"
-            print(f"{model_name:<14}{config_name:<32}{seconds:>9.4f}{n / seconds:>9.1f}"
-                  f"{tflops:>9.3f}{fraction:>10}{record['speedup']:>8.2f}x", flush=True)
-            del step
+            speedup = f"{record['speedup']:.2f}x" if record["speedup"] else "n/a"
+            print(f"{model_name:<14}{label:<28}{seconds:>9.4f}{record['spread']:>7.1%}{record['images_per_second']:>9.1f}"
+                  f"{tflops:>9.3f}{fraction:>10}{speedup:>9}", flush=True)
+        if selection and "auto" in times and selection["chosen"] in times:
+            auto, named = results[-1], next(r for r in results[::-1] if r["model"] == model_name
+                                            and r["config"] == selection["chosen"])
+            # the same execution measured in the same rounds: apart by no more than their spreads
+            apart = abs(auto["seconds_per_step"] - named["seconds_per_step"]) / named["seconds_per_step"]
+            auto["agrees_with_named"] = apart <= max(auto["spread"], named["spread"])
+            print(f"{'':<14}auto and {selection['chosen']} differ by {apart:.1%} "
+                  f"({'within' if auto['agrees_with_named'] else 'outside'} their spreads)")
+            if recheck(selection, auto["seconds_per_step"]):
+                auto["forgotten"] = True
     write_json(args.out, {
         # the ISA limits that make one machine stand in for another are part of the command
         "command": " ".join([*(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
                                if os.environ.get(k)),
-                             "python -m tools.bench", *(__import__("sys").argv[1:] if argv is None else argv)]),
+                             "python -m tools.bench", *(sys.argv[1:] if argv is None else argv)]),
         "device": str(device), "machine": machine_info(device),
         "versions": library_versions("segmentation_models_pytorch"),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "seconds": time.perf_counter() - started, "matmul_tflops": ceiling,
-        "matmul_size": 8192 if device.type == "cuda" else 4096, "results": results,
+        "seconds": time.perf_counter() - started, "matmul_tflops": ceiling, "rounds": rounds,
+        "spread": "(Q3 - Q1) / median of the rounds", "matmul_size": matmul_size(device),
+        "results": results,
     })
 
 

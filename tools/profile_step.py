@@ -19,20 +19,23 @@ format layer by layer beats one format for the whole network.
 Layouts only: every execution computes the same numbers (the tests check it).
 """
 import argparse
+import copy
 import datetime
 import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn as nn
+from torch.profiler import ProfilerActivity
+from torch.profiler import profile as torch_profile
 
 from medimg.cli import run_cli
-from medimg.execution import Execution
+from medimg.execution import Execution, measure_interleaved
 from medimg.machine import library_versions, machine_info
 from medimg.runfiles import write_json
-from medimg.training import training_step
-from tools import bench
+from medimg.workloads import BENCHMARKS, Workload
 
 CL = torch.channels_last
 
@@ -55,8 +58,6 @@ def kind_of(name, shapes):
 
 def profile(step, steps=2):
     """Self CPU seconds per step by operator kind, and the ten costliest operators."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
     step()
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
@@ -73,14 +74,7 @@ def profile(step, steps=2):
 
 def alternately(steps, rounds):
     """Median seconds of each named step, measured in turn ``rounds`` times (warm-up first)."""
-    times = {name: [] for name in steps}
-    for step in steps.values():
-        step()
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+    times, _ = measure_interleaved(steps, torch.device("cpu"), rounds)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -100,7 +94,6 @@ def convolution_inputs(model, x):
 
 def layer_step(module, shape, channels_last):
     """Forward and backward of one convolution alone, in one memory format."""
-    import copy
     layer = copy.deepcopy(module)
     x = torch.randn(shape, requires_grad=True)
     if channels_last:
@@ -126,39 +119,35 @@ def with_layer_formats(model, channels_last_layers):
     return model
 
 
-def whole_step(channels_last_layers, model_name="unet_crop", seed=0, compiled=False):
-    """One training step of the bench model with the given convolutions in channels_last."""
-    device = torch.device("cpu")
+def whole_step(channels_last_layers, workload: Workload, seed=0, compiled=False):
+    """One training step of the workload with the given convolutions in channels_last."""
     torch.manual_seed(seed)
-    model, loss_fn = bench.build(model_name)
-    model = with_layer_formats(model, channels_last_layers)
-    x, y = bench.batch(model_name, device, torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
-    plain = Execution.plain(device)
-    forward = torch.compile(model) if compiled else model
-    return lambda: training_step(forward, x, y, loss_fn, optimizer, plain.grad_scaler(), plain)
+    model = with_layer_formats(workload.build(), channels_last_layers)
+    return workload.step_maker(model, compiled)(Execution.plain(torch.device("cpu")))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the JSON file to write")
-    parser.add_argument("--model", choices=["unet_crop", "unet_512"], default="unet_crop")
+    parser.add_argument("--model", choices=["unet_crop", "unet_512"], default="unet_crop",
+                        help="the benchmark's UNet step (medimg.workloads.BENCHMARKS)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating measurements per execution")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     device = torch.device("cpu")
+    workload = BENCHMARKS[args.model]
 
     print("1. torch.profiler, self CPU seconds per step by kind")
     profiles = {}
     for name, channels_last in (("plain", False), ("channels_last", True)):
-        step = bench.make_step(args.model, (None, channels_last, False), device)[0]
+        step = workload.step_maker()(Execution(device, None, channels_last))
         by_kind, top = profile(step)
         profiles[name] = {"by_kind": by_kind, "top_operators": top, "total": sum(by_kind.values())}
         print(f"  {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in by_kind.items() if v > 0.01))
 
     print("2. each convolution alone, forward + backward, seconds (contiguous / channels_last)")
-    model, _ = bench.build(args.model)
-    x, _ = bench.batch(args.model, device)
+    model = workload.build()
+    x, _ = workload.sample()
     layers = {}
     for name, shape in convolution_inputs(model, x).items():
         module = model.get_submodule(name)
@@ -171,21 +160,21 @@ def main(argv=None):
 
     print("3. the whole step, seconds")
     all_convs = list(layers)
-    whole = alternately({"plain": whole_step([], args.model), "channels_last": whole_step(all_convs, args.model),
-                         "per_layer": whole_step(faster_in_cl, args.model)}, args.rounds)
+    whole = alternately({"plain": whole_step([], workload), "channels_last": whole_step(all_convs, workload),
+                         "per_layer": whole_step(faster_in_cl, workload)}, args.rounds)
     for name, seconds in whole.items():
         print(f"  {name:<14}{seconds:8.3f}  ({whole['plain'] / seconds:.2f}x plain)")
 
     print("4. torch.compile and threads, seconds per step")
     threads = torch.get_num_threads()
-    compiled_step = whole_step([], args.model, compiled=True)
+    compiled_step = whole_step([], workload, compiled=True)
     start = time.perf_counter()
     compiled_step()  # the first call compiles
     compile_seconds = time.perf_counter() - start
-    other = alternately({"plain": whole_step([], args.model), "plain_compiled": compiled_step}, args.rounds)
+    other = alternately({"plain": whole_step([], workload), "plain_compiled": compiled_step}, args.rounds)
     if threads > 1:
         torch.set_num_threads(threads - 1)
-        other[f"plain_{threads - 1}_threads"] = alternately({"s": whole_step([], args.model)}, args.rounds)["s"]
+        other[f"plain_{threads - 1}_threads"] = alternately({"s": whole_step([], workload)}, args.rounds)["s"]
         torch.set_num_threads(threads)
     for name, seconds in other.items():
         print(f"  {name:<20}{seconds:8.3f}  ({other['plain'] / seconds:.2f}x plain)")
@@ -194,8 +183,8 @@ def main(argv=None):
     write_json(args.out, {
         "command": " ".join([*(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
                                if os.environ.get(k)),
-                             "python -m tools.profile_step", *(__import__("sys").argv[1:] if argv is None else argv)]),
-        "model": args.model, "batch": bench.SHAPES[args.model], "machine": machine_info(device),
+                             "python -m tools.profile_step", *(sys.argv[1:] if argv is None else argv)]),
+        "model": args.model, "workload": workload.name, "batch": [workload.batch_size, workload.side], "machine": machine_info(device),
         "versions": library_versions(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - started, "profiles": profiles, "layers": layers,
         "channels_last_layers": faster_in_cl, "whole_step_seconds": whole,
