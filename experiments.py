@@ -16,6 +16,7 @@ import argparse
 import datetime
 import shlex
 from pathlib import Path
+from typing import Optional
 
 from medimg.cli import UserError, run_cli
 from medimg.registry import PROFILES, plan
@@ -70,8 +71,19 @@ def main(argv=None):
     summary.update(make_runs(todo, root, args.jobs, f"{args.profile} runs"))
     # merged with earlier invocations' (--only, a job array): one line per run, its latest state
     previous = read_json(root / "summary.json")["runs"] if (root / "summary.json").exists() else {}
-    write_json(root / "summary.json", {"profile": args.profile, "runs": {**previous, **summary},
-                                       "date": datetime.datetime.now().isoformat(timespec="seconds")})
+    runs = {**previous, **{name: state for name, state in summary.items() if changed(previous.get(name), state)}}
+    if runs != previous or not (root / "summary.json").exists():  # nothing new: the file and its date stay
+        write_json(root / "summary.json", {"profile": args.profile, "runs": runs,
+                                           "date": datetime.datetime.now().isoformat(timespec="seconds")})
+
+
+def changed(before: Optional[str], now: str) -> bool:
+    """Whether a run's line in ``summary.json`` moves from ``before`` to ``now``: not for a
+    run skipped as complete, nor for one still not made (its reason here, perhaps this
+    machine's own, is said on the console)."""
+    if before is None:
+        return True
+    return not (now == "complete (skipped)" or now.startswith("not run") and before.startswith("not run"))
 
 
 if __name__ == "__main__":

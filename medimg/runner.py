@@ -32,7 +32,12 @@ def status(logdir):
 
 
 def record_not_run(logdir, script, arguments, reason):
-    """``not_run.json``: why this machine could not make the run, and the command that fills it."""
+    """``not_run.json``: why this machine could not make the run, and the command that fills it.
+    A record that is there already is kept: the run is still not made, and a reason that
+    differs here (no data, no network) is this machine's, said on the console instead of
+    rewriting a committed record (and its date) on every invocation."""
+    if (Path(logdir) / "not_run.json").exists():
+        return "not run: " + reason
     write_json(Path(logdir) / "not_run.json", {
         "status": "not run", "reason": reason, "command": shlex.join(["python", script, *arguments]),
         "date": datetime.datetime.now().isoformat(timespec="seconds")})
