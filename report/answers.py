@@ -79,10 +79,13 @@ def problem_2_6(runs, profile, arch):
     floor = math.log(1 + 8 / math.e)  # cross-entropy of a softmax of probabilities that are one-hot
     shapes = arch["mobilenet_shapes_28"]
     one_by_one = next(s["layer"] for s in shapes if s["shape"].endswith("x1x1"))
+    inputs = arch["mobilenet_block_inputs_28"]
     n = {"available": all(done(runs[name]) for name in names[:2]), "rows": rows,
          # the assignment's hyperparameters: the scripts' defaults
          "commands": [_command("gpu", name).replace("runs/gpu/", "runs/") for name in names],
          "probability_loss_floor": fmt(floor, 4), "one_by_one_layer": one_by_one,
+         "blocks": len(inputs), "tiny_blocks": sum(side <= 2 for side in inputs),
+         "one_pixel_blocks": sum(side == 1 for side in inputs),
          "mlp_over_mobilenet": fmt(arch["mlp_params"] / arch["mobilenet_params_9"], 2)}
     return _answer(n, [("MobileNet's feature map is 1x1 before the pool on 28x28 inputs",
                         shapes[-3]["shape"].endswith("x1x1"))])
@@ -343,6 +346,13 @@ def problem_4_4(runs, profile, human=None):
     claims = [("the pretrained encoder is ahead at the first evaluation", dice_at(pre, first) > dice_at(scratch, first)),
               ("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
+
+
+def seeded(runs):
+    """Which configurations were also run with other seeds, and with which."""
+    base = sorted({k.split("_seed")[0] for k in runs if "_seed" in k and done(runs[k])})
+    seeds = sorted({runs[k]["config"]["seed"] for k in runs if "_seed" in k and done(runs[k])})
+    return {"configurations": base, "seeds": seeds}
 
 
 def segmentation_table(runs):

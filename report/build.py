@@ -27,7 +27,7 @@ from medimg.runfiles import atomic_write, read_json, write_json
 from report import answers, logs, plots
 from report.logs import copy_names, done, human_baseline, load_runs
 
-PHOTOGRAPHS = ["blur", "edges", "unet_augmentations", "unet_predictions"]  # embedded as JPEG
+PHOTOGRAPHS = ["blur", "edges", "unet_augmentations"]  # embedded as JPEG
 
 
 def architecture_facts():
@@ -69,10 +69,26 @@ def architecture_facts():
         "standard_conv_weights": standard,
         "mobilenet_shapes_224": shapes(mobilenet, torch.randn(1, 3, 224, 224), mobilenet_layers),
         "mobilenet_shapes_28": shapes(mobilenet, torch.randn(2, 3, 28, 28), mobilenet_layers),
+        # the input side of each of the 13 depthwise separable blocks on a 28x28 image
+        "mobilenet_block_inputs_28": _block_inputs(mobilenet, torch.randn(2, 3, 28, 28)),
         "unet_params": count(UNet(3, 1)),
         "unet_noskip_params": count(UNet(3, 1, skip_connections=False)),
         "unet_shapes_512": shapes(UNet(3, 1), torch.randn(1, 3, 512, 512), unet_layers),
     }
+
+
+def _block_inputs(model, x):
+    """The spatial side of the input of each depthwise separable block, in forward order."""
+    import torch
+    from mobileNet import DepthwiseSeparableConv
+    sides = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sides.append(i[0].shape[-1]))
+             for m in model.modules() if isinstance(m, DepthwiseSeparableConv)]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return sides
 
 
 def prediction_panels(runs, out, numbers):
@@ -123,6 +139,10 @@ def figures_for(runs, gpu, root, out, numbers):
                  labels={"aug_none": "UNet (skip connections)"})
     if gpu is not None and any(done(gpu[n]) for n in ("unet", "unet_noskip")):
         plots.curves(gpu, ["unet", "unet_noskip"], out / "skip_assignment.png", human=human)
+    for question in ("4.2", "4.3", "4.4"):  # the runs of each question made at the assignment's scale
+        names = [c["name"] for c in numbers["scale"]["configurations"] if c["problem"] == question]
+        if names:
+            plots.curves(gpu, names, out / f"scale_{question}.png", human=human, ncol=2)
     plots.curves(runs, registry.runs_of("4.2"), out / "lr.png", ncol=5)
     plots.curves(runs, registry.runs_of("4.3"), out / "augmentation_curves.png", up_to=E, ncol=2)
     plots.curves(runs, ["aug_none", "smp_scratch", "smp_pretrained", "smp_scratch_quarter", "smp_pretrained_quarter"],
@@ -139,8 +159,6 @@ def figures_for(runs, gpu, root, out, numbers):
                 if (root / name / "augmentations.png").exists()]
     if examples:  # the run of Problem 4.3 that drew the strategies
         shutil.copyfile(examples[0], out / "unet_augmentations.png")
-    if (root / "unet" / "predictions.png").exists():
-        shutil.copyfile(root / "unet" / "predictions.png", out / "unet_predictions.png")
     from PIL import Image
     for name in PHOTOGRAPHS:  # photographs compress tenfold as JPEG, which keeps the PDF small
         png = out / f"{name}.png"
@@ -199,6 +217,7 @@ def main(argv=None):
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
                    arch=arch, seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
                    scale=scale, human=answers._human(human),
+                   seeded=answers.seeded(runs),
                    commands={"main": f"python experiments.py --profile {profile} --data data/retina --data_dir data",
                              "gpu": "python experiments.py --profile gpu --data data/retina --data_dir data",
                              "seeds": "python experiments.py --profile gpu --data data/retina --data_dir data --seeds 43 44",

@@ -232,3 +232,47 @@ def test_prediction_panels_zoom_on_thin_vessels_and_name_the_runs_without_masks(
     assert drawn == ["aug_none", "unet_noskip"] and image == "01_test"
     from conftest import assert_picture
     assert_picture(tmp_path / "panel.png", min_colours=3)
+
+
+def test_runs_at_the_assignment_scale_are_read_over_seeds(committed_runs, tmp_path):
+    """Seed copies in runs/gpu (NAME_seedS) and runs of other questions there are cited,
+    counted per configuration and drawn, without any change to the code."""
+    gpu = committed_runs.parent / "gpu"
+    if not (gpu / "unet" / "results.json").exists():
+        pytest.skip("no run at the assignment's scale")
+    record = json.loads((gpu / "unet" / "results.json").read_text())
+
+    def copy(name, dice, seed, **config):
+        folder = gpu / name
+        folder.mkdir()
+        r = json.loads(json.dumps(record))
+        r["final_metrics"]["dice"], r["config"]["seed"] = dice, seed
+        r["config"].update(config)
+        (folder / "results.json").write_text(json.dumps(r))
+
+    copy("unet_seed43", 0.7111, 43)
+    copy("aug_none", 0.7222, 42, augmentation="none")
+    copy("aug_flip", 0.7333, 42, augmentation="flip")
+    copy("aug_flip_seed43", 0.0, 43, augmentation="flip")
+    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
+    numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
+    cited = {row["name"]: row["dice"] for row in numbers["scale"]["rows"]}
+    assert {"unet_seed43": "0.711", "aug_flip": "0.733", "aug_flip_seed43": "0.000"}.items() <= cited.items()
+    flip = next(c for c in numbers["scale"]["configurations"] if c["name"] == "aug_flip")
+    assert (flip["n"], flip["ends_with_vessels"], flip["runs"]) == (2, 1, "0.733, 0.000")
+    assert numbers["p4_1"]["gpu"]["unet"]["n"] == 2
+    assert (ROOT / "report" / "figures" / "scale_4.3.png").exists()
+
+
+def test_the_performance_document_is_written_from_the_logs(tmp_path):
+    from report import performance
+    runs = ROOT / "runs" / "cpu"
+    if not list((runs / "bench").glob("bench*.json")):
+        pytest.skip("no benchmark among the committed logs")
+    path = performance.write(runs, tmp_path)
+    text = path.read_text()
+    for bench in (runs / "bench").glob("bench*.json"):
+        assert f"`{bench.name}`" in text  # each benchmark named by its file
+    import re
+    for picture in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (tmp_path / picture).stat().st_size < 200_000  # small PNGs, committed beside it
