@@ -96,7 +96,19 @@ def runs(profile="cpu"):
         Run("mobilenet_probs", "2.6", cls, ("--model", "mobilenet", "--loss_on_probabilities"),
             "MobileNet, loss on probabilities"),
     ]
+    if profile == "gpu":  # the recipe candidates need the assignment's scale (a GPU)
+        runs += [Run(f"recipe_{aug}", "4", seg, (*lite0, "--encoder_weights", "imagenet", *RECIPE, "--augmentation", aug),
+                     f"recipe: ImageNet encoder, {aug} augmentation, cosine lr, 80 epochs")
+                 for aug in RECIPE_AUGMENTATIONS]
     return {run.name: run for run in runs}
+
+
+# The best-recipe candidates (gpu profile): the pretrained EfficientNet-Lite0 UNet, augmentation,
+# a rate decaying from 3e-4 and twice the epochs, trained on 80% of the training eyes. The other
+# 20% (held-out eyes) pick the best epoch and the best candidate (``choose_recipe``); the test
+# images are only measured, never used to choose.
+RECIPE = ("--lr", "3e-4", "--lr_schedule", "cosine", "--epochs", "80", "--val_fraction", "0.2")
+RECIPE_AUGMENTATIONS = ("flip", "combined")
 
 
 def _crops_per_image(profile):
@@ -132,6 +144,44 @@ def plan(profile, data, data_dir, seeds=(), dry_run=False):
         for copy_name, seed in copies:
             planned[copy_name] = (run.script, merge(arguments, [*seed, *(DRY_RUN[run.script] if dry_run else [])]))
     return planned
+
+
+def lease_plan(data, seeds=(43, 44), dry_run=False):
+    """The ``gpu`` profile in the order a GPU lease makes it, most valuable first, so a lease
+    cut short has made what matters most: name -> (script, arguments).
+
+    1. one seed of every Problem 4 comparison: the reference UNet and the one without skips
+       (4.1), the five Adam rates (4.2), no augmentation and each strategy (4.3), the
+       EfficientNet-Lite0 pair and its quarter-data pair (4.4);
+    2. ``seeds`` of the 4.3 strategies, then of the 4.1 pair, of the 4.4 pair, of the sweep;
+    3. the best-recipe candidates (chosen on held-out training eyes: ``choose_recipe``);
+    4. the rest of the profile (cosine UNet, ResNet-18 pair, convolution study, PathMNIST runs,
+       which an offline machine records as not run)."""
+    every = plan("gpu", data, "data", seeds, dry_run)
+    first = ["unet", "unet_noskip", *runs_of("4.2", "gpu"), *(f"aug_{name}" for name in STRATEGIES),
+             "smp_pretrained", "smp_scratch", "smp_pretrained_quarter", "smp_scratch_quarter"]
+    seeded = [f"aug_{name}" for name in STRATEGIES] + ["unet", "unet_noskip", "smp_pretrained", "smp_scratch"] + \
+        list(runs_of("4.2", "gpu"))
+    order = [*first, *(f"{name}_seed{s}" for name in seeded for s in seeds),
+             *(f"recipe_{aug}" for aug in RECIPE_AUGMENTATIONS)]
+    order += [name for name in every if name not in order and "_seed" not in name]
+    return {name: every[name] for name in order}
+
+
+def choose_recipe(root):
+    """The best-recipe candidate with the highest thresholded Dice on its held-out training
+    eyes (its best epoch), from ``root/recipe_*/results.json``; None until one is made. The
+    test metrics are never read here."""
+    import json
+    from pathlib import Path
+    scores = {}
+    for aug in RECIPE_AUGMENTATIONS:
+        path = Path(root) / f"recipe_{aug}" / "results.json"
+        if path.exists():
+            results = json.loads(path.read_text())
+            assert results["evaluated_on"] == "validation", path
+            scores[f"recipe_{aug}"] = max(results["valid_dice_thresholded"])
+    return max(scores, key=scores.get) if scores else None
 
 
 def merge(base, own):

@@ -98,13 +98,35 @@ def _read(path, mode):
         raise UserError(f"{path}: cannot read it as an image ({err.__class__.__name__}); replace or remove it")
 
 
+# load_split's results by (folder, image size, the files' names, sizes and times): several runs
+# made in one process (tools/lease.py) decode the data once. A few entries, then it starts over.
+_decoded = {}
+
+
+def _files_key(folder, image_size):
+    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for d in ("image", "mask")
+             if (Path(folder) / d).is_dir() for p in sorted((Path(folder) / d).iterdir())]
+    return str(Path(folder).resolve()), image_size, tuple(files)
+
+
 def load_split(folder, image_size=0):
     """Decode every image/mask pair of ``folder/{image,mask}``, matched by file name.
 
     Returns ``(names, images, masks, sizes)``: images ``uint8 [N, 3, H, W]``, masks
     ``uint8 [N, 1, H, W]`` in {0, 1} (any mask value above half its range is vessel).
     Sizes not divisible by 16 are zero-padded at the bottom and right; ``sizes`` keeps
-    the original ones so that metrics ignore the padding."""
+    the original ones so that metrics ignore the padding. Decoded once per process and
+    unchanged folder; every call gets its own copies of the tensors."""
+    key = _files_key(folder, image_size)
+    if key not in _decoded:
+        if len(_decoded) >= 4:
+            _decoded.clear()
+        _decoded[key] = _decode_split(folder, image_size)
+    names, images, masks, sizes = _decoded[key]
+    return list(names), images.clone(), masks.clone(), list(sizes)
+
+
+def _decode_split(folder, image_size):
     folder = Path(folder)
     image_dir, mask_dir = folder / "image", folder / "mask"
     for d in (image_dir, mask_dir):

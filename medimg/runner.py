@@ -109,6 +109,47 @@ def run_one(name, script, arguments, logdir, gpu=None, threads=None):
     return f"done in {(time.time() - started) / 60:.1f} min"
 
 
+IN_PROCESS = {"main_segmentation.py", "main_classification.py"}  # scripts whose main(argv) leaves no global state
+
+
+def run_in_process(name: str, script: str, arguments: list, logdir: Path) -> str:
+    """``run_one`` without the start-up: the script's ``main(argv)`` called in this process
+    (imports, decoded data and the remembered execution choice stay for the next run),
+    its output going to ``logdir/log.txt``. The run writes exactly what ``run_one``'s
+    would; scripts that set process-wide state (the convolution study pins the threads)
+    still get a process of their own. Returns the run's state, as ``run_one``."""
+    import contextlib
+    import importlib
+    import traceback
+
+    from medimg.cli import UserError
+    if script not in IN_PROCESS:
+        return run_one(name, script, arguments, logdir)
+    state = status(logdir)
+    if state == "complete":
+        return "complete (skipped)"
+    argv = [*arguments, "--logdir", str(logdir), *(["--resume"] if state == "interrupted" else [])]
+    logdir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with open(logdir / "log.txt", "a", buffering=1) as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        log.write(f"\n$ {shlex.join(['python', script, *argv])}   "
+                  f"# {datetime.datetime.now().isoformat(timespec='seconds')}, in a multi-run process\n")
+        try:
+            importlib.import_module(Path(script).stem).main(argv)
+        except UserError as err:  # one line: this machine cannot make the run
+            print(f"error: {err}")
+            return record_not_run(logdir, script, argv, str(err))
+        except Exception as err:  # the run failed; the process goes on to the next one
+            traceback.print_exc()
+            return f"failed ({err.__class__.__name__}, see {logdir / 'log.txt'})"
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the next run's memory, not this one's cached blocks
+    (logdir / "not_run.json").unlink(missing_ok=True)
+    return f"done in {(time.time() - started) / 60:.1f} min"
+
+
 def make_runs(todo, root, jobs, description):
     """Make the runs, ``jobs`` at a time, spread round-robin over the visible GPUs, with a
     progress bar over the plan. Returns each run's final state."""

@@ -25,6 +25,8 @@ def test_every_question_has_its_runs_in_both_profiles():
 def test_gpu_profile_uses_the_assignments_hyperparameters():
     runs = registry.plan("gpu", "data/retina", "data")
     for name, (script, arguments) in runs.items():
+        if name.startswith("recipe_"):  # our own recipe: longer on purpose (test_the_lease_plan...)
+            continue
         for scaled in ("--crop_size", "--subset", "--epochs", "--image_size"):
             assert scaled not in arguments, (name, scaled)
     assert runs["lr_1e-3"][1][-4:] == ["--optimizer", "adam", "--lr", "1e-3"]
@@ -167,3 +169,45 @@ def test_runs_side_by_side_share_the_cpu_cores(tmp_path, monkeypatch):
     assert set(states) == {"a", "b", "c"} and set(seen.values()) == {"4"}
     runner.make_runs({"d": ("main_segmentation.py", [])}, tmp_path, 1, "test")
     assert seen[str(tmp_path / "d")] is None  # one run at a time keeps PyTorch's default
+
+
+def test_the_lease_plan_makes_the_most_valuable_runs_first():
+    """One seed of every Problem 4 comparison, then seeds of 4.3, 4.1, 4.4 and the sweep,
+    then the recipe candidates, then the rest of the gpu profile; nothing twice, nothing lost."""
+    lease = registry.lease_plan("D", seeds=(43, 44))
+    names = list(lease)
+    first = ["unet", "unet_noskip", *(f"lr_{lr}" for lr in registry.LEARNING_RATES),
+             *(f"aug_{s}" for s in registry.STRATEGIES), "smp_pretrained", "smp_scratch",
+             "smp_pretrained_quarter", "smp_scratch_quarter"]
+    assert names[:len(first)] == first
+    assert len(names) == len(set(names)) and set(registry.plan("gpu", "D", "data")) <= set(names)
+    seeded = {name.split("_seed")[0] for name in names if "_seed" in name}
+    assert seeded == {*registry.runs_of("4.2", "gpu"), *registry.runs_of("4.3", "gpu"), "unet", "unet_noskip",
+                      "smp_pretrained", "smp_scratch"}
+    position = {name: i for i, name in enumerate(names)}
+    assert position["aug_combined_seed44"] < position["unet_noskip_seed43"] < position["smp_scratch_seed44"] \
+        < position["lr_1e-1_seed43"] < position["recipe_flip"] < position["mlp"]
+    # 4.2 is Adam at every rate; the recipe candidates choose on held-out training eyes
+    assert all(lease[f"lr_{lr}"][1][-4:] == ["--optimizer", "adam", "--lr", lr] for lr in registry.LEARNING_RATES)
+    for name in ("recipe_flip", "recipe_combined"):
+        arguments = lease[name][1]
+        assert arguments[arguments.index("--val_fraction") + 1] == "0.2" and "imagenet" in arguments
+    assert "recipe_flip" not in registry.plan("cpu", "D", "data")  # the recipe needs the assignment's scale
+
+
+def test_the_recipe_is_chosen_on_held_out_eyes_never_on_test(tmp_path):
+    assert registry.choose_recipe(tmp_path) is None
+    for name, validation, test in (("recipe_flip", [0.70, 0.78], 0.70), ("recipe_combined", [0.75, 0.76], 0.90)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(
+            {"evaluated_on": "validation", "valid_dice_thresholded": validation, "final_metrics": {"dice": test}}))
+    assert registry.choose_recipe(tmp_path) == "recipe_flip"
+
+
+def test_pathmnist_runs_are_recorded_not_run_on_an_offline_gpu_machine(tmp_path, monkeypatch, offline):
+    from medimg import preflight
+    monkeypatch.setattr(preflight.torch.cuda, "is_available", lambda: True)
+    plan = registry.lease_plan(str(tmp_path), seeds=())
+    todo, not_run = runner.check_and_estimate({k: plan[k] for k in ("mlp", "mobilenet", "mobilenet_probs")},
+                                              tmp_path / "runs", "gpu", estimate=False)
+    assert todo == {} and all("zenodo.org is unreachable" in reason for reason in not_run.values())

