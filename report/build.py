@@ -134,7 +134,6 @@ def figures_for(runs, gpu, root, out, numbers):
         image = convolution.load_grayscale(None if photo.startswith("matplotlib") else photo)
         plots.blur(image, out / "blur.png")
         plots.edges(image, out / "edges.png")
-    plots.curves(runs, ["unet", "unet_cosine"], out / "reference.png", human=human)
     plots.curves(runs, ["aug_none", "unet_noskip"], out / "skip.png", up_to=E,
                  labels={"aug_none": "UNet (skip connections)"})
     if gpu is not None and any(done(gpu[n]) for n in ("unet", "unet_noskip")):
@@ -157,8 +156,8 @@ def figures_for(runs, gpu, root, out, numbers):
         plots.classification(runs, registry.runs_of("2.6"), out / "classification_curves.png")
     examples = [root / name / "augmentations.png" for name in registry.runs_of("4.3") + ["unet"]
                 if (root / name / "augmentations.png").exists()]
-    if examples:  # the run of Problem 4.3 that drew the strategies
-        shutil.copyfile(examples[0], out / "unet_augmentations.png")
+    if examples:  # the run of Problem 4.3 that drew the strategies: its panels only, the labels set in the text
+        numbers["augmentation_figure"] = crop_to_panels(examples[0], out / "unet_augmentations.png")
     from PIL import Image
     for name in PHOTOGRAPHS:  # photographs compress tenfold as JPEG, which keeps the PDF small
         png = out / f"{name}.png"
@@ -166,6 +165,24 @@ def figures_for(runs, gpu, root, out, numbers):
             with Image.open(png) as im:
                 im.convert("RGB").save(out / f"{name}.jpg", quality=88)
             png.unlink()
+
+
+def crop_to_panels(source, path):
+    """Copy a figure of image panels (``augmentations.png``) cropped to its panels, without the
+    title and row labels it was drawn with (too small in print; the report sets them as text).
+    Returns its height over width and its rows, the strategies in the order drawn."""
+    import numpy as np
+    from PIL import Image
+
+    from medimg.retina import STRATEGIES
+    with Image.open(source) as im:
+        rgb = im.convert("RGB")
+    ink = np.asarray(rgb.convert("L")) < 250
+    cols, rows = np.where(ink.mean(0) > 0.5)[0], np.where(ink.mean(1) > 0.5)[0]
+    box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+    cropped = rgb.crop(box)
+    cropped.save(path)
+    return {"ratio": cropped.height / cropped.width, "rows": list(STRATEGIES)}
 
 
 def write_human_baseline(drive, runs_parent, retina=None):
