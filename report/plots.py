@@ -174,7 +174,7 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     crop = (slice(top, top + size), slice(left, left + size))
     import textwrap
     label = lambda n: textwrap.fill((labels or {}).get(n) or registry.runs()[n.split("_seed")[0]].label
-                                    + (f", seed {n.split('_seed')[1]}" if "_seed" in n else ""), 26)
+                                    + (f", seed {n.split('_seed')[1]}" if "_seed" in n else ""), 24)
     columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
         (f"{label(n)}\n"
          f"Dice on this image {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
@@ -183,12 +183,12 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     for col, (title, rgb) in enumerate(columns):
         axes[0, col].imshow(rgb, interpolation="antialiased")
         axes[0, col].add_patch(plt.Rectangle((left, top), size, size, fill=False, ec="yellow", lw=1))
-        axes[0, col].set_title(title, fontsize=7)
+        axes[0, col].set_title(title, fontsize=8)
         axes[1, col].imshow(rgb[crop], interpolation="nearest")
         for ax in axes[:, col]:
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[1, 0].set_ylabel(f"the yellow {size}x{size}-px square", fontsize=7)
+    axes[1, 0].set_ylabel(f"the yellow {size}×{size}-px square", fontsize=8)
     fig.tight_layout()
     save(fig, path)
     return [n for n, _ in drawn], image_name
@@ -254,7 +254,7 @@ def edges(image, path):
                                         (axes[2], vertical, SOBEL_VERTICAL_EDGES, "vertical edges")):
         ax.imshow(response, cmap="RdBu_r", vmin=-limit, vmax=limit)
         text = "\n".join(" ".join(f"{v:+.0f}" for v in row) for row in kernel)
-        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", family="monospace", fontsize=7,
+        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", family="monospace", fontsize=8,
                 bbox=dict(facecolor="white", alpha=0.85, pad=1.5))
         ax.set_title(title, fontsize=8)
     axes[3].imshow(magnitude, cmap="gray", vmax=np.percentile(magnitude, 99.5))

@@ -276,3 +276,16 @@ def test_the_performance_document_is_written_from_the_logs(tmp_path):
     import re
     for picture in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (tmp_path / picture).stat().st_size < 200_000  # small PNGs, committed beside it
+
+
+def test_without_the_raw_drive_no_human_number_is_quoted(committed_runs, tmp_path):
+    """The human baseline comes only from runs/human_baseline.json (report/human_baseline.py);
+    no external figure is typed into the sources, and without the log none is drawn."""
+    import re
+    sources = "".join((ROOT / "report" / name).read_text() for name in ("report.typ", "problem4.typ", "plots.py",
+                                                                          "answers.py", "logs.py"))
+    assert not re.search(r"0\.788|0\.907", sources)
+    assert not (committed_runs.parent / "human_baseline.json").exists()
+    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
+    numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
+    assert numbers["human"] is None and numbers["p4_4"]["human"] is None
