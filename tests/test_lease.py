@@ -181,3 +181,27 @@ def test_decoded_data_is_cached_per_process_and_copied(tmp_path):
     (folder / "image" / "01_test.png").write_bytes((folder / "image" / "02_test.png").read_bytes())
     assert retina._files_key(folder, 0) != key  # a changed file is decoded again
     assert torch.equal(retina.load_split(folder)[1][0], again[1][1])
+
+
+def test_without_a_gpu_the_lease_stops_in_one_line(retina, tmp_path):
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        lease.main(["run", "60", "--out", str(tmp_path), "--data", str(retina), "--runs", str(tmp_path / "runs"),
+                    "--only", "unet"])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_lease_cut_at_its_deadline_returns_what_finished(retina, tmp_path, monkeypatch):
+    """The deadline stops the workers; the archive and lease.json still come back, and say
+    which runs did not finish (the next lease makes them)."""
+    monkeypatch.setattr(lease, "PACK_MARGIN", 57)  # the workers get 3 s: not enough to finish them all
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit):
+        lease.main(["run", "60", "--out", str(out), "--data", str(retina), "--runs", str(tmp_path / "runs"),
+                    "--dry_run", "--plain", "--jobs", "1", "--only", "unet", "unet_noskip", "lr_1e-3"])
+    states = {name: run["state"] for name, run in json.loads((out / "lease.json").read_text())["runs"].items()}
+    assert "unfinished (deadline)" in states.values(), states
+    assert "deadline:" in (out / "lease.log").read_text() and lease.check_out(out) == []
+    with tarfile.open(out / "runs_gpu.tar.gz") as tar:
+        packed = {name.split("/")[2] for name in tar.getnames() if name.endswith("results.json")}
+    assert packed == {name for name, state in states.items() if state.startswith("done")}
