@@ -184,7 +184,7 @@ def preflight(args, needs_smp: bool, log: Log) -> dict:
                 importlib.import_module(module)
             except Exception as err:
                 raise UserError(f"cannot import {module} ({err.__class__.__name__}: {err}); carry .whl "
-                                f"(python -m tools.lease_carry prepare) and install it as tools/gpu_session.sh does")
+                                f"(python -m tools.lease_carry prepare), or leave the smp runs out: --no_smp")
     if args.mps:
         facts["mps"] = start_mps()
     log(f"ready: {facts['device']}" + (f", {facts['free_gib']} GiB free" if "free_gib" in facts else "") +
@@ -230,6 +230,8 @@ def warm_execution_choices(todo: dict, log: Log) -> float:
             measured[key] = checks.step_seconds(script, arguments, device) or 0.0
             log(f"execution measured for {key[1]} batch {key[3]}: {measured[key] * 1e3:.1f} ms a step")
         total += checks.estimate_seconds(script, arguments, measured[key])
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the workers' memory, not this process's cached blocks
     return total
 
 
@@ -280,9 +282,9 @@ def run(args) -> int:
     unknown = sorted(set(args.only or []) - set(names))
     if unknown:
         raise UserError(f"unknown run name(s) {', '.join(unknown)}; choose from {', '.join(names)}")
-    names = [name for name in names if not args.only or name in args.only]
-    needs_smp = any(registry.runs("gpu")[name.split("_seed")[0]].arguments[:2] == ("--model", "smp_unet")
-                    for name in names)
+    is_smp = lambda name: registry.runs("gpu")[name.split("_seed")[0]].arguments[:2] == ("--model", "smp_unet")
+    names = [name for name in names if (not args.only or name in args.only) and not (args.no_smp and is_smp(name))]
+    needs_smp = any(is_smp(name) for name in names)
     facts = preflight(args, needs_smp, log)
     root = Path(args.runs) / ("gpu-dry" if args.dry_run else "gpu")
     # the runs read the folder preflight checked (remade from the compact carry)
@@ -379,6 +381,8 @@ def main(argv=None):
     lease.add_argument("--plain", action="store_true",
                        help="the template's execution, nothing measured (rehearsals on a CPU without native bf16)")
     lease.add_argument("--mps", action="store_true", help="run the workers through CUDA MPS (checked at start)")
+    lease.add_argument("--no_smp", action="store_true",
+                       help="leave out the smp runs (where the carried wheels do not import)")
     unpack_parser = sub.add_parser("unpack", help="extract a lease's runs_gpu.tar.gz into this checkout")
     unpack_parser.add_argument("archive")
     unpack_parser.add_argument("--into", default=".", help="the checkout (default: here)")
