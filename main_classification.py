@@ -14,34 +14,38 @@ loss/accuracy/AUC of the last and of the best-validation epoch, confusion matrix
 configuration, command, machine, versions, timings), ``curves.png`` and
 ``confusion.png``.
 """
+import math
 import time
+from argparse import Namespace
 from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
+from sklearn.metrics import confusion_matrix, roc_auc_score
 from torch import optim
+from torchvision import transforms
 from tqdm import tqdm
 
 from medimg import figures, workloads
 from medimg.classification_models import NUM_CLASSES, Scores, build_classifier
 from medimg.cli import UserError, reachable, run_cli
-from medimg.execution import default_num_workers, pick_device, seed_everything
+from medimg.execution import Execution, default_num_workers, pick_device, seed_everything
 from medimg.options import parse_classification_args
 from medimg.runfiles import run_folder, run_record, write_json
-from medimg.training import Loop, Timer, fit, training_step
+from medimg.training import Progress, Timer, epoch_summary, training_step
 
 ZENODO = "https://zenodo.org/records/10519652"
 
 
 # ----------------------------------------------------------------------------- data
 
-def load_pathmnist(data_dir, size, subset, seed):
+def load_pathmnist(data_dir: str, size: int, subset: int, seed: int) -> list[torch.utils.data.Subset]:
     """The three PathMNIST splits as (train, val, test) datasets with the template's
     transforms. Downloads only when the file is missing (medmnist would re-download a
     present file whose checksum differs); every failure is one clear line."""
-    import medmnist
-    from torchvision import transforms
+    import medmnist  # here, not at the top: it takes a second to import, and only this run's data needs it
 
     data_dir = Path(data_dir)
     filename = "pathmnist.npz" if size == 28 else f"pathmnist_{size}.npz"
@@ -90,7 +94,9 @@ def load_pathmnist(data_dir, size, subset, seed):
 
 # ----------------------------------------------------------------------------- train / test
 
-def train(epoch, model, loader, optimizer, scaler, criterion, execution, print_every):
+def train(epoch: int, model: nn.Module, loader: torch.utils.data.DataLoader, optimizer: optim.Optimizer,
+          scaler: torch.amp.GradScaler, criterion: Callable, execution: Execution,
+          print_every: int) -> tuple[float, float]:
     """One epoch; returns (mean per-sample loss, accuracy). The sums stay on the device
     until the end (and the logging steps): no per-step sync on a GPU."""
     model.train()
@@ -108,7 +114,8 @@ def train(epoch, model, loader, optimizer, scaler, criterion, execution, print_e
 
 
 @torch.no_grad()
-def test(model, loader, criterion, execution):
+def test(model: Scores, loader: torch.utils.data.DataLoader, criterion: Callable,
+         execution: Execution) -> tuple[float, float, np.ndarray, np.ndarray]:
     """``model`` is a ``Scores``. Returns (mean per-sample loss, accuracy, class
     probabilities [N, 9], labels [N])."""
     model.eval()
@@ -124,8 +131,9 @@ def test(model, loader, criterion, execution):
     return total_loss / len(labels), float((probs.argmax(1) == labels).mean()), probs, labels
 
 
-def test_metrics(loss, acc, probs, labels):
-    from sklearn.metrics import confusion_matrix, roc_auc_score
+def test_metrics(loss: float, acc: float, probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Loss, accuracy, macro one-vs-rest ROC AUC (None unless every class is present) and
+    the confusion matrix (rows: true class) of class probabilities ``[N, 9]`` and labels ``[N]``."""
     probs = probs.astype(np.float64)
     probs /= probs.sum(axis=1, keepdims=True)  # bf16 softmax outputs sum to 1 only within ~1e-3
     present = np.unique(labels)
@@ -140,7 +148,7 @@ def test_metrics(loss, acc, probs, labels):
 
 # ----------------------------------------------------------------------------- main
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_classification_args(argv)
     logdir = run_folder(args.logdir, args.resume)
     if logdir is None:
@@ -154,10 +162,11 @@ def main(argv=None):
     logdir.mkdir(parents=True, exist_ok=True)
     workers = default_num_workers() if args.num_workers is None else args.num_workers
     shuffle_rng = torch.Generator().manual_seed(args.seed)
-    loader = lambda ds, shuffle: torch.utils.data.DataLoader(
-        ds, batch_size=args.batch_size, shuffle=shuffle, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-        generator=shuffle_rng if shuffle else None)
+
+    def loader(dataset, shuffle):
+        return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, num_workers=workers,
+                                           pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                                           generator=shuffle_rng if shuffle else None)
     train_loader, val_loader, test_loader = loader(train_set, True), loader(val_set, False), loader(test_set, False)
 
     model = build_classifier(args.model, args.size)
@@ -173,40 +182,61 @@ def main(argv=None):
     forward_model = torch.compile(scores) if args.compile else scores
     record = run_record(__file__, argv, args, execution.device, "medmnist", "sklearn")
 
-    def evaluate():
-        loss, acc, _, _ = test(forward_model, val_loader, criterion, execution)
-        return {"valid_losses": loss, "valid_accs": acc}
-
-    run = fit(Loop(model, optimizer, lambda epoch: train(epoch, forward_model, train_loader, optimizer, scaler,
-                                                         criterion, execution, args.print_every),
-                   evaluate, args.epochs, logdir / "checkpoint.pt", shuffle_rng, scaler=scaler, select_best=True),
-              resume=args.resume)
+    # The epoch loop: train, evaluate, keep the best, checkpoint. The checkpoint holds the
+    # parts, the random streams and the progress: a resumed run continues bit for bit.
+    checkpoint = logdir / "checkpoint.pt"
+    parts = {"model": model, "optimizer": optimizer, "scaler": scaler}
+    progress = Progress.load(checkpoint, parts, shuffle_rng) if args.resume and checkpoint.exists() else Progress()
+    for epoch in tqdm(range(progress.epochs_done, args.epochs), desc="epochs", initial=progress.epochs_done,
+                      total=args.epochs, dynamic_ncols=True):
+        learning_rate = optimizer.param_groups[0]["lr"]
+        with Timer() as train_timer:
+            loss, acc = train(epoch, forward_model, train_loader, optimizer, scaler, criterion, execution,
+                              args.print_every)
+        if not math.isfinite(loss):  # its non-finite steps were skipped: the weights are the last finite ones
+            tqdm.write(f"Non-finite loss at epoch {epoch}: the run diverged; stopping (lr {learning_rate})")
+            progress.diverged = True
+            break
+        progress.history.append(train_losses=loss, train_accs=acc, train_times=train_timer.seconds,
+                                learning_rates=learning_rate)
+        with Timer() as eval_timer:
+            valid_loss, valid_acc, _, _ = test(forward_model, val_loader, criterion, execution)
+        metrics = {"valid_losses": valid_loss, "valid_accs": valid_acc}
+        progress.history.append(evaluated_epochs=epoch + 1, valid_times=eval_timer.seconds, **metrics)
+        tqdm.write(epoch_summary(epoch, loss, acc, metrics, train_timer.seconds, eval_timer.seconds))
+        progress.update_best(epoch + 1, valid_acc, model)
+        progress.epochs_done = epoch + 1
+        if progress.epochs_done < args.epochs:
+            progress.save(checkpoint, parts, shuffle_rng)
+    train_seconds = progress.seconds()
 
     with Timer() as timer:
         last = test_metrics(*test(scores, test_loader, criterion, execution))
-        if run.best_state is not None:
-            model.load_state_dict(run.best_state)
+        if progress.best_state is not None:
+            model.load_state_dict(progress.best_state)
         best = test_metrics(*test(scores, test_loader, criterion, execution))
     print(f"Test (last epoch): loss {last['loss']:.4f}, accuracy {last['accuracy']:.4f}, AUC {last['auc']}")
-    print(f"Test (best validation epoch {run.best_epoch}): accuracy {best['accuracy']:.4f}")
-    write_outputs(logdir, args, run, last, best, timer.seconds, {
+    print(f"Test (best validation epoch {progress.best_epoch}): accuracy {best['accuracy']:.4f}")
+    write_outputs(logdir, args, progress, last, best, train_seconds, timer.seconds, {
         **record, "execution": {**execution.describe(), "selection": selection}, "n_parameters": n_params,
         "n_samples": {"train": len(train_set), "val": len(val_set), "test": len(test_set)}})
 
 
-def write_outputs(logdir, args, run, last, best, test_seconds, record):
+def write_outputs(logdir: Path, args: Namespace, progress: Progress, last: dict, best: dict,
+                  train_seconds: float, test_seconds: float, record: dict) -> None:
     """results.json (the template's keys first), curves.png and confusion.png."""
-    import medmnist
-    h = run.history
+    import medmnist  # for the class names; see load_pathmnist
+    h = progress.history
     results = {
         **{k: h.get(k, []) for k in ("train_losses", "valid_losses", "train_accs", "valid_accs")},
         "test_loss": last["loss"], "test_acc": last["accuracy"], "test_auc": last["auc"],
         "confusion_matrix": last["confusion_matrix"],
-        "best_epoch": run.best_epoch, "best_valid_acc": None if run.best_state is None else run.best_score,
-        "test_at_best_epoch": best, "diverged": run.diverged,
-        **({"resumed_at_epoch": run.resumed_at_epoch} if run.resumed_at_epoch is not None else {}),
+        "best_epoch": progress.best_epoch,
+        "best_valid_acc": None if progress.best_state is None else progress.best_score,
+        "test_at_best_epoch": best, "diverged": progress.diverged,
+        **({"resumed_at_epoch": progress.resumed_at_epoch} if progress.resumed_at_epoch is not None else {}),
         "timings": {"train_seconds_per_epoch": h.get("train_times", []), "valid_seconds": h.get("valid_times", []),
-                    "test_seconds": test_seconds, "total_seconds": run.seconds + test_seconds},
+                    "test_seconds": test_seconds, "total_seconds": train_seconds + test_seconds},
         **record,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -16,23 +16,26 @@ thresholded prediction and truth as 1-bit PNGs (``example_*.png``, for side-by-s
 
 Credits: the course template by Johan Obando, Jerry Huang and Pierre-Louis Benveniste.
 """
+import math
 import time
+from argparse import Namespace
 from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import optim
+from torch import nn, optim
 from tqdm import tqdm
 
 from medimg import figures, workloads
 from medimg.cli import UserError, run_cli
 from medimg.diagnostics import block_gradient_norms, dead_relu_fraction
-from medimg.execution import pick_device, seed_everything
+from medimg.execution import Execution, pick_device, seed_everything
 from medimg.options import parse_segmentation_args
 from medimg.retina import (
     RetinaTrainSet,
+    Split,
     fundus_id,
-    load_split,
     one_copy_per_eye,
     split_by_fundus,
     subset_of_fundi,
@@ -45,7 +48,7 @@ from medimg.segmentation_metrics import (
     thresholded_dice,
 )
 from medimg.segmentation_models import build_model
-from medimg.training import Loop, Timer, fit, training_step
+from medimg.training import Progress, Timer, epoch_summary, training_step
 from utils import DiceCELoss
 
 # What each curve of results.json measures: curves drawn side by side must be the same measure.
@@ -64,29 +67,29 @@ MEASURES = {
 
 # ----------------------------------------------------------------------------- data
 
-def load_data(args):
-    """Decode the dataset once: ``(train, evaluation, test, evaluation_name)``, each split a
-    dict of ``names``, uint8 ``images`` and ``masks``, and original ``sizes``."""
+def load_data(args: Namespace) -> tuple[Split, Split, Split, str]:
+    """Decode the dataset once: ``(train, evaluation, test, evaluation_name)``. The evaluation
+    split is the test split ("test"), or with ``--val_fraction`` the held-out training eyes
+    ("validation"); ``--train_fraction`` keeps a part of the training eyes."""
     dataset = Path(args.dataset)
-    split = lambda folder: dict(zip(("names", "images", "masks", "sizes"), load_split(folder, args.image_size)))
-    pick = lambda s, idx: {"names": [s["names"][i] for i in idx], "images": s["images"][idx],
-                           "masks": s["masks"][idx], "sizes": [s["sizes"][i] for i in idx]}
-    train, test = split(dataset / "train"), split(dataset / "test")
-    if args.crop_size and args.crop_size > min(train["images"].shape[-2:]):
+    train, test = Split.load(dataset / "train", args.image_size), Split.load(dataset / "test", args.image_size)
+    if args.crop_size and args.crop_size > min(train.images.shape[-2:]):
         raise UserError(f"--crop_size {args.crop_size} is larger than the training images "
-                        f"({train['images'].shape[-1]}x{train['images'].shape[-2]})")
+                        f"({train.images.shape[-1]}x{train.images.shape[-2]})")
     evaluation, evaluation_name = test, "test"
     if args.val_fraction:
-        train_idx, val_idx = split_by_fundus(train["names"], args.val_fraction, args.seed)
-        train, evaluation, evaluation_name = pick(train, train_idx), pick(train, val_idx), "validation"
+        train_idx, val_idx = split_by_fundus(train.names, args.val_fraction, args.seed)
+        train, evaluation, evaluation_name = train.subset(train_idx), train.subset(val_idx), "validation"
     if args.train_fraction < 1:
-        train = pick(train, subset_of_fundi(train["names"], args.train_fraction, args.seed))
+        train = train.subset(subset_of_fundi(train.names, args.train_fraction, args.seed))
     return train, evaluation, test, evaluation_name
 
 
 # ----------------------------------------------------------------------------- train / evaluate
 
-def train(epoch, model, dataloader, optimizer, scaler, loss_fn, execution, print_every):
+def train(epoch: int, model: nn.Module, dataloader: torch.utils.data.DataLoader, optimizer: optim.Optimizer,
+          scaler: torch.amp.GradScaler, loss_fn: Callable, execution: Execution,
+          print_every: int) -> tuple[float, float]:
     """One epoch. Returns (mean loss, mean soft Dice over the batches); the loss is NaN when
     a step's loss was not finite (those steps left the weights alone). The sums stay on the
     device and are read every ``print_every`` steps and at the end: no per-step sync on a GPU."""
@@ -108,8 +111,9 @@ def train(epoch, model, dataloader, optimizer, scaler, loss_fn, execution, print
 
 
 @torch.no_grad()
-def predict(model, images, execution):
-    """Logits for uint8 images ``[N, 3, H, W]``, one image at a time, in float32 on the CPU."""
+def predict(model: nn.Module, images: torch.Tensor, execution: Execution) -> torch.Tensor:
+    """Logits ``[N, 1, H, W]`` for uint8 images ``[N, 3, H, W]``, one image at a time, in
+    float32 on the CPU (non-finite values clamped, so that metrics stay defined)."""
     model.eval()
     out = []
     for image in images:
@@ -118,12 +122,14 @@ def predict(model, images, execution):
     return torch.nan_to_num(torch.cat(out), nan=0.0, posinf=50.0, neginf=-50.0)
 
 
-def evaluate(model, split, loss_fn, execution):
+def evaluate(model: nn.Module, split: Split, loss_fn: Callable,
+             execution: Execution) -> tuple[dict[str, float], torch.Tensor]:
     """Per-image means of the DiceCE loss, the soft Dice and the thresholded Dice on whole
-    images cropped back to their original sizes (padding excluded), and the logits."""
-    logits = predict(model, split["images"], execution)
+    images cropped back to their original sizes (padding excluded), and the logits
+    ``[N, 1, H, W]``."""
+    logits = predict(model, split.images, execution)
     losses, soft, hard = [], [], []
-    for logit, mask, (h, w) in zip(logits, split["masks"], split["sizes"]):
+    for logit, mask, (h, w) in zip(logits, split.masks, split.sizes):
         logit, mask = logit[None, :, :h, :w], mask[None, :, :h, :w].float()
         losses.append(loss_fn(logit, mask).item())
         soft.append(soft_dice(logit, mask).item())
@@ -132,33 +138,37 @@ def evaluate(model, split, loss_fn, execution):
             "thresholded_dice": float(np.mean(hard))}, logits
 
 
-def evaluate_epoch(model, eval_split, train_split, loss_fn, execution):
-    """The history entries of one evaluation: the evaluation images, and one copy of every
-    training eye measured the same way (whole images, eval mode), so the two compare."""
-    eyes = one_copy_per_eye(train_split["names"])
-    train_whole = {"images": train_split["images"][eyes], "masks": train_split["masks"][eyes],
-                   "sizes": [train_split["sizes"][i] for i in eyes]}
+def evaluate_epoch(model: nn.Module, eval_split: Split, train_eyes: Optional[Split], loss_fn: Callable,
+                   execution: Execution) -> dict[str, float]:
+    """The history entries of one evaluation: the evaluation images, and, unless
+    ``train_eyes`` is None (``--train_eval never``), the training eyes measured the same way
+    (whole images, eval mode), so the two compare."""
     valid, _ = evaluate(model, eval_split, loss_fn, execution)
-    whole, _ = evaluate(model, train_whole, loss_fn, execution)
-    return {"valid_losses": valid["loss"], "valid_accs": valid["soft_dice"],
-            "valid_dice_thresholded": valid["thresholded_dice"], "train_whole_losses": whole["loss"],
-            "train_whole_soft_dice": whole["soft_dice"], "train_whole_dice_thresholded": whole["thresholded_dice"]}
+    entries = {"valid_losses": valid["loss"], "valid_accs": valid["soft_dice"],
+               "valid_dice_thresholded": valid["thresholded_dice"]}
+    if train_eyes is not None:
+        whole, _ = evaluate(model, train_eyes, loss_fn, execution)
+        entries.update(train_whole_losses=whole["loss"], train_whole_soft_dice=whole["soft_dice"],
+                       train_whole_dice_thresholded=whole["thresholded_dice"])
+    return entries
 
 
-def test(model, split, loss_fn, execution):
-    """The final metrics on the test images, and their logits."""
+def test(model: nn.Module, split: Split, loss_fn: Callable, execution: Execution) -> tuple[dict, torch.Tensor]:
+    """The final metrics on the test images (thresholded and soft Dice, loss, pixel
+    metrics), and their logits ``[N, 1, H, W]``."""
     metrics, logits = evaluate(model, split, loss_fn, execution)
-    probs = [torch.sigmoid(l[0, :h, :w]).numpy() for l, (h, w) in zip(logits, split["sizes"])]
-    truths = [m[0, :h, :w].numpy() for m, (h, w) in zip(split["masks"], split["sizes"])]
+    probs = [torch.sigmoid(l[0, :h, :w]).numpy() for l, (h, w) in zip(logits, split.sizes)]
+    truths = [m[0, :h, :w].numpy() for m, (h, w) in zip(split.masks, split.sizes)]
     final = {"dice": metrics["thresholded_dice"], "soft_dice": metrics["soft_dice"], "loss": metrics["loss"],
              **pixel_metrics(probs, truths)}
     return final, logits
 
 
-def initial_gradient_norms(model, split, args, loss_fn, execution):
+def initial_gradient_norms(model: nn.Module, split: Split, args: Namespace, loss_fn: Callable,
+                           execution: Execution) -> dict:
     """Per-block gradient norms of the untrained model on a fixed batch: the first
     ``batch_size`` training images, centre-cropped to ``--crop_size`` (no random stream used)."""
-    images, masks = split["images"][:args.batch_size], split["masks"][:args.batch_size]
+    images, masks = split.images[:args.batch_size], split.masks[:args.batch_size]
     if args.crop_size:
         height, width = images.shape[-2:]
         top, left = (height - args.crop_size) // 2, (width - args.crop_size) // 2
@@ -167,7 +177,10 @@ def initial_gradient_norms(model, split, args, loss_fn, execution):
     return block_gradient_norms(model, images, masks, loss_fn, execution)
 
 
-def make_optimizer(model, args, options):
+def make_optimizer(model: nn.Module, args: Namespace,
+                   options: dict) -> tuple[optim.Optimizer, Optional[optim.lr_scheduler.LRScheduler]]:
+    """``--optimizer`` over the model's parameters with the execution's ``options`` (fused on
+    a GPU), and the ``--lr_schedule`` scheduler (None when constant)."""
     if args.optimizer == "adamw":
         optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, **options)
     else:
@@ -179,7 +192,7 @@ def make_optimizer(model, args, options):
 
 # ----------------------------------------------------------------------------- main
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_segmentation_args(argv)
     logdir = run_folder(args.logdir, args.resume)
     if logdir is None:
@@ -192,21 +205,23 @@ def main(argv=None):
 
     # Data, decoded once and kept in memory; everything that can fail does so before logdir exists
     train_split, eval_split, test_split, eval_name = load_data(args)
-    print(f"Dataset Size:\nTrain: {len(train_split['names'])} - Valid ({eval_name}): {len(eval_split['names'])} "
-          f"- Test: {len(test_split['names'])}\n")
+    print(f"Dataset Size:\nTrain: {len(train_split)} - Valid ({eval_name}): {len(eval_split)} "
+          f"- Test: {len(test_split)}\n")
+    # whole training images to evaluate as the evaluation images are: one copy of every eye
+    train_eyes = train_split.subset(one_copy_per_eye(train_split.names)) if args.train_eval == "every" else None
     model, weights = build_model(args.model, args.encoder, args.encoder_weights)
     execution, selection = workloads.for_segmentation(args, device, model,
-                                                      args.crop_size or train_split["images"].shape[-1])
+                                                      args.crop_size or train_split.images.shape[-1])
     model = execution.prepare(model)
     print(f"Using device: {execution} ({selection['how']})")
     logdir.mkdir(parents=True, exist_ok=True)
     if args.show_augmentations:
-        figures.save_augmentations_figure(logdir / "augmentations.png", train_split["images"][0],
-                                          train_split["masks"][0], args.show_augmentations, args.seed)
+        figures.save_augmentations_figure(logdir / "augmentations.png", train_split.images[0],
+                                          train_split.masks[0], args.show_augmentations, args.seed)
 
     # the training images live on the device (80 x 3 x 512 x 512 bytes: 63 MB), so a GPU
     # augments and crops them itself instead of waiting for the CPU
-    train_set = RetinaTrainSet(train_split["images"].to(execution.device), train_split["masks"].to(execution.device),
+    train_set = RetinaTrainSet(train_split.images.to(execution.device), train_split.masks.to(execution.device),
                                args.augmentation, args.crop_size, args.crops_per_image)
     shuffle_rng = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
@@ -220,49 +235,75 @@ def main(argv=None):
     record = run_record(__file__, argv, args, execution.device, "segmentation_models_pytorch", "sklearn", "timm")
     record["initial_gradient_norms"] = initial_gradient_norms(model, train_split, args, loss_fn, execution)
 
-    run = fit(Loop(model, optimizer, lambda epoch: train(epoch, forward_model, train_loader, optimizer, scaler,
-                                                         loss_fn, execution, args.print_every),
-                   lambda: evaluate_epoch(forward_model, eval_split, train_split, loss_fn, execution), args.epochs, logdir / "checkpoint.pt", shuffle_rng, scheduler, scaler,
-                   args.eval_every, select_best=bool(args.val_fraction), score_key="valid_dice_thresholded"),
-              resume=args.resume)
+    # The epoch loop: train, evaluate, keep the best, checkpoint. The checkpoint holds the
+    # parts, the random streams and the progress: a resumed run continues bit for bit.
+    checkpoint = logdir / "checkpoint.pt"
+    parts = {"model": model, "optimizer": optimizer, "scaler": scaler, "scheduler": scheduler}
+    progress = Progress.load(checkpoint, parts, shuffle_rng) if args.resume and checkpoint.exists() else Progress()
+    for epoch in tqdm(range(progress.epochs_done, args.epochs), desc="epochs", initial=progress.epochs_done,
+                      total=args.epochs, dynamic_ncols=True):
+        learning_rate = optimizer.param_groups[0]["lr"]
+        with Timer() as train_timer:
+            loss, dice = train(epoch, forward_model, train_loader, optimizer, scaler, loss_fn, execution,
+                               args.print_every)
+        if not math.isfinite(loss):  # its non-finite steps were skipped: the weights are the last finite ones
+            tqdm.write(f"Non-finite loss at epoch {epoch}: the run diverged; stopping (lr {learning_rate})")
+            progress.diverged = True
+            break
+        progress.history.append(train_losses=loss, train_accs=dice, train_times=train_timer.seconds,
+                                learning_rates=learning_rate)
+        if scheduler is not None:
+            scheduler.step()
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            with Timer() as eval_timer:
+                metrics = evaluate_epoch(forward_model, eval_split, train_eyes, loss_fn, execution)
+            progress.history.append(evaluated_epochs=epoch + 1, valid_times=eval_timer.seconds, **metrics)
+            tqdm.write(epoch_summary(epoch, loss, dice, metrics, train_timer.seconds, eval_timer.seconds))
+            if args.val_fraction:  # select on the held-out eyes; never on the test images
+                progress.update_best(epoch + 1, metrics["valid_dice_thresholded"], model)
+        progress.epochs_done = epoch + 1
+        if progress.epochs_done < args.epochs:
+            progress.save(checkpoint, parts, shuffle_rng)
+    train_seconds = progress.seconds()
 
     # Final metrics on the test images, with the best-validation weights when there is a validation split
-    if run.best_state is not None:
-        model.load_state_dict(run.best_state)
+    if progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
     with Timer() as timer:
         final, logits = test(model, test_split, loss_fn, execution)
-        record["dead_relu_fraction"] = dead_relu_fraction(model, test_split["images"][:4], execution)
+        record["dead_relu_fraction"] = dead_relu_fraction(model, test_split.images[:4], execution)
     print(f"Test: thresholded Dice {final['dice']:.4f}, accuracy {final['accuracy']:.4f}, AUC {final['auc']:.4f}")
-    write_outputs(logdir, args, run, final, logits, test_split, timer.seconds, {
+    write_outputs(logdir, args, progress, final, logits, test_split, train_seconds, timer.seconds, {
         **record, "execution": {**execution.describe(), "selection": selection}, "model_weights": weights,
-        "n_parameters": n_params, "n_train_images": len(train_split["names"]),
-        "n_train_fundi": len({fundus_id(n) for n in train_split["names"]}), "evaluated_on": eval_name})
+        "n_parameters": n_params, "n_train_images": len(train_split),
+        "n_train_fundi": len({fundus_id(n) for n in train_split.names}), "evaluated_on": eval_name})
     if args.save_model:
         save_checkpoint(logdir / "model.pt", model=model.state_dict(), config=vars(args))
 
 
-def write_outputs(logdir, args, run, final, logits, test_split, test_seconds, record):
+def write_outputs(logdir: Path, args: Namespace, progress: Progress, final: dict, logits: torch.Tensor,
+                  test_split: Split, train_seconds: float, test_seconds: float, record: dict) -> None:
     """results.json (the template's keys first), curves.png, predictions.png and the example masks."""
-    h = run.history
+    h = progress.history
     valid_dice = h.get("valid_dice_thresholded", [])
     results = {
         **{k: h.get(k, []) for k in ("train_losses", "valid_losses", "train_accs", "valid_accs",
                                      "valid_dice_thresholded", "evaluated_epochs", "learning_rates",
                                      "train_whole_losses", "train_whole_soft_dice", "train_whole_dice_thresholded")},
         "measures": MEASURES,
-        "best_epoch": (run.best_epoch if run.best_state is not None else
+        "best_epoch": (progress.best_epoch if progress.best_state is not None else
                        h["evaluated_epochs"][int(np.argmax(valid_dice))] if valid_dice else None),
         "final_metrics": final,
-        "final_metrics_model": "best validation epoch" if run.best_state is not None else "last epoch",
+        "final_metrics_model": "best validation epoch" if progress.best_state is not None else "last epoch",
         "baselines": {"vessel_fraction": float(np.mean([m[0, :h, :w].float().mean().item() for m, (h, w)
-                                                        in zip(test_split["masks"], test_split["sizes"])])),
-                      "all_vessel_dice": constant_prediction_dice(test_split["masks"], test_split["sizes"], True),
-                      "all_background_dice": constant_prediction_dice(test_split["masks"], test_split["sizes"], False)},
-        "diverged": run.diverged,
+                                                        in zip(test_split.masks, test_split.sizes)])),
+                      "all_vessel_dice": constant_prediction_dice(test_split.masks, test_split.sizes, True),
+                      "all_background_dice": constant_prediction_dice(test_split.masks, test_split.sizes, False)},
+        "diverged": progress.diverged,
         "epochs_completed": len(h.get("train_losses", [])),
-        **({"resumed_at_epoch": run.resumed_at_epoch} if run.resumed_at_epoch is not None else {}),
+        **({"resumed_at_epoch": progress.resumed_at_epoch} if progress.resumed_at_epoch is not None else {}),
         "timings": {"train_seconds_per_epoch": h.get("train_times", []), "valid_seconds": h.get("valid_times", []),
-                    "final_eval_seconds": test_seconds, "total_seconds": run.seconds + test_seconds},
+                    "final_eval_seconds": test_seconds, "total_seconds": train_seconds + test_seconds},
         **record,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -270,19 +311,22 @@ def write_outputs(logdir, args, run, final, logits, test_split, test_seconds, re
     if h.get("valid_losses"):
         epochs, evaluated = np.arange(1, len(h["train_losses"]) + 1), h["evaluated_epochs"]
         evaluation = record["evaluated_on"]
+
+        def whole_images(train_key, valid_key):  # the training eyes' curve only when they were evaluated
+            curves = [("training images", evaluated, h[train_key])] if h.get(train_key) else []
+            return curves + [(f"{evaluation} images", evaluated, h[valid_key])]
         figures.plot_panels([
-            ("DiceCE loss, whole images, eval mode", [("training images", evaluated, h["train_whole_losses"]),
-                                                      (f"{evaluation} images", evaluated, h["valid_losses"])]),
-            ("soft Dice, whole images, eval mode", [("training images", evaluated, h["train_whole_soft_dice"]),
-                                                    (f"{evaluation} images", evaluated, h["valid_accs"])]),
+            ("DiceCE loss, whole images, eval mode", whole_images("train_whole_losses", "valid_losses")),
+            ("soft Dice, whole images, eval mode", whole_images("train_whole_soft_dice", "valid_accs")),
             ("DiceCE loss on training batches", [("train mode, running mean", epochs, h["train_losses"])]),
         ], logdir / "curves.png", title=f"{args.model}, {logdir.name}")
-    figures.save_predictions_figure(logdir / "predictions.png", test_split["images"], test_split["masks"], logits,
-                                    test_split["sizes"], test_split["names"])
+    figures.save_predictions_figure(logdir / "predictions.png", test_split.images, test_split.masks, logits,
+                                    test_split.sizes, test_split.names)
     # the first test image's thresholded prediction and its truth, for the report's side-by-side panels
-    (h, w), name = test_split["sizes"][0], Path(test_split["names"][0]).stem
-    figures.save_mask_png(logdir / f"example_{name}_prediction.png", (logits[0, 0, :h, :w] > 0).numpy())
-    figures.save_mask_png(logdir / f"example_{name}_truth.png", test_split["masks"][0, 0, :h, :w].numpy().astype(bool))
+    (height, width), name = test_split.sizes[0], Path(test_split.names[0]).stem
+    figures.save_mask_png(logdir / f"example_{name}_prediction.png", (logits[0, 0, :height, :width] > 0).numpy())
+    figures.save_mask_png(logdir / f"example_{name}_truth.png",
+                          test_split.masks[0, 0, :height, :width].numpy().astype(bool))
     write_json(logdir / "results.json", results)
     (logdir / "checkpoint.pt").unlink(missing_ok=True)
 

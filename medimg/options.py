@@ -1,6 +1,9 @@
 """The command-line arguments of the two training scripts, in one place because the
 experiment planner (``medimg.preflight``) parses a run's arguments exactly as its script
 will. The defaults are the assignment's."""
+from argparse import Namespace
+from typing import Optional, Sequence
+
 from medimg.classification_models import MODELS as CLASSIFIERS
 from medimg.cli import (
     ArgumentParser,
@@ -16,7 +19,7 @@ from medimg.segmentation_models import ENCODERS
 from medimg.segmentation_models import MODELS as SEGMENTERS
 
 
-def parse_segmentation_args(argv=None):
+def parse_segmentation_args(argv: Optional[Sequence[str]] = None) -> Namespace:
     """``main_segmentation.py``'s arguments: the template's, then Problem 4's variants, the data
     and budget options, and the execution."""
     parser = ArgumentParser(description='Retina blood vessel segmentation training script')
@@ -60,6 +63,10 @@ def parse_segmentation_args(argv=None):
                       help='Train on this fraction of the training eyes (whole eyes, chosen with the seed), '
                            'e.g. 0.25 to see what pretraining brings with little data (default: %(default)s).')
     data.add_argument('--eval_every', type=positive_int, default=1, help='Evaluate every N epochs (default: %(default)s).')
+    data.add_argument('--train_eval', choices=('every', 'never'), default='every',
+                      help="every: each evaluation also measures one copy of every training eye on whole images, "
+                           "as the evaluation images are (results.json's train_whole_* curves); never: skip it, "
+                           "for runs whose figures do not use those curves (default: %(default)s).")
 
     machinery = add_execution_options(parser)
     machinery.add_argument('--threads', type=non_negative_int, default=0,
@@ -68,7 +75,7 @@ def parse_segmentation_args(argv=None):
     return parser.parse_args(argv)
 
 
-def parse_classification_args(argv=None):
+def parse_classification_args(argv: Optional[Sequence[str]] = None) -> Namespace:
     """``main_classification.py``'s arguments: the template's, the data, the execution."""
     parser = ArgumentParser(description="PathMNIST classification: MLP or MobileNet")
     template = add_training_options(parser, batch_size=128, epochs=15, lr=1e-3)

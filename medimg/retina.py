@@ -6,11 +6,16 @@ The course's training set holds four copies of each of the 20 DRIVE training eye
 keeps the copies of one eye together, so no eye is on both sides of a split.
 """
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
 
 from medimg.cli import UserError
 
@@ -41,9 +46,6 @@ class SmoothElastic:
         self.displacement, self.spacing = displacement, spacing
 
     def __call__(self, image, mask=None):
-        from torchvision import tv_tensors
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms.v2 import functional as F
         height, width = image.shape[-2:]
         grid = (height // self.spacing + 2, width // self.spacing + 2)
         # drawn from the CPU stream whatever the image's device, so a seed gives the same fields on a GPU
@@ -57,13 +59,11 @@ class SmoothElastic:
         return image, tv_tensors.wrap(F.elastic(mask, field, interpolation=InterpolationMode.NEAREST), like=mask)
 
 
-def build_augmentation(name):
+def build_augmentation(name: str) -> Optional[v2.Compose]:
     """A ``torchvision.transforms.v2`` pipeline that moves image and mask together, or None.
 
     The mask is a ``tv_tensors.Mask``: geometric transforms resample it with nearest
     neighbour (so it stays binary and aligned) and colour transforms leave it alone."""
-    from torchvision.transforms import v2
-
     steps = []
     for class_name, kwargs in STRATEGIES[name]:
         kwargs = dict(kwargs)
@@ -73,7 +73,7 @@ def build_augmentation(name):
     return v2.Compose(steps) if steps else None
 
 
-def describe(name):
+def describe(name: str) -> str:
     """The strategy's transforms and parameters in words, e.g. for a caption."""
     if not STRATEGIES[name]:
         return "no augmentation"
@@ -174,12 +174,12 @@ def _decode_split(folder, image_size):
     return names, torch.stack([pad(x) for x in xs]), torch.stack([pad(y) for y in ys]), sizes
 
 
-def fundus_id(name):
+def fundus_id(name: str) -> str:
     """``21_training_3`` -> ``21_training``: the flipped/rotated copies of one eye share an id."""
     return re.sub(r"_\d+$", "", name)
 
 
-def split_by_fundus(names, val_fraction, seed):
+def split_by_fundus(names: Sequence[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """``(train, val)`` indices: a random ``val_fraction`` of the eyes held out, copies together."""
     groups = sorted({fundus_id(n) for n in names})
     n_val = max(1, round(len(groups) * val_fraction))
@@ -192,7 +192,7 @@ def split_by_fundus(names, val_fraction, seed):
     return train, val
 
 
-def subset_of_fundi(names, fraction, seed):
+def subset_of_fundi(names: Sequence[str], fraction: float, seed: int) -> list[int]:
     """Indices of the images of a random ``fraction`` of the eyes (at least one), copies together."""
     groups = sorted({fundus_id(n) for n in names})
     n_keep = max(1, round(len(groups) * fraction))
@@ -200,7 +200,7 @@ def subset_of_fundi(names, fraction, seed):
     return [i for i, n in enumerate(names) if fundus_id(n) in kept]
 
 
-def one_copy_per_eye(names):
+def one_copy_per_eye(names: Sequence[str]) -> list[int]:
     """Indices of the first copy of every eye: whole training images to evaluate on."""
     seen, keep = set(), []
     for i, name in enumerate(names):
@@ -208,6 +208,32 @@ def one_copy_per_eye(names):
             seen.add(fundus_id(name))
             keep.append(i)
     return keep
+
+
+@dataclass
+class Split:
+    """Decoded image/mask pairs of one split, as ``load_split`` returns them: ``names`` (the
+    file stems, e.g. ``21_training_0``), ``images`` uint8 ``[N, 3, H, W]``, ``masks`` uint8
+    ``[N, 1, H, W]`` in {0, 1}, both zero-padded to multiples of 16, and the original
+    ``sizes`` ``[(h, w)]`` that metrics crop back to."""
+    names: list[str]
+    images: torch.Tensor
+    masks: torch.Tensor
+    sizes: list[tuple[int, int]]
+
+    @classmethod
+    def load(cls, folder: Path, image_size: int = 0) -> "Split":
+        """``folder/{image,mask}`` decoded (``load_split``), resized to ``image_size`` when not 0."""
+        return cls(*load_split(folder, image_size))
+
+    def subset(self, indices: Sequence[int]) -> "Split":
+        """The pairs at ``indices``, in that order."""
+        indices = list(indices)
+        return Split([self.names[i] for i in indices], self.images[indices], self.masks[indices],
+                     [self.sizes[i] for i in indices])
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 class RetinaTrainSet(torch.utils.data.Dataset):
@@ -226,7 +252,6 @@ class RetinaTrainSet(torch.utils.data.Dataset):
         return len(self.images) * self.repeats
 
     def __getitem__(self, index):
-        from torchvision import tv_tensors
         image, mask = self.images[index % len(self.images)], self.masks[index % len(self.masks)]
         if self.transform is not None:
             image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))

@@ -1,43 +1,60 @@
-"""The epoch loop both training scripts share: train, evaluate every few epochs, keep
-the best state, checkpoint after every epoch, resume exactly where a run stopped, and
-stop at a non-finite loss. The scripts keep their own ``train``/``evaluate`` functions;
-this module only sequences them."""
+"""What both training scripts share around their epoch loop: the training step, the
+per-epoch history, and ``Progress``, the bookkeeping that lets an interrupted run resume
+exactly (epochs done, best evaluation, checkpoint). The loop itself is written out in each
+script's ``main``."""
 import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from tqdm import tqdm
+from torch import nn
 
+from medimg.execution import Execution
 from medimg.runfiles import load_training_state, save_training_state
+
+# A training step's parts: a module, an optimizer, a GradScaler, an LR scheduler: anything
+# with ``state_dict()`` and ``load_state_dict()``, checkpointed under its name.
+Parts = dict
 
 
 class Timer:
-    def __enter__(self):
+    """``with Timer() as t: ...`` then ``t.seconds``: the block's wall time."""
+
+    def __enter__(self) -> "Timer":
         self.start = time.perf_counter()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
 
 
-def training_step(model, x, y, loss_fn, optimizer, scaler, execution):
+def skips_non_finite_steps_on_device(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
+    """Whether ``scaler.step(optimizer)`` itself skips an update whose gradients are not
+    finite, without the host reading anything: true for an optimizer built with
+    ``fused=True`` (what ``Execution.optimizer_options`` gives a GPU run) stepped through an
+    enabled scaler (``Execution.grad_scaler`` on a GPU), whose found-inf flag the fused
+    kernel reads on the device."""
+    return scaler.is_enabled() and bool(optimizer.defaults.get("fused"))
+
+
+def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, optimizer:
+                  torch.optim.Optimizer, scaler: torch.amp.GradScaler, execution: Execution):
     """One optimisation step: forward under the run's autocast, the loss in fp32, backward
     (scaled for fp16) and the update. A non-finite loss skips the update, so the weights
     stay those of the last finite step. Returns ``(loss, outputs)``, the loss a detached
     0-d tensor on the device: reading it (``.item()``) is the caller's choice, since on a
     GPU every read makes the host wait for the device.
 
-    With a fused optimizer and an enabled scaler (``Execution.optimizer_options``,
-    ``Execution.grad_scaler``: what a GPU run gets) the finiteness check happens on the
-    device and the optimizer skips the update there, so the step never waits for the GPU;
-    otherwise the loss is read on the host (free on a CPU)."""
+    Who skips a non-finite step: the device, when the optimizer and scaler can
+    (``skips_non_finite_steps_on_device``: a GPU run never waits for its loss); otherwise
+    the host, by reading the loss (free on a CPU)."""
     with execution.autocast():
         outputs = model(x)
     loss = loss_fn(outputs.float(), y)
-    if (scaler.is_enabled() and getattr(optimizer, "_step_supports_amp_scaling", False)) or torch.isfinite(loss):
+    if skips_non_finite_steps_on_device(optimizer, scaler) or torch.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -45,7 +62,8 @@ def training_step(model, x, y, loss_fn, optimizer, scaler, execution):
     return loss.detach(), outputs
 
 
-def step_maker(model, inputs, targets, loss_fn, wrap=None):
+def step_maker(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable,
+               wrap: Optional[Callable[[nn.Module], nn.Module]] = None) -> Callable[[Execution], Callable]:
     """For ``execution.choose``: ``make_step(execution)`` returns a function that runs one
     training step on a copy of ``model`` (so the run's own weights are never touched) with
     the given sample batch; ``wrap`` turns the copy into what the loss sees."""
@@ -63,93 +81,64 @@ class History(dict):
     ``learning_rates`` (one value per trained epoch), ``evaluated_epochs``,
     ``valid_times`` and whatever the evaluation returns (one value per evaluation)."""
 
-    def append(self, **values):
+    def append(self, **values: float) -> None:
         for key, value in values.items():
             self.setdefault(key, []).append(value)
 
-    def last(self, key):
-        return self[key][-1] if self.get(key) else None
-
 
 @dataclass
-class Fit:
-    """What ``fit`` returns: the history, the best evaluation's epoch and weights (when
-    asked to select one), whether training diverged, and the run's wall time so far."""
-    history: History
-    best_epoch: Optional[int] = None
-    best_state: Optional[dict] = None
+class Progress:
+    """Where a run stands: its history, how many epochs it has trained, the best evaluation
+    so far (when the run selects one), and whether it diverged. ``save`` checkpoints it with
+    the training parts and the random streams after an epoch; ``load`` brings all of it back,
+    so a resumed run computes the same numbers, bit for bit, as one that never stopped."""
+    history: History = field(default_factory=History)
+    epochs_done: int = 0                 # also the (0-based) index of the next epoch to train
+    best_epoch: Optional[int] = None     # 1-based, like history["evaluated_epochs"]
+    best_score: float = -math.inf
+    best_state: Optional[dict] = None    # a copy of the model's weights at best_epoch
     diverged: bool = False
     resumed_at_epoch: Optional[int] = None
-    seconds: float = 0.0
-    best_score: float = -math.inf
+    earlier_seconds: float = 0.0         # the epochs' time in the processes before a resume
+    started: float = field(default_factory=time.perf_counter, repr=False)
+
+    def update_best(self, epoch: int, score: float, model: nn.Module) -> bool:
+        """Keep a copy of ``model``'s weights when ``score`` beats the best so far."""
+        if score <= self.best_score:
+            return False
+        self.best_epoch, self.best_score = epoch, score
+        self.best_state = copy.deepcopy(model.state_dict())
+        return True
+
+    def seconds(self) -> float:
+        """Wall time of the epochs so far, this process's and those before a resume."""
+        return self.earlier_seconds + time.perf_counter() - self.started
+
+    def save(self, path: Path, parts: Parts, shuffle_rng: torch.Generator) -> None:
+        """Checkpoint the progress, the state of every part that is not None, and the random streams."""
+        # "epoch" is the last epoch done, 0-based, as in checkpoints written before Progress existed
+        save_training_state(path, _present(parts), shuffle_rng, history=dict(self.history),
+                            epoch=self.epochs_done - 1,
+                            best={"epoch": self.best_epoch, "state": self.best_state, "score": self.best_score})
+
+    @classmethod
+    def load(cls, path: Path, parts: Parts, shuffle_rng: torch.Generator) -> "Progress":
+        """Restore the parts and random streams that ``save`` wrote; the progress to continue from."""
+        state = load_training_state(path, _present(parts), shuffle_rng)
+        history, best = History(state["history"]), state["best"]
+        done = state["epoch"] + 1
+        print(f"Resuming {path.parent} at epoch {done}")
+        return cls(history, done, best["epoch"], best["score"], best["state"], resumed_at_epoch=done,
+                   earlier_seconds=sum(history.get("train_times", [])) + sum(history.get("valid_times", [])))
 
 
-@dataclass
-class Loop:
-    """The pieces ``fit`` sequences. ``train_epoch(epoch)`` returns ``(loss, score)`` of the
-    epoch (a non-finite loss means the run diverged); ``evaluate()`` returns a dict of
-    history entries (``valid_losses``, ``valid_accs``, ...); ``score_key`` names the entry
-    that selects the best epoch when ``select_best``."""
-    model: object
-    optimizer: object
-    train_epoch: Callable
-    evaluate: Callable
-    epochs: int
-    checkpoint_path: object
-    shuffle_rng: object
-    scheduler: object = None
-    scaler: object = None
-    eval_every: int = 1
-    select_best: bool = False
-    score_key: str = "valid_accs"
-    parts: dict = field(init=False)
-
-    def __post_init__(self):
-        self.parts = {name: part for name, part in (("model", self.model), ("optimizer", self.optimizer),
-                                                    ("scaler", self.scaler), ("scheduler", self.scheduler))
-                      if part is not None}
+def _present(parts: Parts) -> Parts:
+    return {name: part for name, part in parts.items() if part is not None}
 
 
-def fit(loop: Loop, resume=False):
-    result = Fit(History())
-    start_epoch = 0
-    if resume and loop.checkpoint_path.exists():
-        state = load_training_state(loop.checkpoint_path, loop.parts, loop.shuffle_rng)
-        result.history = History(state["history"])
-        best = state["best"]
-        result.best_epoch, result.best_state, result.best_score = best["epoch"], best["state"], best["score"]
-        start_epoch = result.resumed_at_epoch = state["epoch"] + 1
-        print(f"Resuming {loop.checkpoint_path.parent} at epoch {start_epoch}")
-    history = result.history
-    prior_seconds = sum(history.get("train_times", [])) + sum(history.get("valid_times", []))
-    wall_start = time.perf_counter()
-
-    for epoch in tqdm(range(start_epoch, loop.epochs), desc="epochs", initial=start_epoch, total=loop.epochs,
-                      dynamic_ncols=True):
-        learning_rate = loop.optimizer.param_groups[0]["lr"]
-        with Timer() as timer:
-            loss, score = loop.train_epoch(epoch)
-        if not math.isfinite(loss):
-            tqdm.write(f"Non-finite loss at epoch {epoch}: the run diverged; stopping (lr {learning_rate})")
-            result.diverged = True
-            break
-        history.append(train_losses=loss, train_accs=score, train_times=timer.seconds, learning_rates=learning_rate)
-        if loop.scheduler is not None:
-            loop.scheduler.step()
-
-        if (epoch + 1) % loop.eval_every == 0 or epoch + 1 == loop.epochs:
-            with Timer() as eval_timer:
-                metrics = loop.evaluate()
-            history.append(evaluated_epochs=epoch + 1, valid_times=eval_timer.seconds, **metrics)
-            shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            tqdm.write(f"=== Epoch {epoch}: train loss {loss:.4f} acc {score:.4f} | {shown} "
-                       f"({timer.seconds:.0f}+{eval_timer.seconds:.0f} s)")
-            if loop.select_best and metrics[loop.score_key] > result.best_score:
-                result.best_epoch, result.best_score = epoch + 1, metrics[loop.score_key]
-                result.best_state = copy.deepcopy(loop.model.state_dict())
-        if epoch + 1 < loop.epochs:
-            save_training_state(loop.checkpoint_path, loop.parts, loop.shuffle_rng, history=dict(history),
-                                epoch=epoch, best={"epoch": result.best_epoch, "state": result.best_state,
-                                                   "score": result.best_score})
-    result.seconds = prior_seconds + time.perf_counter() - wall_start
-    return result
+def epoch_summary(epoch: int, loss: float, score: float, metrics: dict, train_seconds: float,
+                  eval_seconds: float) -> str:
+    """The console line of an evaluated epoch."""
+    shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    return (f"=== Epoch {epoch}: train loss {loss:.4f} acc {score:.4f} | {shown} "
+            f"({train_seconds:.0f}+{eval_seconds:.0f} s)")

@@ -3,10 +3,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import assert_picture, interrupt_at_epoch, write_pathmnist
 
 import main_classification as cls
 from medimg.classification_models import Scores
+from mobileNet import MobileNet
 
 FAST = ["--epochs", "1", "--batch_size", "32", "--num_workers", "0", "--print_every", "1000"]
 
@@ -52,9 +54,6 @@ def test_subset(pathmnist_dir, tmp_path):
 
 
 def test_scores_are_logits_unless_the_templates_behaviour_is_asked_for():
-    import torch
-
-    from mobileNet import MobileNet
     model = MobileNet(9).eval()
     x = torch.randn(2, 3, 28, 28)
     with torch.no_grad():

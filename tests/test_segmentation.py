@@ -5,17 +5,24 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torchvision
 from conftest import assert_picture, interrupt_at_epoch, write_retina
 from PIL import Image
+from sklearn.metrics import f1_score, roc_auc_score
+from torchvision import tv_tensors
 
 import main_segmentation as seg
 from medimg import retina as retina_data
+from medimg.execution import Execution
+from medimg.figures import load_mask_png
 from medimg.segmentation_metrics import (
     constant_prediction_dice,
     pixel_metrics,
     thresholded_dice,
 )
 from medimg.segmentation_models import build_smp_unet
+from medimg.training import Progress, skips_non_finite_steps_on_device
+from unet import UNet
 
 FAST = ["--epochs", "1", "--batch_size", "2", "--crop_size", "32", "--threads", "2"]
 
@@ -40,7 +47,7 @@ def test_one_epoch_of_each_unet_variant(retina, tmp_path, model):
     results = run(retina, tmp_path / model, "--model", model)
     check_results(results)
     assert results["config"]["model"] == model
-    from unet import UNet
+    assert len(results["train_whole_soft_dice"]) == len(results["valid_accs"]) == 1  # --train_eval every, the default
     expected = UNet(3, 1, skip_connections=model == "unet")
     assert results["n_parameters"] == sum(p.numel() for p in expected.parameters())
     # without skips the decoder's blocks see only the upsampled path: fewer input channels
@@ -50,7 +57,6 @@ def test_one_epoch_of_each_unet_variant(retina, tmp_path, model):
     assert_picture(tmp_path / model / "predictions.png")
     assert not (tmp_path / model / "checkpoint.pt").exists()
     # the first test image's truth and thresholded prediction, at its size, for the report's panels
-    from medimg.figures import load_mask_png
     truth = load_mask_png(tmp_path / model / "example_01_test_truth.png")
     prediction = load_mask_png(tmp_path / model / "example_01_test_prediction.png")
     with Image.open(retina / "test" / "mask" / "01_test.png") as mask:
@@ -65,7 +71,6 @@ def test_one_epoch_of_the_smp_unet_from_scratch(retina, tmp_path):
 
 
 def test_smp_unet_loads_a_torchvision_resnet18_state_dict(retina, tmp_path):
-    import torchvision
     weights = torchvision.models.resnet18(weights=None)
     torch.nn.init.constant_(weights.conv1.weight, 0.01)
     torch.save(weights.state_dict(), tmp_path / "resnet18.pth")
@@ -130,7 +135,6 @@ def test_random_crops_stay_aligned():
 def _displacement(strategy, size, draws=6):
     """Mean displacement in pixels that a strategy applies to the interior of a
     ``size``-pixel image, measured by transforming an image of its own coordinates."""
-    from torchvision import tv_tensors
     transform = retina_data.build_augmentation(strategy)
     yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
     coordinates = tv_tensors.Image(torch.stack([xx, yy, torch.zeros_like(xx)]))
@@ -152,7 +156,6 @@ def test_geometric_strategies_move_pixels_measurably(strategy, minimum_pixels, s
 
 
 def test_color_strategy_changes_colours_and_leaves_geometry_and_mask_alone():
-    from torchvision import tv_tensors
     generator = torch.Generator().manual_seed(0)
     image = torch.randint(40, 200, (3, 64, 64), generator=generator, dtype=torch.uint8)
     mask = (torch.rand(1, 64, 64, generator=generator) > 0.8).to(torch.uint8)
@@ -178,14 +181,12 @@ def test_none_strategy_is_the_identity():
 def test_a_few_dozen_steps_learn_the_generated_vessels(retina):
     """train() and training_step() really optimise: 48 steps of a small network raise the
     thresholded Dice far above what predicting every pixel as vessel scores."""
-    from medimg.execution import Execution
     torch.manual_seed(0)
-    train_split = dict(zip(("names", "images", "masks", "sizes"), retina_data.load_split(retina / "train")))
-    test_split = dict(zip(("names", "images", "masks", "sizes"), retina_data.load_split(retina / "test")))
+    train_split, test_split = retina_data.Split.load(retina / "train"), retina_data.Split.load(retina / "test")
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 1, 1))
     execution, loss_fn = Execution.plain("cpu"), seg.DiceCELoss()
-    loader = torch.utils.data.DataLoader(retina_data.RetinaTrainSet(train_split["images"], train_split["masks"],
+    loader = torch.utils.data.DataLoader(retina_data.RetinaTrainSet(train_split.images, train_split.masks,
                                                                      crop_size=32, crops_per_image=8),
                                          batch_size=8, shuffle=True)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -193,17 +194,16 @@ def test_a_few_dozen_steps_learn_the_generated_vessels(retina):
     losses = [seg.train(epoch, net, loader, optimizer, execution.grad_scaler(), loss_fn, execution, 1000)[0]
               for epoch in range(8)]
     after, _ = seg.evaluate(net, test_split, loss_fn, execution)
-    all_vessel = constant_prediction_dice(test_split["masks"], test_split["sizes"], vessel=True)
+    all_vessel = constant_prediction_dice(test_split.masks, test_split.sizes, vessel=True)
     assert losses[-1] < 0.7 * losses[0] and after["loss"] < 0.7 * before["loss"]
     assert after["thresholded_dice"] > max(0.5, 3 * all_vessel), (after, all_vessel)
 
 
 def test_metrics_ignore_the_padding():
-    from medimg.execution import Execution
     # a 50x50 image padded to 64x64; a model that says "vessel" everywhere
     mask = torch.zeros(1, 1, 64, 64, dtype=torch.uint8)
     mask[0, 0, 10:20, 10:40] = 1
-    split = {"images": torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "masks": mask, "sizes": [(50, 50)]}
+    split = retina_data.Split(["padded"], torch.zeros(1, 3, 64, 64, dtype=torch.uint8), mask, [(50, 50)])
 
     class AllVessel(torch.nn.Module):
         def forward(self, x):
@@ -227,7 +227,7 @@ def test_final_metrics_come_from_the_best_validation_state(retina, tmp_path, mon
 
     def spy(model, split, loss_fn, execution):
         metrics, logits = real_evaluate(model, split, loss_fn, execution)
-        if split.get("names") == validation_names:
+        if split.names == validation_names:
             states.append({k: v.clone() for k, v in model.state_dict().items()})
             metrics["thresholded_dice"] = next(scores)
         return metrics, logits
@@ -260,8 +260,48 @@ def test_schedule_evaluation_size_precision_and_saved_weights(retina, tmp_path):
         constant_prediction_dice(small[2], small[3], vessel=True))
     assert results["baselines"]["all_vessel_dice"] != pytest.approx(
         constant_prediction_dice(masks, [(64, 64)] * len(masks), vessel=True))
-    from unet import UNet
     UNet(3, 1).load_state_dict(torch.load(tmp_path / "opts" / "model.pt", weights_only=False)["model"], strict=True)
+
+
+def test_train_eval_never_skips_only_the_training_eyes(retina, tmp_path):
+    small = ["--epochs", "2", "--image_size", "32", "--crop_size", "16", "--plain"]
+    every = run(retina, tmp_path / "every", *small)
+    never = run(retina, tmp_path / "never", *small, "--train_eval", "never")
+    whole = ("train_whole_losses", "train_whole_soft_dice", "train_whole_dice_thresholded")
+    assert all(len(every[key]) == 2 for key in whole) and all(never[key] == [] for key in whole)
+    assert list(never) == list(every) and never["measures"] == every["measures"]  # the same keys, meaning the same
+    # evaluating the training eyes draws no random number: everything else is the same, bit for bit
+    for key in ("train_losses", "valid_losses", "valid_accs", "valid_dice_thresholded", "final_metrics"):
+        assert never[key] == every[key], key
+    assert_picture(tmp_path / "never" / "curves.png")
+
+
+def test_progress_keeps_a_copy_of_the_best_weights_and_survives_a_checkpoint(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(net.parameters())
+    parts = {"model": net, "optimizer": optimizer, "scheduler": None}
+    progress = Progress()
+    assert progress.update_best(1, 0.5, net) and not progress.update_best(2, 0.5, net)
+    with torch.no_grad():
+        net.weight.add_(1.0)  # training goes on: the kept weights must not follow
+    assert not torch.equal(progress.best_state["weight"], net.weight)
+    progress.history.append(train_losses=0.25, train_times=3.0)
+    progress.epochs_done = 2
+    progress.save(tmp_path / "checkpoint.pt", parts, torch.Generator().manual_seed(0))
+    loaded = Progress.load(tmp_path / "checkpoint.pt", parts, torch.Generator())
+    assert (loaded.epochs_done, loaded.resumed_at_epoch, loaded.best_epoch, loaded.best_score) == (2, 2, 1, 0.5)
+    assert loaded.history == {"train_losses": [0.25], "train_times": [3.0]} and loaded.earlier_seconds == 3.0
+    assert torch.equal(loaded.best_state["weight"], progress.best_state["weight"])
+
+
+def test_the_device_skips_a_non_finite_step_only_with_a_fused_optimizer_and_an_enabled_scaler():
+    parameters = [torch.nn.Parameter(torch.zeros(2))]
+    enabled = torch.amp.GradScaler("cpu", init_scale=1.0)
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    fused, unfused = torch.optim.AdamW(parameters, fused=True), torch.optim.AdamW(parameters)
+    assert skips_non_finite_steps_on_device(fused, enabled)
+    assert not skips_non_finite_steps_on_device(unfused, enabled)
+    assert not skips_non_finite_steps_on_device(fused, disabled)
 
 
 def test_bf16_autocast_training_runs_and_is_recorded(retina, tmp_path):
@@ -346,10 +386,13 @@ def test_divergence_stops_cleanly_and_records_the_history(retina, tmp_path, monk
         return real_train(epoch, model, loader, optimizer, scaler, loss_fn, *rest)
 
     monkeypatch.setattr(seg, "train", exploding_from_epoch_2)
-    results = run(retina, tmp_path / "nan", "--epochs", "5", "--crops_per_image", "2")
+    results = run(retina, tmp_path / "nan", "--epochs", "5", "--crops_per_image", "2", "--save_model")
     assert results["diverged"] is True
     assert results["epochs_completed"] == 2 and len(results["train_losses"]) == 2
-    # the NaN steps were skipped: the final metrics come from the last finite weights
+    # the NaN steps were skipped: the final weights and metrics are the last finite ones
+    # (the evaluation clamps non-finite logits, so the metrics alone would not show NaN weights)
+    final = torch.load(tmp_path / "nan" / "model.pt", weights_only=False)["model"]
+    assert all(torch.isfinite(value).all() for value in final.values())
     assert np.isfinite(results["final_metrics"]["loss"]) and results["final_metrics"]["auc"] is not None
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()
 
@@ -381,7 +424,6 @@ def test_augmentations_figure(retina, tmp_path):
 
 
 def test_binary_dice_and_pixel_metrics_against_sklearn():
-    from sklearn.metrics import f1_score, roc_auc_score
     rng = np.random.default_rng(0)
     truth = rng.random((40, 40)) > 0.8
     probs = np.clip(truth * 0.6 + rng.random((40, 40)) * 0.5, 0, 1)
