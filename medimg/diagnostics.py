@@ -1,10 +1,15 @@
 """Measurements that explain a run rather than score it, stored in its results.json so
 that the report's "why" rests on numbers: how strongly each block of a freshly
 initialised network is trained (gradient norms), and how many ReLU units have died."""
+from typing import Callable, Optional
+
 import torch
 
+from medimg.execution import Execution
 
-def block_gradient_norms(model, images, masks, loss_fn, execution):
+
+def block_gradient_norms(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, loss_fn: Callable,
+                         execution: Execution) -> dict[str, float]:
     """The L2 norm of the loss gradient of each top-level block's parameters, for one
     fixed batch (uint8 ``images [B, 3, H, W]``, ``masks [B, 1, H, W]``), in eval mode and
     without an optimizer step: the model, its gradients and every random stream are left
@@ -27,7 +32,7 @@ def block_gradient_norms(model, images, masks, loss_fn, execution):
 
 
 @torch.no_grad()
-def dead_relu_fraction(model, images, execution):
+def dead_relu_fraction(model: torch.nn.Module, images: torch.Tensor, execution: Execution) -> Optional[dict]:
     """The fraction of ReLU channels (``nn.ReLU`` modules) whose output is zero at every
     pixel of every one of ``images`` (uint8 ``[N, 3, H, W]``): units that no longer pass
     any signal or gradient. Returns ``{"overall": f, "per_layer": {name: f}}``, or None

@@ -1,29 +1,34 @@
 """The figures the scripts write: training curves, segmentation predictions,
 augmentation examples and the confusion matrix. Every PNG is written atomically."""
+import io
+from pathlib import Path
+from typing import Optional, Sequence
+
 import numpy as np
 import torch
+from PIL import Image
 
+from medimg.retina import STRATEGIES, RetinaTrainSet
 from medimg.runfiles import atomic_write
 from medimg.segmentation_metrics import thresholded_dice
 
 
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    # imported at the first figure, not with this module: it must choose the backend before
+    # pyplot loads, and a run or a test that draws nothing never pays its second of import
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def save_figure(fig, path, dpi=110, colours=None, **savefig_kwargs):
+def save_figure(fig, path: Path, dpi: int = 110, colours: Optional[int] = None, **savefig_kwargs) -> None:
     """Write a matplotlib figure as PNG, atomically, and free it. ``colours``: reduce it to a
     palette of that many colours (a third of the size for figures of photographs, which
     runs write and the repository keeps)."""
     plt = pyplot()
     if colours:
-        import io
-
-        from PIL import Image
         buffer = io.BytesIO()
         fig.savefig(buffer, dpi=dpi, format="png", **savefig_kwargs)
         with Image.open(buffer) as image:
@@ -34,7 +39,7 @@ def save_figure(fig, path, dpi=110, colours=None, **savefig_kwargs):
     plt.close(fig)
 
 
-def plot_panels(panels, path, title="", legend_fontsize=8):
+def plot_panels(panels: Sequence[tuple], path: Path, title: str = "", legend_fontsize: int = 8) -> None:
     """One PNG of side-by-side panels. ``panels``: ``[(ylabel, [(label, epochs, values), ...])]``,
     a curve optionally with a fourth item, the ``ax.plot`` style; the curves of one panel
     must be the same measure on comparable data."""
@@ -53,7 +58,8 @@ def plot_panels(panels, path, title="", legend_fontsize=8):
     save_figure(fig, path, dpi=120)
 
 
-def plot_curves(history, path, title="", accuracy_label="accuracy", valid_epochs=None):
+def plot_curves(history: dict, path: Path, title: str = "", accuracy_label: str = "accuracy",
+                valid_epochs: Optional[Sequence[int]] = None) -> None:
     """Loss and accuracy per epoch, train against validation, in one PNG (the classification
     script's: both are measured per epoch on whole samples). ``valid_epochs``: the (1-based)
     epochs at which validation ran, when not every one."""
@@ -64,7 +70,7 @@ def plot_curves(history, path, title="", accuracy_label="accuracy", valid_epochs
                  for key, label in (("losses", "loss"), ("accs", accuracy_label))], path, title)
 
 
-def error_image(prediction, truth):
+def error_image(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """RGB of a boolean prediction against the truth: green vessel found, red false
     positive, blue missed vessel, black background."""
     rgb = np.zeros((*truth.shape, 3))
@@ -74,7 +80,8 @@ def error_image(prediction, truth):
     return rgb
 
 
-def save_predictions_figure(path, images, masks, logits, sizes, names, count=3):
+def save_predictions_figure(path: Path, images: torch.Tensor, masks: torch.Tensor, logits: torch.Tensor,
+                            sizes: Sequence[tuple[int, int]], names: Sequence[str], count: int = 3) -> None:
     """Image, ground truth and prediction side by side; errors coloured
     (green: vessel found, red: false positive, blue: missed vessel)."""
     plt = pyplot()
@@ -97,20 +104,19 @@ def save_predictions_figure(path, images, masks, logits, sizes, names, count=3):
     save_figure(fig, path, dpi=90, colours=256)
 
 
-def save_mask_png(path, mask):
+def save_mask_png(path: Path, mask: np.ndarray) -> None:
     """A boolean ``[H, W]`` mask as a 1-bit PNG (a few kB): what the report needs to draw
     runs' predictions side by side without their checkpoints."""
-    from PIL import Image
     atomic_write(path, lambda tmp: Image.fromarray(np.asarray(mask, dtype=bool)).save(tmp, format="PNG", optimize=True))
 
 
-def load_mask_png(path):
-    from PIL import Image
+def load_mask_png(path: Path) -> np.ndarray:
+    """A mask that ``save_mask_png`` wrote, as a boolean ``[H, W]`` array."""
     with Image.open(path) as image:
         return np.array(image.convert("1"), dtype=bool)
 
 
-def vessel_window(mask, size):
+def vessel_window(mask: torch.Tensor, size: int) -> tuple[tuple[int, int], int]:
     """The top-left corner of the ``size``-pixel square of ``mask [1, H, W]`` with the most
     vessel pixels, on a coarse grid: a crop with thick and thin vessels to zoom on."""
     height, width = mask.shape[-2:]
@@ -120,11 +126,11 @@ def vessel_window(mask, size):
     return max(corners, key=lambda c: int(mask[..., c[0]:c[0] + size, c[1]:c[1] + size].sum())), size
 
 
-def save_augmentations_figure(path, image, mask, count, seed, window=160):
+def save_augmentations_figure(path: Path, image: torch.Tensor, mask: torch.Tensor, count: int, seed: int,
+                              window: int = 160) -> None:
     """Each strategy of ``retina.STRATEGIES`` (a row) on one training image, ``count``
     random draws of it (columns), shown at full resolution on a zoomed ``window``-pixel
     crop with the transformed mask as a thin outline; the first column is the original."""
-    from medimg.retina import STRATEGIES, RetinaTrainSet
     plt = pyplot()
     (top, left), size = vessel_window(mask, window)
     crop = (..., slice(top, top + size), slice(left, left + size))
@@ -150,7 +156,8 @@ def save_augmentations_figure(path, image, mask, count, seed, window=160):
     save_figure(fig, path, dpi=100, colours=256)
 
 
-def confusion_figure(matrix, path, title, class_names):
+def confusion_figure(matrix: Sequence[Sequence[int]], path: Path, title: str, class_names: Sequence[str]) -> None:
+    """The confusion matrix (rows: true class) as counts over a colour scale of each row's fractions."""
     plt = pyplot()
     n, names = len(class_names), class_names
     m = np.asarray(matrix, dtype=float)

@@ -6,28 +6,32 @@
   image (probability >= 0.5), the Dice that is reported as a result.
 - ``pixel_metrics``: accuracy, sensitivity, specificity and ROC AUC over all pixels.
 """
+from typing import Sequence
+
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from utils import DiceLoss
 
 
-def soft_dice(logits, targets):
-    """``1 - DiceLoss(logits, targets)`` (smooth 1) over the whole batch ``[B, 1, H, W]``."""
+def soft_dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``1 - DiceLoss(logits, targets)`` (smooth 1), pooled over the whole batch: logits and
+    targets ``[B, 1, H, W]``, a 0-d tensor (differentiable)."""
     return 1 - DiceLoss()(logits, targets)
 
 
-def thresholded_dice(pred, target):
-    """Dice of two boolean masks of one image; 1 when both are empty."""
+def thresholded_dice(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Dice of two boolean masks of the same shape (one image); 1 when both are empty."""
     intersection = (pred & target).sum().item()
     total = pred.sum().item() + target.sum().item()
     return 1.0 if total == 0 else 2.0 * intersection / total
 
 
-def pixel_metrics(probs, targets):
+def pixel_metrics(probs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict[str, float]:
     """Accuracy, sensitivity, specificity and ROC AUC over all pixels (threshold 0.5) of
-    lists of probability maps and binary masks."""
-    from sklearn.metrics import roc_auc_score
+    lists of probability maps and binary masks, each ``[H, W]`` (sizes may differ between
+    images); AUC is NaN when the masks hold a single class."""
     p, t = np.concatenate([x.ravel() for x in probs]), np.concatenate([x.ravel() for x in targets]).astype(bool)
     pred = p >= 0.5
     tp, tn = np.sum(pred & t), np.sum(~pred & ~t)
@@ -40,9 +44,10 @@ def pixel_metrics(probs, targets):
     }
 
 
-def constant_prediction_dice(masks, sizes, vessel):
+def constant_prediction_dice(masks: torch.Tensor, sizes: Sequence[tuple[int, int]], vessel: bool) -> float:
     """The mean thresholded Dice of predicting every pixel as vessel (``vessel=True``) or
-    as background: the floor a segmentation must beat. All-background scores 0 on every
+    as background, over masks ``[N, 1, H, W]`` cropped to their ``sizes``: the floor a
+    segmentation must beat. All-background scores 0 on every
     image with vessels; all-vessel scores 2v / (1 + v) for a vessel fraction v."""
     scores = []
     for mask, (h, w) in zip(masks, sizes):

