@@ -315,12 +315,14 @@ def run(args) -> int:
             log(f"packed {n} run folders into {TARBALL} ({size / 2 ** 20:.1f} MiB)")
 
     refresh()
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
     if todo and not args.plain and time.monotonic() < deadline:
+        import torch
+        torch.set_num_threads(threads)  # the workers' count: it is part of the key a choice is remembered by
         estimate = warm_execution_choices(todo, log)
         log(f"estimate: {estimate / 60:.1f} min if made one at a time; deadline in "
             f"{(deadline - time.monotonic()) / 60:.1f} min")
 
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
     tasks = [(name, script, arguments, str(root / name)) for name, (script, arguments) in todo.items()]
     pool = multiprocessing.get_context("spawn").Pool(min(args.jobs, len(tasks)) or 1, initializer=_start_worker,
                                                      initargs=(threads,)) if tasks else None
