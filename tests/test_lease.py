@@ -30,7 +30,8 @@ def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
     names = ["unet_noskip", "lr_1e-3", "aug_flip_seed43"]
     env = dict(os.environ, OUT=str(out), DATA=str(data), WHL=str(tmp_path / "no-wheels"))
     proc = subprocess.run(["bash", "tools/gpu_session.sh", "120", "--dry_run", "--plain", "--jobs", "2",
-                           "--runs", str(runs), "--rebuild_to", str(tmp_path / "rebuilt"), "--only", *names],
+                           "--runs", str(runs), "--work", str(tmp_path / "work"),
+                           "--rebuild_to", str(tmp_path / "rebuilt"), "--only", *names],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert lease.check_out(out) == []
@@ -53,11 +54,17 @@ def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
     assert not list(clone.rglob("*.pt"))
     assert json.loads((clone / "runs/gpu-dry/aug_flip_seed43/results.json").read_text())["config"]["seed"] == 43
 
-    # a second lease resumes the first: every run is complete, nothing is made again
-    with pytest.raises(SystemExit) as end:
-        lease.main(["run", "120", "--out", str(out), "--data", str(data), "--dry_run", "--plain", "--runs", str(runs),
-                    "--rebuild_to", str(tmp_path / "rebuilt"), "--only", *names])
-    assert end.value.code == 0 and "3 already complete" in (out / "lease.log").read_text()
+    assert not runs.exists()  # the runs are made outside the checkout
+
+    # the next lease resumes: on the same warm machine (its work folder), or on a fresh one
+    # from the unpacked runs committed in the checkout; nothing is made again
+    for work, committed in ((tmp_path / "work", tmp_path / "none"), (tmp_path / "fresh", clone / "runs")):
+        (out / "lease.log").unlink()
+        with pytest.raises(SystemExit) as end:
+            lease.main(["run", "120", "--out", str(out), "--data", str(data), "--dry_run", "--plain",
+                        "--runs", str(committed), "--work", str(work), "--rebuild_to", str(tmp_path / "rebuilt"),
+                        "--only", *names])
+        assert end.value.code == 0 and "3 already complete" in (out / "lease.log").read_text()
 
 
 # Fields that may differ between two makings of the same run: "timings" (wall-clock seconds),
@@ -186,8 +193,8 @@ def test_decoded_data_is_cached_per_process_and_copied(tmp_path):
 def test_without_a_gpu_the_lease_stops_in_one_line(retina, tmp_path):
     with pytest.raises(UserError, match="no CUDA GPU"):
         lease.main(["run", "60", "--out", str(tmp_path), "--data", str(retina), "--runs", str(tmp_path / "runs"),
-                    "--only", "unet"])
-    assert not (tmp_path / "runs").exists()
+                    "--work", str(tmp_path / "work"), "--only", "unet"])
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "work").exists()
 
 
 def test_a_lease_cut_at_its_deadline_returns_what_finished(retina, tmp_path, monkeypatch):
@@ -198,7 +205,8 @@ def test_a_lease_cut_at_its_deadline_returns_what_finished(retina, tmp_path, mon
     out.mkdir()
     with pytest.raises(SystemExit):
         lease.main(["run", "60", "--out", str(out), "--data", str(retina), "--runs", str(tmp_path / "runs"),
-                    "--dry_run", "--plain", "--jobs", "1", "--only", "unet", "unet_noskip", "lr_1e-3"])
+                    "--work", str(tmp_path / "work"), "--dry_run", "--plain", "--jobs", "1",
+                    "--only", "unet", "unet_noskip", "lr_1e-3"])
     states = {name: run["state"] for name, run in json.loads((out / "lease.json").read_text())["runs"].items()}
     assert "unfinished (deadline)" in states.values(), states
     assert "deadline:" in (out / "lease.log").read_text() and lease.check_out(out) == []

@@ -11,7 +11,8 @@ finished run in ``$OUT/runs_gpu.tar.gz``. How to call it: ``tools/README.md``.
    carry; the GPU, its name and free memory; the carried wheels; MPS if asked) and stops
    with one line if something is missing;
 2. makes the runs of ``registry.lease_plan`` not already complete in ``runs/gpu`` (a lease
-   resumes the last one), most valuable first, ``--jobs`` at a time: each worker process
+   resumes the last one) nor in ``--work`` (outside the checkout, where a warm machine keeps
+   the last call's runs and checkpoints), most valuable first, ``--jobs`` at a time: each worker process
    makes run after run with the script's ``main(argv)``, so imports, decoded data and the
    execution choice (measured once per workload before the workers start) are paid once;
 3. after every finished run rewrites ``$OUT/runs_gpu.tar.gz`` (results.json, log.txt, figures
@@ -235,6 +236,23 @@ def warm_execution_choices(todo: dict, log: Log) -> float:
     return total
 
 
+def keep_between_calls(committed: Path, work: Path, log: Log) -> Path:
+    """The folder the runs go to: ``work/<gpu or gpu-dry>``, outside the checkout, so that on
+    a machine kept warm between calls the runs finished (and the checkpoints of those cut
+    off) by the last call are there whatever the next call's copy of the checkout holds.
+    Complete runs of ``committed`` (the checkout's runs/gpu) are copied in first."""
+    root = work / committed.name
+    root.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for folder in sorted(committed.iterdir()) if committed.is_dir() else []:
+        if folder.is_dir() and not (root / folder.name).exists() and \
+                any((folder / name).exists() for name in ("results.json", "convolution_timings.json")):
+            shutil.copytree(folder, root / folder.name)
+            copied += 1
+    log(f"runs go to {root} ({copied} complete runs copied from {committed})")
+    return root
+
+
 # ----------------------------------------------------------------------------- the workers
 
 def _start_worker(threads: int) -> None:
@@ -286,7 +304,7 @@ def run(args) -> int:
     names = [name for name in names if (not args.only or name in args.only) and not (args.no_smp and is_smp(name))]
     needs_smp = any(is_smp(name) for name in names)
     facts = preflight(args, needs_smp, log)
-    root = Path(args.runs) / ("gpu-dry" if args.dry_run else "gpu")
+    root = keep_between_calls(Path(args.runs) / ("gpu-dry" if args.dry_run else "gpu"), Path(args.work), log)
     # the runs read the folder preflight checked (remade from the compact carry)
     selected = {name: (script, arguments + (["--plain"] if args.plain and script != "convolution.py" else []))
                 for name, (script, arguments) in registry.lease_plan(facts["data"], tuple(args.seeds),
@@ -375,7 +393,12 @@ def main(argv=None):
     lease.add_argument("--out", default=os.environ.get("OUT"), help="the folder whose files come back (default: $OUT)")
     lease.add_argument("--data", default=".data/retina", help="the retina folder, full or compact (default: %(default)s)")
     lease.add_argument("--rebuild_to", default="/tmp/medimg-retina", help="where a compact copy is remade")
-    lease.add_argument("--runs", default="runs", help="runs go to RUNS/gpu/NAME (RUNS/gpu-dry with --dry_run)")
+    lease.add_argument("--runs", default="runs",
+                       help="the checkout's runs: RUNS/gpu/NAME (RUNS/gpu-dry with --dry_run) already complete "
+                            "are skipped (default: %(default)s)")
+    lease.add_argument("--work", default="/tmp/medimg-lease",
+                       help="where the runs are made, outside the checkout: a warm machine's next call finds "
+                            "them there (default: %(default)s)")
     lease.add_argument("--jobs", type=int, default=4, help="worker processes making runs at once (default: %(default)s)")
     lease.add_argument("--seeds", type=int, nargs="*", default=[43, 44], help="other seeds of the Problem 4 comparisons")
     lease.add_argument("--only", nargs="+", metavar="NAME", help="make only these runs (in the plan's order)")
