@@ -129,7 +129,8 @@ def unpack(archive: Path, into: Path = Path(".")) -> list:
             why = ("is a link or special file" if not (member.isfile() or member.isdir()) else
                    "is an absolute path" if path.is_absolute() or member.name.startswith("/") else
                    "has a '..'" if ".." in path.parts else
-                   "lies outside runs/" if len(path.parts) < 2 or path.parts[0] != "runs" else
+                   "lies outside runs/" if not path.parts or path.parts[0] != "runs" or
+                   (len(path.parts) < 2 and not member.isdir()) else
                    "is a checkpoint" if path.suffix in (".pt", ".pth", ".ckpt") else None)
             if why:
                 raise UserError(f"{archive}: entry {member.name!r} {why}; nothing was unpacked")
