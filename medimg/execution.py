@@ -210,17 +210,22 @@ def measure_interleaved(steps: dict[str, Callable[[], object]], device: torch.de
 def decide(seconds: dict[str, float], spreads: dict[str, float]) -> tuple[str, float]:
     """``(chosen, margin)`` from each candidate's median seconds per step and spread: plain,
     unless a candidate is faster than plain by more than ``max(MIN_MARGIN, spread of plain,
-    spread of the candidate)``; of those, the fastest. ``margin`` is that bound for the chosen
-    candidate: how far a later step time may differ before the choice is doubted (``recheck``)."""
+    spread of the candidate)``; of those, the first in ``candidates`` order (the fewest
+    departures from the template) that is as fast as the fastest within the same bound, so
+    that two about equal winners do not trade places from one measurement to the next.
+    ``margin`` is that bound for the chosen candidate: how far a later step time may differ
+    before the choice is doubted (``recheck``)."""
     if "plain" not in seconds:  # plain failed: the fastest that ran, if any
         fastest = min(seconds, key=seconds.get, default="plain")
         return fastest, max(MIN_MARGIN, spreads.get(fastest, 0.0))
 
-    def margin(name):
-        return max(MIN_MARGIN, spreads["plain"], spreads[name])
+    def margin(name, against="plain"):
+        return max(MIN_MARGIN, spreads[against], spreads[name])
 
     winners = [name for name in seconds if name != "plain" and seconds[name] < seconds["plain"] * (1 - margin(name))]
-    chosen = min(winners, key=seconds.get, default="plain")
+    fastest = min(winners, key=seconds.get, default="plain")
+    chosen = next((name for name in winners if seconds[name] <= seconds[fastest] * (1 + margin(name, fastest))),
+                  "plain")
     return chosen, margin(chosen)
 
 

@@ -82,6 +82,19 @@ def test_a_win_beyond_the_spread_flips_it_and_the_record_keeps_the_spread(tmp_pa
     assert record["chosen"] == "plain" and record["spread"]["plain"] == pytest.approx(0.3)
 
 
+def test_of_two_about_equal_winners_the_first_candidate_is_kept(tmp_path, monkeypatch):
+    """Both bf16 variants of the MLP beat plain by 30%, 4% apart with 10% spreads: the one
+    with fewer departures from the template (bf16) every time; 30% apart: the faster."""
+    monkeypatch.setattr(execution, "default_amp_dtype", lambda device: torch.bfloat16)  # candidates on any CPU
+    noisy = [0.95, 1.0, 1.05, 1.1, 0.9]  # spread 10%
+    seconds = slow_others(plain=noisy, bf16=[0.72 * t for t in noisy], bf16_channels_last=[0.69 * t for t in noisy])
+    _, record = choose(CPU, "w", named_steps, timer=fake_timer(seconds), cache=tmp_path / "c.json")
+    assert record["chosen"] == "bf16"
+    seconds["bf16_channels_last"] = [0.5 * t for t in noisy]
+    _, record = choose(CPU, "w2", named_steps, timer=fake_timer(seconds), cache=tmp_path / "c.json")
+    assert record["chosen"] == "bf16_channels_last"
+
+
 def test_candidates_are_measured_in_turn_for_five_rounds(tmp_path):
     calls = []
     choose(CPU, "w", named_steps, timer=fake_timer(slow_others(plain=1.0), calls), cache=tmp_path / "c.json")
