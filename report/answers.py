@@ -93,7 +93,7 @@ def problem_2_6(runs, profile, arch):
 
 # ----------------------------------------------------------------------------- Problem 4
 
-def _human(human):
+def human_numbers(human):
     """The second observer's Dice under our protocol (``runs/human_baseline.json``), or None."""
     return None if human is None else {"dice": fmt(human["mean_dice"]), "sd": fmt(human["sd_dice"]),
                                        "min": fmt(human["min_dice"]), "max": fmt(human["max_dice"]),
@@ -116,7 +116,7 @@ def problem_4_reference(runs, human=None):
          "threads": unet["machine"]["torch_threads"], "command": unet["command"],
          "peak_dice": fmt(max(unet["valid_dice_thresholded"])),
          "sensitivity": fmt(unet["final_metrics"]["sensitivity"]), "auc": fmt(unet["final_metrics"]["auc"]),
-         "vessel_percent": _vessel_percent(runs), "human": _human(human),
+         "vessel_percent": _vessel_percent(runs), "human": human_numbers(human),
          "has_whole_training_curve": bool(whole)}
     if whole:  # training eyes and test images measured alike: whole images, eval mode
         n["train_whole_soft"], n["test_soft"] = fmt(whole[-1]), fmt(unet["valid_accs"][-1])
@@ -166,37 +166,38 @@ def problem_4_1(runs, gpu=None):
          "noskip_epochs": noskip["evaluated_epochs"], "all_vessel_dice": fmt(all_vessel),
          "noskip_hit_all_vessel": all_vessel is not None and any(abs(d - all_vessel) < 0.02
                                                                   for d in noskip["valid_dice_thresholded"]),
+         # None where no run of the UNet with skips stopped at E epochs (aug_none): the text then cites unet at E
          "skip_seeds": over_seeds(runs, "aug_none", all_vessel), "noskip_learned": first_vessel_epoch(noskip, all_vessel)}
-    claims = [("the UNet with skips beats the one without at the same epoch", dice_at(unet, E) > dice(noskip)),
-              ("every seed of the UNet with skips beats the one without at the same budget",
-               all(v > dice(noskip) for v in n["skip_seeds"]["values"]))]
+    claims = [("the UNet with skips beats the one without at the same epoch", dice_at(unet, E) > dice(noskip))]
+    if n["skip_seeds"] is not None:
+        claims.append(("every seed of the UNet with skips beats the one without at the same budget",
+                       all(v > dice(noskip) for v in n["skip_seeds"]["values"])))
     # the assignment's scale, where both exist
     if gpu is not None and done(gpu["unet"]) and done(gpu["unet_noskip"]):
-        g = {name: over_seeds(gpu, name, all_vessel_dice(gpu)) for name in ("unet", "unet_noskip")}
+        av = all_vessel_dice(gpu)
+        g = {name: over_seeds(gpu, name, av) for name in ("unet", "unet_noskip")}
         gu, gn = gpu["unet"], gpu["unet_noskip"]
+        # the first epoch each seed-42 run predicts vessels; None where it never does
+        fe = {name: first_vessel_epoch(gpu[name], av) for name in ("unet", "unet_noskip")}
         n["gpu"] = {**g, "budget": budget(gu), "device": gu["machine"].get("gpu") or gu["machine"]["cpu"],
                     "epochs": gu["epochs_completed"],
                     "noskip_peak": fmt(max(gn["valid_dice_thresholded"])),
-                    # how many epochs sooner the seed-42 UNet with skips first predicts vessels
-                    "earlier": first_vessel_epoch(gn, all_vessel_dice(gpu)) - first_vessel_epoch(gu, all_vessel_dice(gpu)),
+                    # how many epochs sooner the seed-42 UNet with skips first predicts vessels (None: one never does)
+                    "earlier": None if None in fe.values() else fe["unet_noskip"] - fe["unet"],
                     "seconds": fmt(gu["timings"]["total_seconds"], 0)}
         claims += [("at the assignment's scale the UNet without skips learns (Dice above 0.5)",
                     all(v > 0.5 for v in g["unet_noskip"]["values"])),
                    ("at the assignment's scale the UNet with skips scores higher than without",
                     float(np.mean(g["unet"]["values"])) > float(np.mean(g["unet_noskip"]["values"]))),
                    ("at the assignment's scale the UNet without skips leaves the plateau later",
-                    first_vessel_epoch(gn) > first_vessel_epoch(gu))]
+                    fe["unet"] is not None and (fe["unet_noskip"] is None or fe["unet_noskip"] > fe["unet"]))]
     # measured on a fixed training batch at initialisation: at the assignment's scale where it was
     source = gpu if gpu is not None and all(gpu[k].get("initial_gradient_norms") for k in ("unet", "unet_noskip")) \
         else runs
     grads = {name: source[name].get("initial_gradient_norms") for name in ("unet", "unet_noskip")}
     n["grad_scale"] = "assignment" if source is gpu else "crops"
     if all(grads.values()):
-        from unet import UNet
-        sizes = {}
-        for name, skips in (("unet", True), ("unet_noskip", False)):
-            model = UNet(3, 1, skip_connections=skips)
-            sizes[name] = {block: sum(p.numel() for p in getattr(model, block).parameters()) for block in grads[name]}
+        sizes = n["block_weights"] = block_weights(grads)  # the figure divides by them too
         # the root mean square of one weight's gradient in a block: its norm over sqrt(count)
         rms = {name: {b: grads[name][b] / math.sqrt(sizes[name][b]) for b in grads[name]} for name in grads}
         first, last = "encoder_block1", "decoder_block4"
@@ -220,6 +221,17 @@ def problem_4_1(runs, gpu=None):
     if dead["unet_noskip"] and dead["unet"]:
         n["dead_percent"] = {k: fmt(100 * v["overall"], 0) for k, v in dead.items()}
     return _answer(n, claims)
+
+
+def block_weights(grads):
+    """Each network's weight count per block, for the blocks of its gradient norms
+    ``grads[name]`` (name: ``unet`` or ``unet_noskip``)."""
+    from unet import UNet
+    sizes = {}
+    for name, blocks in grads.items():
+        model = UNet(3, 1, skip_connections=name == "unet")
+        sizes[name] = {block: sum(p.numel() for p in getattr(model, block).parameters()) for block in blocks}
+    return sizes
 
 
 def problem_4_2(runs):
@@ -265,9 +277,11 @@ def problem_4_3(runs, overfits=None):
     E = compare_epoch(runs)
     all_vessel = all_vessel_dice(runs)
     summary = {n[4:]: over_seeds(runs, n, all_vessel) for n in ["aug_none", *names]}  # none first
-    # how far training got: the training loss of the last of the E epochs, mean over seeds
-    fitted = {n[4:]: float(np.mean([r["train_losses"][E - 1] for r in copies(runs, n)])) for n in ["aug_none", *names]}
-    sound = {k: v for k, v in summary.items() if v["ends_with_vessels"] == v["n"]}
+    # how far training got: the training loss of the last of the E epochs (of a run that stopped
+    # sooner, diverged, its last epoch's), mean over seeds
+    fitted = {n[4:]: float(np.mean([r["train_losses"][:E][-1] if r["train_losses"] else math.nan
+                                    for r in copies(runs, n)])) for n in ["aug_none", *names]}
+    sound = {k: v for k, v in summary.items() if v["ends_with_vessels"] == v["n"]}  # every seed learned
     seeded = [v["values"] for v in sound.values() if v["n"] > 1]
     pooled = (math.sqrt(sum(sum((x - np.mean(v)) ** 2 for x in v) for v in seeded) / sum(len(v) - 1 for v in seeded))
               if seeded else None)
@@ -293,7 +307,7 @@ def problem_4_3(runs, overfits=None):
     seeds = sorted({s for v in summary.values() for s in v["seeds"]})
     everything = [k for n in ("aug_none", *names) for k in copy_names(runs, n)]
     ended_without = [k for k in everything if dice(runs[k]) < 0.01]
-    all_learned = [k for k, v in summary.items() if v["ends_with_vessels"] == v["n"]]
+    all_learned = list(sound)
     n = {"done": True, "E": E, "none_dice": fmt(none_mean), "rows": rows, "seeds": seeds,
          "pooled_sd": fmt(pooled) if pooled is not None else None,
          "ended_without": len(ended_without), "total_runs": len(everything),
@@ -318,7 +332,7 @@ def problem_4_4(runs, profile, human=None):
     E = compare_epoch(runs)
     first = pre["evaluated_epochs"][0]
     weights = pre["model_weights"]
-    h = _human(human)
+    h = human_numbers(human)
     n = {"done": True, "E": E, "budget": budget(pre), "first_epoch": first,
          "pretrained": fmt(dice(pre)), "scratch": fmt(dice(scratch)),
          "pretrained_seeds": over_seeds(runs, "smp_pretrained"), "scratch_seeds": over_seeds(runs, "smp_scratch"),
@@ -331,7 +345,7 @@ def problem_4_4(runs, profile, human=None):
          "human": h, "pretrained_better": dice(pre) > dice(scratch), "resnet18": {}}
     if h:
         n["human_gap"] = fmt(dice(pre) - h["value"])
-        n["above_human_by_more_than_sd"] = dice(pre) - h["value"] > float(h["sd"])
+        n["above_human_by_more_than_sd"] = dice(pre) - human["mean_dice"] > human["sd_dice"]
     quarter = [runs[k] for k in ("smp_pretrained_quarter", "smp_scratch_quarter")]
     if all(done(r) for r in quarter):
         n["quarter"] = {"pretrained": fmt(dice(quarter[0])), "scratch": fmt(dice(quarter[1])),
@@ -399,7 +413,8 @@ def assignment_scale(runs, profile="gpu"):
     unet = runs.get("unet", {})
     if done(unet) and unet.get("train_whole_soft_dice"):  # the overfitting question at that scale
         train, test = unet["train_whole_soft_dice"][-1], unet["valid_accs"][-1]
+        before = unet["valid_accs"][:-5]  # the evaluations before the last five: none in a short run
         n["generalisation"] = {"train": fmt(train), "test": fmt(test), "gap": fmt(train - test),
                                "overfits": train - test > 0.05, "epochs": unet["epochs_completed"],
-                               "budget": budget(unet), "still_improving": test > max(unet["valid_accs"][:-5])}
+                               "budget": budget(unet), "still_improving": bool(before) and test > max(before)}
     return n

@@ -148,8 +148,8 @@ def figures_for(runs, gpu, root, out, numbers):
                  out / "smp.png", up_to=E, labels={"aug_none": "our UNet, from scratch"}, human=human, ncol=2)
     numbers["panels"] = prediction_panels(runs, out, numbers)
     source = gpu if numbers["p4_1"].get("grad_scale") == "assignment" else runs
-    if any(source[n].get("initial_gradient_norms") for n in ("unet", "unet_noskip")):
-        plots.gradient_norms(source, out / "gradient_norms.png")
+    if numbers["p4_1"].get("block_weights"):  # both networks' gradients measured
+        plots.gradient_norms(source, out / "gradient_norms.png", numbers["p4_1"]["block_weights"])
     if gpu is not None and done(gpu["unet"]) and gpu["unet"].get("train_whole_soft_dice"):
         plots.generalisation(gpu["unet"], out / "generalisation.png")
     if numbers["p2_6"]["available"]:
@@ -214,7 +214,7 @@ def main(argv=None):
         raise UserError(f"{root}: no such folder; run experiments.py first or pass --runs runs/<profile>")
     if args.drive:
         write_human_baseline(args.drive, root.parent, args.retina)
-    profile = root.name if root.name in registry.PROFILES else "cpu"
+    profile = logs.profile_of(root)
     runs = load_runs(root, profile)
     gpu_root = root.parent / "gpu"
     gpu = load_runs(gpu_root, "gpu") if profile == "cpu" and gpu_root.is_dir() else None
@@ -233,7 +233,7 @@ def main(argv=None):
     numbers = {key: answer["numbers"] for key, answer in per_question.items()}
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
                    arch=arch, seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
-                   scale=scale, human=answers._human(human),
+                   scale=scale, human=answers.human_numbers(human),
                    seeded=answers.seeded(runs),
                    commands={"main": f"python experiments.py --profile {profile} --data data/retina --data_dir data",
                              "gpu": "python experiments.py --profile gpu --data data/retina --data_dir data",

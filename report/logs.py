@@ -1,5 +1,5 @@
 """The runs' logs as the report reads them: which runs exist (the registry in
-``experiments.py``, nothing else), their results, and the few helpers that turn them
+``medimg/registry.py``, nothing else), their results, and the few helpers that turn them
 into the numbers the text quotes."""
 from pathlib import Path
 
@@ -15,7 +15,7 @@ def load_runs(root, profile=None):
     with another seed (``NAME_seedS``, from ``experiments.py --seeds``)."""
     root = Path(root)
     runs = {}
-    for name in registry.runs(profile or _profile(root)):
+    for name in registry.runs(profile or profile_of(root)):
         runs[name] = _load(root / name)
         for copy in sorted(root.glob(f"{name}_seed*")):
             if (copy / "results.json").exists():
@@ -43,8 +43,9 @@ def _load(folder):
     return {"status": "not run", "reason": "this run has not been made yet", "command": ""}
 
 
-def _profile(root):
-    return root.name if root.name in registry.PROFILES else "cpu"
+def profile_of(root):
+    """The profile whose runs the folder ``root`` holds: its name (``runs/gpu``), else ``cpu``."""
+    return Path(root).name if Path(root).name in registry.PROFILES else "cpu"
 
 
 def done(run):

@@ -21,7 +21,15 @@ def save(fig, path):
 
 
 def _label(name, labels=None):
-    return (labels or {}).get(name) or registry.runs()[name].label or name
+    """What a legend or title calls a run: ``labels[name]`` where given, else the registry's
+    label of its configuration (a ``NAME_seedS`` copy: NAME's, with ", seed S"), looked up
+    among the ``gpu`` profile's runs, then the ``cpu`` profile's (the recipe runs exist only
+    at the assignment's scale)."""
+    if (labels or {}).get(name):
+        return labels[name]
+    base, _, seed = name.partition("_seed")
+    run = registry.runs("gpu").get(base) or registry.runs("cpu").get(base)
+    return ((run.label if run else None) or base) + (f", seed {seed}" if seed else "")
 
 
 def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None):
@@ -73,22 +81,21 @@ def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None):
     save(fig, path)
 
 
-def gradient_norms(runs, path):
+def gradient_norms(runs, path, weights):
     """At initialisation, on a fixed training batch, with and without skip connections: each
     block's gradient norm (left) and the root mean square of one weight's gradient in it, the
-    norm over the square root of the block's weight count (right), against Adam's epsilon."""
-    from unet import UNet
+    norm over the square root of the block's weight count (right), against Adam's epsilon.
+    ``weights``: each network's weight count per block (``answers.block_weights``)."""
     plt = pyplot()
     fig, (ax_norm, ax_rms) = plt.subplots(1, 2, figsize=(WIDTH, 2.6), sharex=True)
     measured = [name for name in ("unet", "unet_noskip") if runs[name].get("initial_gradient_norms")]
     width = 0.8 / len(measured)
     for i, name in enumerate(measured):
         norms = runs[name]["initial_gradient_norms"]
-        model = UNet(3, 1, skip_connections=name == "unet")
-        count = {b: sum(p.numel() for p in getattr(model, b).parameters()) for b in norms}
+        count = weights[name]
         blocks, offset = list(norms), (i - (len(measured) - 1) / 2) * width
         for ax, values in ((ax_norm, list(norms.values())), (ax_rms, [norms[b] / np.sqrt(count[b]) for b in blocks])):
-            ax.bar(np.arange(len(blocks)) + offset, values, width=width, label=registry.runs()[name].label)
+            ax.bar(np.arange(len(blocks)) + offset, values, width=width, label=_label(name))
     ax_rms.axhline(1e-8, color="black", ls=":", lw=1)
     ax_rms.text(3.5, 2e-8, "Adam's ε", ha="center", va="bottom", fontsize=8)
     for ax, label in ((ax_norm, "gradient norm of the block"), (ax_rms, "RMS gradient of one weight")):
@@ -173,10 +180,8 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     top, left = thin_vessel_window(truth, size)
     crop = (slice(top, top + size), slice(left, left + size))
     import textwrap
-    label = lambda n: textwrap.fill((labels or {}).get(n) or registry.runs()[n.split("_seed")[0]].label
-                                    + (f", seed {n.split('_seed')[1]}" if "_seed" in n else ""), 24)
     columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
-        (f"{label(n)}\n"
+        (f"{textwrap.fill(_label(n, labels), 24)}\n"
          f"Dice on this image {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
          error_image(p, truth)) for n, p in drawn]
     fig, axes = plt.subplots(2, len(columns), figsize=(1.8 * len(columns), 4.0), squeeze=False)
