@@ -23,6 +23,20 @@ def save(fig, path):
     save_figure(fig, path, dpi=100, bbox_inches="tight")
 
 
+MOVED = {"python bench.py": "python -m tools.bench",  # the scripts' names when the logs were made
+         "python profile_step.py": "python -m tools.profile_step"}
+
+
+def _command(recorded):
+    """A logged command as it runs now (the benchmark scripts moved into ``tools/``), and a note
+    saying how the log records it where that differs ("" where not)."""
+    current, note = recorded, ""
+    for old, new in MOVED.items():
+        if old in current:
+            current, note = current.replace(old, new), f"recorded as `{old} …`"
+    return f"`{current}`", note
+
+
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
@@ -79,12 +93,17 @@ def write(runs=ROOT / "runs" / "cpu", out=ROOT / "docs"):
              "",
              "## How a run chooses its execution",
              "",
-             "At the start of a run the training scripts time a few training steps of each execution that computes "
+             "At the start of a run the training scripts time training steps of each execution that computes "
              "the same thing (fp32 or the device's native autocast dtype, with or without `channels_last`) on the "
-             "run's own model and batch shape, and keep the fastest (the template's plain fp32 unless another is "
-             "measured faster). The choice is remembered per machine and recorded in each run's `results.json`; "
-             "`--plain` forces the template's execution. The benchmarks below compare every execution on whole "
-             "training steps (forward, loss, backward, AdamW step; median of repeats after a warm-up)."]
+             "run's own model and batch shape, in alternating rounds (A B C A B C …, five timed rounds after one "
+             "untimed step each). The template's plain fp32 is kept unless a candidate's median beats plain's by "
+             "more than max(5%, plain's spread, the candidate's spread), a spread being (Q3 − Q1) / median of the "
+             "rounds; of the candidates that do, the first in candidate order (`channels_last`, the autocast dtype, "
+             "both) whose median is within max(5%, its spread, the fastest's spread) of the fastest's is chosen "
+             "(`medimg.execution.decide`). The choice, with each candidate's median and spread, is remembered per "
+             "machine and recorded in each run's `results.json`; `--plain` forces the template's execution. The "
+             "benchmarks below compare every execution on whole training steps (forward, loss, backward, AdamW "
+             "step)."]
     # the machine with native bf16 first (the one the report's runs used), newest first
     benches = sorted(bench_dir.glob("bench*.json"), key=lambda p: (not read_json(p)["machine"].get("cpu_bf16"),
                                                                   -len(read_json(p)["results"]), p.name))
@@ -92,8 +111,9 @@ def write(runs=ROOT / "runs" / "cpu", out=ROOT / "docs"):
         b = read_json(path)
         m = b["machine"]
         ceiling = b.get("matmul_tflops") or {}
+        command, note = _command(b["command"])
         parts += ["", f"## Benchmark `{path.name}` ({b['date'][:16].replace('T', ' ')})", "",
-                  f"Command: `{b['command']}`  ",
+                  f"Command: {command}{f' ({note})' if note else ''}  ",
                   f"Machine: {m['cpu']}, {m['torch_threads']} threads, CPU capability {m.get('cpu_capability')}, "
                   f"native bf16: {'yes' if m.get('cpu_bf16') else 'no'}; PyTorch {b['versions']['torch']}; "
                   f"{b['seconds']:.0f} s in all.  "]
@@ -134,16 +154,24 @@ def write(runs=ROOT / "runs" / "cpu", out=ROOT / "docs"):
         plain = p["profiles"]["plain"]["by_kind"]
         share = plain.get("conv 3x3 backward", 0) / sum(plain.values())
         profile_figure(p, out / f"{path.stem}.png")
+        threads = {k: k.split("_")[1] for k in other if k.startswith("plain_") and k.endswith("_threads")}
+        settings = [f"`per_layer` puts in `channels_last` the {len(p['channels_last_layers'])} of "
+                    f"{len(p['layers'])} convolutions that were faster so alone"] if "per_layer" in whole else []
+        if "plain_compiled" in other:
+            settings.append(f"`plain_compiled` runs under `torch.compile` ({p.get('compile_seconds', 0):.0f} s to "
+                            "compile)")
+        settings += [f"`{k}` uses {n} of the {p['threads']} threads" for k, n in threads.items()]
+        command, note = _command(p["command"])
         parts += ["", f"## Where the UNet's training step spends its time (`{path.name}`)", "",
-                  f"Command: `{p['command']}` ({p['date'][:16].replace('T', ' ')}, {p['machine']['cpu']}, "
-                  f"{p['threads']} threads; batch {p['batch'][0]} of {p['batch'][1]}-px crops; a CPU without native "
-                  f"bf16).", "",
+                  f"Command: {command} ({note + '; ' if note else ''}{p['date'][:16].replace('T', ' ')}, "
+                  f"{p['machine']['cpu']}, "
+                  f"{p['threads']} threads; `{p['model']}`: batch {p['batch'][0]} of {p['batch'][1]}-px "
+                  f"{'crops' if 'crop' in p['model'] else 'images'}; a CPU "
+                  f"{'with' if p['machine'].get('cpu_bf16') else 'without'} native bf16).", "",
                   f"![Self CPU time by operator kind]({path.stem}.png)", "",
                   f"The 3×3 convolutions' backward pass is {100 * share:.0f}% of the plain step. Whole steps, each "
-                  "setting measured alternately with a plain step (the ratio is plain time over the setting's): "
-                  f"`per_layer` puts in `channels_last` the {len(p['channels_last_layers'])} of {len(p['layers'])} "
-                  f"convolutions that were faster so alone; `plain_compiled` runs under `torch.compile` "
-                  f"({p.get('compile_seconds', 0):.0f} s to compile); `plain_1_threads` uses one thread fewer.", "",
+                  "setting measured alternately with a plain step (the ratio is plain time over the setting's)"
+                  + (": " + "; ".join(settings) if settings else "") + ".", "",
                   _table(["whole step", "s/step", "× plain"], rows)]
     conv = Path(runs) / "convolution" / "convolution_timings.json"
     if conv.exists():
