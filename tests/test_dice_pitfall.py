@@ -7,19 +7,13 @@ import pytest
 import torch
 
 from medimg.segmentation_metrics import thresholded_dice
-
-
-def template_broadcast_dice(logits, y):
-    """The template's formula: threshold, then ``2 sum(pred * y.squeeze()) / (sum pred + sum y)``."""
-    pred = (torch.sigmoid(logits) > 0.5).float()  # [B, 1, H, W]
-    target = y.squeeze()  # [B, H, W]
-    intersection = (pred * target).sum()  # broadcast: [B, B, H, W]
-    return (2 * intersection / (pred.sum() + target.sum())).item()
+# the template's formula as the report measures it: threshold, then 2 sum(pred * y.squeeze()) / (sum pred + sum y)
+from report.human_baseline import template_dice as template_broadcast_dice
 
 
 def ours(logits, y):
-    """Thresholded Dice per image, then the mean over the batch."""
-    pred = torch.sigmoid(logits) >= 0.5
+    """Thresholded Dice per image (probability > 0.5), then the mean over the batch."""
+    pred = torch.sigmoid(logits) > 0.5
     return float(np.mean([thresholded_dice(p[0], t[0].bool()) for p, t in zip(pred, y)]))
 
 

@@ -160,17 +160,23 @@ def _seg_run(folder, dice, seed=42):
             "valid_dice_thresholded": [dice], "evaluated_epochs": [10], "train_losses": [0.5] * 10}
 
 
-def test_the_augmentation_verdict_uses_the_seed_to_seed_spread(tmp_path):
+def _augmentation_numbers(tmp_path, values):
+    """``problem_4_3``'s numbers for runs whose strategies end with these test Dice, ``{strategy:
+    (seed 42, seed 1)}``, every other run of the registry not run."""
     from report import answers
-    values = {"none": [0.70, 0.72], "flip": [0.80, 0.82], "affine": [0.69, 0.73], "color": [0.50, 0.54],
-              "elastic": [0.71, 0.71], "combined": [0.70, 0.74]}
     runs = {"unet": _seg_run(tmp_path, 0.7)}
     for name, (first, second) in values.items():
         runs[f"aug_{name}"] = _seg_run(tmp_path, first)
         runs[f"aug_{name}_seed1"] = _seg_run(tmp_path, second, seed=1)
     for name in registry.runs():
         runs.setdefault(name, {"status": "not run"})
-    numbers = answers.problem_4_3(runs)["numbers"]
+    return answers.problem_4_3(runs)["numbers"]
+
+
+def test_the_augmentation_verdict_uses_the_seed_to_seed_spread(tmp_path):
+    values = {"none": [0.70, 0.72], "flip": [0.80, 0.82], "affine": [0.69, 0.73], "color": [0.50, 0.54],
+              "elastic": [0.71, 0.71], "combined": [0.70, 0.74]}
+    numbers = _augmentation_numbers(tmp_path, values)
     # pooled standard deviation of pairs: sqrt(mean of (a - b)^2 / 2)
     pooled = np.sqrt(np.mean([(a - b) ** 2 / 2 for a, b in values.values()]))
     assert float(numbers["pooled_sd"]) == pytest.approx(pooled, abs=1e-3)
@@ -184,16 +190,9 @@ def test_the_augmentation_verdict_uses_the_seed_to_seed_spread(tmp_path):
 def test_a_strategy_that_never_learns_is_counted_not_called_within_noise(tmp_path):
     """Runs that never leave the all-background plateau (Dice 0) are failures to learn: the
     verdict counts them instead of folding them into a spread that they inflate."""
-    from report import answers
     values = {"none": [0.72, 0.26], "flip": [0.60, 0.0], "affine": [0.0, 0.0], "color": [0.47, 0.0],
               "elastic": [0.49, 0.50], "combined": [0.59, 0.55]}
-    runs = {"unet": _seg_run(tmp_path, 0.7)}
-    for name, (first, second) in values.items():
-        runs[f"aug_{name}"] = _seg_run(tmp_path, first)
-        runs[f"aug_{name}_seed1"] = _seg_run(tmp_path, second, seed=1)
-    for name in registry.runs():
-        runs.setdefault(name, {"status": "not run"})
-    numbers = answers.problem_4_3(runs)["numbers"]
+    numbers = _augmentation_numbers(tmp_path, values)
     rows = {row["name"]: row for row in numbers["rows"]}
     assert rows["affine"]["verdict"] == "ends without vessels in 2 of 2"
     assert (rows["affine"]["learned"], rows["affine"]["ends_with_vessels"]) == (0, 0)
