@@ -212,9 +212,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     with Timer() as timer:
         last = test_metrics(*test(scores, test_loader, criterion, execution))
-        if progress.best_state is not None:
+        best = last  # the last epoch's weights are the best ones unless an earlier evaluation scored higher
+        if progress.best_state is not None and progress.best_epoch != progress.epochs_done:
             model.load_state_dict(progress.best_state)
-        best = test_metrics(*test(scores, test_loader, criterion, execution))
+            best = test_metrics(*test(scores, test_loader, criterion, execution))
     print(f"Test (last epoch): loss {last['loss']:.4f}, accuracy {last['accuracy']:.4f}, AUC {last['auc']}")
     print(f"Test (best validation epoch {progress.best_epoch}): accuracy {best['accuracy']:.4f}")
     write_outputs(logdir, args, progress, last, best, train_seconds, timer.seconds, {

@@ -58,7 +58,7 @@ MEASURES = {
     "train_accs": "soft Dice pooled over each training batch, mean over the epoch (as train_losses)",
     "valid_losses": "DiceCE loss per whole evaluation image (eval mode), mean over images",
     "valid_accs": "soft Dice per whole evaluation image (eval mode), mean over images",
-    "valid_dice_thresholded": "thresholded Dice (probability >= 0.5) per whole evaluation image, mean",
+    "valid_dice_thresholded": "thresholded Dice (probability > 0.5) per whole evaluation image, mean",
     "train_whole_losses": "as valid_losses, on one copy of every training eye",
     "train_whole_soft_dice": "as valid_accs, on one copy of every training eye",
     "train_whole_dice_thresholded": "as valid_dice_thresholded, on one copy of every training eye",
@@ -295,7 +295,8 @@ def write_outputs(logdir: Path, args: Namespace, progress: Progress, final: dict
                        h["evaluated_epochs"][int(np.argmax(valid_dice))] if valid_dice else None),
         "final_metrics": final,
         "final_metrics_model": "best validation epoch" if progress.best_state is not None else "last epoch",
-        "baselines": {"vessel_fraction": float(np.mean([m[0, :h, :w].float().mean().item() for m, (h, w)
+        "baselines": {"vessel_fraction": float(np.mean([mask[0, :height, :width].float().mean().item()
+                                                        for mask, (height, width)
                                                         in zip(test_split.masks, test_split.sizes)])),
                       "all_vessel_dice": constant_prediction_dice(test_split.masks, test_split.sizes, True),
                       "all_background_dice": constant_prediction_dice(test_split.masks, test_split.sizes, False)},

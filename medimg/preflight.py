@@ -77,7 +77,7 @@ def step_seconds(script, arguments, device):
     return seconds.get(record["chosen"]) or (min(seconds.values()) if seconds else None)
 
 
-def estimate_seconds(script, arguments, step, data=None):
+def estimate_seconds(script, arguments, step):
     """The run's duration from the seconds of one training step: the epochs' steps, plus
     the evaluations (a forward pass costs about a third of a training step per pixel)."""
     if script == "convolution.py":
@@ -94,7 +94,8 @@ def estimate_seconds(script, arguments, step, data=None):
     side = args.crop_size or args.image_size or 512
     whole = (args.image_size or 512) ** 2
     evaluations = math.ceil(args.epochs / args.eval_every) + 1
-    images_per_evaluation = n_test + max(1, n_train // 4)  # the test set and one copy of every training eye
+    # the test set, and one copy of every training eye unless --train_eval never
+    images_per_evaluation = n_test + (max(1, n_train // 4) if args.train_eval == "every" else 0)
     forward = step / args.batch_size * whole / side ** 2 / 3
     return steps * step + evaluations * images_per_evaluation * forward
 

@@ -11,9 +11,7 @@ lease and the tests read it. A new experiment is one ``Run`` here, an answer in
 ``report/answers.py``, a figure in ``report/plots.py`` and its text in ``report/*.typ``."""
 from dataclasses import dataclass
 
-from medimg.retina import (
-    STRATEGIES,  # the augmentation strategies are the ones the code builds
-)
+from medimg.strategies import STRATEGIES  # the augmentation strategies are the ones the code builds
 
 LEARNING_RATES = ("1e-1", "1e-2", "1e-3", "1e-4", "1e-5")
 

@@ -3,7 +3,7 @@
 - ``soft_dice(logits, targets)``: ``1 - DiceLoss``, computed on probabilities (no
   threshold), pooled over a whole batch: the differentiable score the loss optimises.
 - ``thresholded_dice(pred, target)``: ``2|P & T| / (|P| + |T|)`` on binary masks of one
-  image (probability >= 0.5), the Dice that is reported as a result.
+  image (probability > 0.5, i.e. logit > 0), the Dice that is reported as a result.
 - ``pixel_metrics``: accuracy, sensitivity, specificity and ROC AUC over all pixels.
 """
 from typing import Sequence
@@ -29,11 +29,12 @@ def thresholded_dice(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def pixel_metrics(probs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict[str, float]:
-    """Accuracy, sensitivity, specificity and ROC AUC over all pixels (threshold 0.5) of
+    """Accuracy, sensitivity, specificity and ROC AUC over all pixels (vessel where probability > 0.5, as
+    ``thresholded_dice``'s masks: logit > 0) of
     lists of probability maps and binary masks, each ``[H, W]`` (sizes may differ between
     images); AUC is NaN when the masks hold a single class."""
     p, t = np.concatenate([x.ravel() for x in probs]), np.concatenate([x.ravel() for x in targets]).astype(bool)
-    pred = p >= 0.5
+    pred = p > 0.5
     tp, tn = np.sum(pred & t), np.sum(~pred & ~t)
     fp, fn = np.sum(pred & ~t), np.sum(~pred & t)
     return {

@@ -427,13 +427,16 @@ def test_binary_dice_and_pixel_metrics_against_sklearn():
     rng = np.random.default_rng(0)
     truth = rng.random((40, 40)) > 0.8
     probs = np.clip(truth * 0.6 + rng.random((40, 40)) * 0.5, 0, 1)
-    assert thresholded_dice(torch.from_numpy(probs >= 0.5), torch.from_numpy(truth)) == \
-        pytest.approx(f1_score(truth.ravel(), probs.ravel() >= 0.5))
+    assert thresholded_dice(torch.from_numpy(probs > 0.5), torch.from_numpy(truth)) == \
+        pytest.approx(f1_score(truth.ravel(), probs.ravel() > 0.5))
     metrics = pixel_metrics([probs], [truth])
     assert metrics["auc"] == pytest.approx(roc_auc_score(truth.ravel(), probs.ravel()))
-    pred = probs >= 0.5
+    pred = probs > 0.5
     assert metrics["sensitivity"] == pytest.approx((pred & truth).sum() / truth.sum())
     assert metrics["specificity"] == pytest.approx((~pred & ~truth).sum() / (~truth).sum())
+    # a logit of exactly 0 (probability 0.5) is background for every measure, as for the thresholded Dice
+    edge = pixel_metrics([np.array([[0.5, 0.9]])], [np.array([[True, True]])])
+    assert edge["sensitivity"] == 0.5
 
 
 # numeric flag -> the smallest value it accepts (0 where zero means "off" or is legitimate)
