@@ -31,7 +31,7 @@ from tqdm import tqdm
 from medimg import figures, workloads
 from medimg.classification_models import NUM_CLASSES, Scores, build_classifier
 from medimg.cli import UserError, reachable, run_cli
-from medimg.execution import Execution, default_num_workers, pick_device, seed_everything
+from medimg.execution import Execution, default_num_workers, pick_device, recheck, seed_everything
 from medimg.options import parse_classification_args
 from medimg.runfiles import run_folder, run_record, write_json
 from medimg.training import Progress, Timer, epoch_summary, training_step
@@ -199,6 +199,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             break
         progress.history.append(train_losses=loss, train_accs=acc, train_times=train_timer.seconds,
                                 learning_rates=learning_rate)
+        if epoch == 1:  # the first epoch includes warm-up; an epoch also loads batches: doubt only beyond 15%
+            recheck(selection, train_timer.seconds / len(train_loader), tolerance=0.15)
         with Timer() as eval_timer:
             valid_loss, valid_acc, _, _ = test(forward_model, val_loader, criterion, execution)
         metrics = {"valid_losses": valid_loss, "valid_accs": valid_acc}

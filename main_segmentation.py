@@ -30,7 +30,7 @@ from tqdm import tqdm
 from medimg import figures, workloads
 from medimg.cli import UserError, run_cli
 from medimg.diagnostics import block_gradient_norms, dead_relu_fraction
-from medimg.execution import Execution, pick_device, seed_everything
+from medimg.execution import Execution, pick_device, recheck, seed_everything
 from medimg.options import parse_segmentation_args
 from medimg.retina import (
     RetinaTrainSet,
@@ -252,6 +252,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             break
         progress.history.append(train_losses=loss, train_accs=dice, train_times=train_timer.seconds,
                                 learning_rates=learning_rate)
+        if epoch == 1:  # the first epoch includes warm-up; an epoch also loads batches: doubt only beyond 15%
+            recheck(selection, train_timer.seconds / len(train_loader), tolerance=0.15)
         if scheduler is not None:
             scheduler.step()
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:

@@ -273,17 +273,18 @@ def choose(device: torch.device, workload: str, make_step: Callable, amp: str = 
     return options[chosen], {**record, "how": "measured", **where}
 
 
-def recheck(selection: dict, seconds_per_step: float) -> bool:
+def recheck(selection: dict, seconds_per_step: float, tolerance: float = 0.0) -> bool:
     """Doubt a choice by the run's own step time: when ``seconds_per_step`` (measured by the
     run, in its first epochs) differs from what the chosen execution was measured at by more
-    than the choice's margin, the remembered choice is forgotten, so that the next run
-    measures again; this run keeps its execution. ``selection`` is the record ``choose``
-    returned. Returns True when the choice was forgotten."""
+    than the choice's margin (or ``tolerance``, if larger: a training epoch also loads and
+    augments its batches, which the measured step leaves out), the remembered choice is
+    forgotten, so that the next run measures again; this run keeps its execution.
+    ``selection`` is the record ``choose`` returned. Returns True when the choice was forgotten."""
     expected = (selection.get("seconds_per_step") or {}).get(selection.get("chosen"))
     if not expected or "key" not in selection or "margin" not in selection:
         return False  # --plain, an explicit flag, the only candidate: nothing was measured
-    off = abs(seconds_per_step - expected) / expected
-    if off <= selection["margin"]:
+    off, allowed = abs(seconds_per_step - expected) / expected, max(selection["margin"], tolerance)
+    if off <= allowed:
         return False
     entries = _read_cache(selection["cache"])
     if entries.pop(selection["key"], None) is not None:
@@ -292,7 +293,7 @@ def recheck(selection: dict, seconds_per_step: float) -> bool:
         except OSError:
             pass
     print(f"a training step took {seconds_per_step:.3g} s here against {expected:.3g} s when "
-          f"{selection['chosen']} was chosen ({off:.0%} off, more than its {selection['margin']:.0%} margin): "
+          f"{selection['chosen']} was chosen ({off:.0%} off, more than the {allowed:.0%} allowed): "
           f"the next run measures the candidates again")
     return True
 

@@ -116,6 +116,9 @@ def test_a_remembered_choice_that_a_run_contradicts_is_measured_again(tmp_path):
     seconds["channels_last"] = 0.98
     chosen, again = choose(CPU, "w", named_steps, timer=fake_timer(seconds), cache=cache)
     assert again["how"] == "measured" and chosen == Execution.plain(CPU)
+    # a run's epoch, which also loads its batches, is doubted only beyond the tolerance it is given
+    _, remembered = choose(CPU, "w", named_steps, cache=cache)
+    assert not recheck(remembered, 1.10, tolerance=0.15) and recheck(remembered, 1.20, tolerance=0.15)
     # nothing measured (--plain): nothing to doubt
     assert not recheck({"chosen": "plain", "how": "--plain"}, 5.0)
 

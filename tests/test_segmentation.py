@@ -460,3 +460,12 @@ def test_option_names_are_never_abbreviated(retina, tmp_path, capsys):
     _expect_one_line_error(capsys, ["--dataset", str(retina), "--logdir", str(tmp_path / "r"), "--crop", "32"],
                            "--crop")
     assert not (tmp_path / "r").exists()
+
+
+def test_the_run_doubts_its_execution_choice_by_its_own_second_epoch(retina, tmp_path, monkeypatch):
+    """After the second epoch (the first includes warm-up) the run hands its own seconds per
+    step to ``execution.recheck``, which forgets a remembered choice it contradicts."""
+    calls = []
+    monkeypatch.setattr(seg, "recheck", lambda selection, seconds, tolerance: calls.append((selection, seconds)))
+    run(retina, tmp_path / "two", "--epochs", "2")
+    assert len(calls) == 1 and calls[0][1] > 0 and "chosen" in calls[0][0]
