@@ -1,5 +1,6 @@
 """Making the runs of a plan: what this machine cannot make (recorded, said once), the
-estimated duration of the rest, and each run as its script in a subprocess with its log."""
+estimated duration of the rest, and each run as its script in a subprocess with its log.
+(The GPU lease's workers make several runs in one process instead: ``tools/lease.py``.)"""
 import datetime
 import os
 import shlex
@@ -15,8 +16,10 @@ from tqdm import tqdm
 from medimg import preflight
 from medimg.execution import pick_device
 from medimg.runfiles import write_json
+from medimg.workloads import Workload
 
 ROOT = Path(__file__).resolve().parent.parent  # where the scripts are
+COMPLETE_MARKERS = ("results.json", "convolution_timings.json")  # a run folder holding one is a finished run
 
 
 def command(script, arguments, logdir, out_flag):
@@ -24,9 +27,9 @@ def command(script, arguments, logdir, out_flag):
 
 
 def status(logdir):
-    if (logdir / "results.json").exists() or (logdir / "convolution_timings.json").exists():
+    if any((Path(logdir) / name).exists() for name in COMPLETE_MARKERS):
         return "complete"
-    if (logdir / "checkpoint.pt").exists():
+    if (Path(logdir) / "checkpoint.pt").exists():
         return "interrupted"
     return "new"
 
@@ -63,13 +66,9 @@ def check_and_estimate(selected, root, profile, estimate=True):
     not_run = {name: reason for reason, names in reasons.items() for name in names}
     if not estimate or not todo:
         return todo, not_run
-    device, per_workload, total = pick_device("auto"), {}, 0.0
-    for name, (script, arguments) in tqdm(todo.items(), desc="measuring step times", leave=False):
-        key = (script, tuple(a for a in arguments if a not in ("--show_augmentations",)))
-        if script != "convolution.py" and key not in per_workload:
-            per_workload[key] = preflight.step_seconds(script, arguments, device)
-        seconds = preflight.estimate_seconds(script, arguments, per_workload.get(key) or 0.0)
-        total += seconds
+    device = pick_device("auto")
+    total, per_run = estimate_plan(todo, device, progress=True)
+    for name, seconds in per_run.items():
         print(f"  {name:<26} about {preflight.hours(seconds)}")
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"this CPU ({torch.get_num_threads()} threads)"
     print(f"the plan: {len(todo)} run(s), about {preflight.hours(total)} on {where} (estimated from measured steps)")
@@ -77,6 +76,47 @@ def check_and_estimate(selected, root, profile, estimate=True):
         print("that is longer than a few hours here: a CUDA GPU runs it far faster (--profile gpu there), or "
               "select runs with --only NAME ...")
     return todo, not_run
+
+
+def workload(script, arguments):
+    """The training step a run times to choose its execution (``medimg.workloads.Workload``,
+    as the script builds it), or None for the convolution study, which has none."""
+    if script == "convolution.py":
+        return None
+    args = preflight._args(script, arguments)
+    if script == "main_classification.py":
+        return Workload.of_classification(args)
+    return Workload.of_segmentation(args, args.crop_size or args.image_size or 512)  # as preflight.step_seconds
+
+
+def measurement_key(script, arguments):
+    """What runs share one measured step: the workload's name (what the execution choice is
+    remembered under) and the execution flags; None for the convolution study. Runs that
+    differ only in what a step does not see (seed, learning rate, augmentation,
+    ``--show_augmentations``) share it."""
+    step = workload(script, arguments)
+    if step is None:
+        return None
+    args = preflight._args(script, arguments)
+    return step.name, args.plain, args.amp, args.channels_last
+
+
+def estimate_plan(todo, device, progress=False, on_measured=None):
+    """``(total, per_run)``: the estimated seconds of the plan made one run at a time and of
+    each run (``preflight.estimate_seconds``), from one training step measured on ``device``
+    for each distinct workload (``measurement_key``). The measurement is the scripts' own
+    (``preflight.step_seconds``), so it is remembered and the runs then start at once.
+    ``on_measured(workload_name, seconds)`` is told of each measurement."""
+    step, per_run = {}, {}
+    for name, (script, arguments) in tqdm(todo.items(), desc="measuring step times", leave=False,
+                                          disable=not progress):
+        key = measurement_key(script, arguments)
+        if key is not None and key not in step:
+            step[key] = preflight.step_seconds(script, arguments, device) or 0.0
+            if on_measured is not None:
+                on_measured(key[0], step[key])
+        per_run[name] = preflight.estimate_seconds(script, arguments, step.get(key, 0.0))
+    return sum(per_run.values()), per_run
 
 
 def run_one(name, script, arguments, logdir, gpu=None, threads=None):
@@ -105,47 +145,6 @@ def run_one(name, script, arguments, logdir, gpu=None, threads=None):
         return record_not_run(logdir, script, cmd[2:], reason[0][len("error: "):] if reason else "see log.txt")
     if proc.returncode != 0:
         return f"failed (exit {proc.returncode}, see {logdir / 'log.txt'})"
-    (logdir / "not_run.json").unlink(missing_ok=True)
-    return f"done in {(time.time() - started) / 60:.1f} min"
-
-
-IN_PROCESS = {"main_segmentation.py", "main_classification.py"}  # scripts whose main(argv) leaves no global state
-
-
-def run_in_process(name: str, script: str, arguments: list, logdir: Path) -> str:
-    """``run_one`` without the start-up: the script's ``main(argv)`` called in this process
-    (imports, decoded data and the remembered execution choice stay for the next run),
-    its output going to ``logdir/log.txt``. The run writes exactly what ``run_one``'s
-    would; scripts that set process-wide state (the convolution study pins the threads)
-    still get a process of their own. Returns the run's state, as ``run_one``."""
-    import contextlib
-    import importlib
-    import traceback
-
-    from medimg.cli import UserError
-    if script not in IN_PROCESS:
-        return run_one(name, script, arguments, logdir)
-    state = status(logdir)
-    if state == "complete":
-        return "complete (skipped)"
-    argv = [*arguments, "--logdir", str(logdir), *(["--resume"] if state == "interrupted" else [])]
-    logdir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    with open(logdir / "log.txt", "a", buffering=1) as log, \
-            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        log.write(f"\n$ {shlex.join(['python', script, *argv])}   "
-                  f"# {datetime.datetime.now().isoformat(timespec='seconds')}, in a multi-run process\n")
-        try:
-            importlib.import_module(Path(script).stem).main(argv)
-        except UserError as err:  # one line: this machine cannot make the run
-            print(f"error: {err}")
-            return record_not_run(logdir, script, argv, str(err))
-        except Exception as err:  # the run failed; the process goes on to the next one
-            traceback.print_exc()
-            return f"failed ({err.__class__.__name__}, see {logdir / 'log.txt'})"
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()  # the next run's memory, not this one's cached blocks
     (logdir / "not_run.json").unlink(missing_ok=True)
     return f"done in {(time.time() - started) / 60:.1f} min"
 

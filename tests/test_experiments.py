@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import interrupt_at_epoch
 
 import experiments
@@ -211,3 +212,19 @@ def test_pathmnist_runs_are_recorded_not_run_on_an_offline_gpu_machine(tmp_path,
     todo, not_run = runner.check_and_estimate({k: plan[k] for k in ("mlp", "mobilenet", "mobilenet_probs")},
                                               tmp_path / "runs", "gpu", estimate=False)
     assert todo == {} and all("zenodo.org is unreachable" in reason for reason in not_run.values())
+
+
+def test_a_plan_is_estimated_from_one_measured_step_per_workload(monkeypatch, tmp_path):
+    """Runs that differ only in what a training step does not see (seed, rate, augmentation,
+    --show_augmentations) share one measurement; another model or batch shape is measured."""
+    from medimg import preflight
+    measured = []
+    monkeypatch.setattr(preflight, "step_seconds",
+                        lambda script, arguments, device: measured.append(arguments) or 0.01)
+    plan = registry.lease_plan(str(tmp_path), seeds=(43,))
+    todo = {k: plan[k] for k in ("unet", "lr_1e-3", "aug_elastic", "aug_flip_seed43", "smp_scratch", "convolution")}
+    total, per_run = runner.estimate_plan(todo, torch.device("cpu"))
+    assert len(measured) == 2 and set(per_run) == set(todo)
+    assert total == pytest.approx(sum(per_run.values())) and per_run["convolution"] == preflight.CONVOLUTION_SECONDS
+    assert runner.measurement_key(*plan["aug_elastic"]) == runner.measurement_key(*plan["unet"])
+    assert runner.measurement_key(*plan["unet"])[0] == "unet batch 2 512x512"

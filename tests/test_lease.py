@@ -4,12 +4,15 @@ carry is lossless and measured, and the decoded data is cached per process."""
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
+import time
 
 import pytest
 import torch
 from conftest import ROOT, write_retina
+from PIL import Image
 
 from medimg import retina, runner
 from medimg.cli import UserError
@@ -40,7 +43,7 @@ def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
     summary = json.loads((out / "lease.json").read_text())
     assert all(summary["runs"][name]["state"].startswith("done") for name in names), summary["runs"]
     assert summary["runs_made"] == 3 and summary["runs_per_minute"] > 0
-    assert all(summary["runs"][name]["gpu_seconds"] > 0 for name in names)
+    assert all(summary["runs"][name]["run_seconds"] > 0 for name in names)
     assert "runs/min" in (out / "lease.log").read_text()
 
     clone = tmp_path / "clone"
@@ -81,11 +84,21 @@ def comparable(results, logdir):
 
 
 def test_a_run_made_after_another_in_one_process_equals_a_lone_run(retina, tmp_path):
-    """What a lease worker does (run_in_process, run after run) against run_one's fresh process."""
+    """What a lease worker does (run_in_process, run after run) against run_one's fresh process;
+    what a run's main sets process-wide (--threads, cudnn's benchmark mode) is put back."""
     first = ["--dataset", str(retina), "--model", "unet_noskip", *TINY]
     second = ["--dataset", str(retina), "--model", "unet", "--augmentation", "combined", "--save_model", *TINY]
-    assert runner.run_in_process("a", "main_segmentation.py", first, tmp_path / "worker" / "a").startswith("done")
-    assert runner.run_in_process("b", "main_segmentation.py", second, tmp_path / "worker" / "b").startswith("done")
+    threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    torch.set_num_threads(1)
+    torch.backends.cudnn.benchmark = not benchmark  # main sets it True
+    try:
+        assert lease.run_in_process("a", "main_segmentation.py", first, tmp_path / "worker" / "a").startswith("done")
+        assert torch.get_num_threads() == 1  # the run used --threads 2
+        assert torch.backends.cudnn.benchmark is not benchmark
+        assert lease.run_in_process("b", "main_segmentation.py", second, tmp_path / "worker" / "b").startswith("done")
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = benchmark
     assert runner.run_one("b", "main_segmentation.py", second, tmp_path / "lone" / "b").startswith("done")
     worker, lone = tmp_path / "worker" / "b", tmp_path / "lone" / "b"
     assert comparable(json.loads((worker / "results.json").read_text()), worker) == \
@@ -94,11 +107,11 @@ def test_a_run_made_after_another_in_one_process_equals_a_lone_run(retina, tmp_p
     assert made_together.keys() == made_alone.keys()
     assert all(torch.allclose(made_together[k].float(), made_alone[k].float()) for k in made_alone)
     assert sorted(p.name for p in worker.iterdir()) == sorted(p.name for p in lone.iterdir())
-    assert runner.run_in_process("b", "main_segmentation.py", second, worker) == "complete (skipped)"
+    assert lease.run_in_process("b", "main_segmentation.py", second, worker) == "complete (skipped)"
 
 
 def test_a_run_that_cannot_be_made_is_recorded_by_the_worker(tmp_path):
-    state = runner.run_in_process("x", "main_segmentation.py", ["--dataset", str(tmp_path / "none"), *TINY],
+    state = lease.run_in_process("x", "main_segmentation.py", ["--dataset", str(tmp_path / "none"), *TINY],
                                   tmp_path / "x")
     assert state.startswith("not run") and "none" in json.loads((tmp_path / "x" / "not_run.json").read_text())["reason"]
 
@@ -118,7 +131,9 @@ def bad_archive(path, name, kind=tarfile.REGTYPE):
 @pytest.mark.parametrize("name, kind, why", [
     ("../escape.json", tarfile.REGTYPE, "'..'"), ("/tmp/abs.json", tarfile.REGTYPE, "absolute"),
     ("runs/gpu/a/link", tarfile.SYMTYPE, "link"), ("report/answers.py", tarfile.REGTYPE, "outside runs/"),
-    ("runs/gpu/a/checkpoint.pt", tarfile.REGTYPE, "checkpoint"), ("runs/../x.json", tarfile.REGTYPE, "'..'")])
+    ("runs/gpu/a/checkpoint.pt", tarfile.REGTYPE, "checkpoint"), ("runs/../x.json", tarfile.REGTYPE, "'..'"),
+    ("runs/cpu/unet/results.json", tarfile.REGTYPE, "outside runs/gpu"), ("runs/gpu/x.json", tarfile.REGTYPE, "outside"),
+    ("runs/gpu/a/b/c.json", tarfile.REGTYPE, "outside")])
 def test_unpack_refuses_anything_outside_runs(tmp_path, name, kind, why):
     archive = bad_archive(tmp_path / "bad.tar.gz", name, kind)
     into = tmp_path / "checkout"
@@ -190,6 +205,7 @@ def test_decoded_data_is_cached_per_process_and_copied(tmp_path):
     assert torch.equal(retina.load_split(folder)[1][0], again[1][1])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the lease would make the run")
 def test_without_a_gpu_the_lease_stops_in_one_line(retina, tmp_path):
     with pytest.raises(UserError, match="no CUDA GPU"):
         lease.main(["run", "60", "--out", str(tmp_path), "--data", str(retina), "--runs", str(tmp_path / "runs"),
@@ -213,3 +229,59 @@ def test_a_lease_cut_at_its_deadline_returns_what_finished(retina, tmp_path, mon
     with tarfile.open(out / "runs_gpu.tar.gz") as tar:
         packed = {name.split("/")[2] for name in tar.getnames() if name.endswith("results.json")}
     assert packed == {name for name, state in states.items() if state.startswith("done")}
+
+
+def test_packing_compresses_each_file_once_and_any_reader_reads_the_archive(tmp_path):
+    """The archive is rewritten after every run from cached compressed members: a second
+    pack compresses only the new run's files, and tarfile, unpack and GNU tar read it whole."""
+    root, out = tmp_path / "work" / "gpu", tmp_path / "out"
+    out.mkdir()
+    for name in ("a", "b_seed43"):
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text(json.dumps({"name": name}))
+        (root / name / "log.txt").write_text("x" * 3000)
+        Image.new("RGB", (8, 8), (200, 30, 30)).save(root / name / "predictions.png")  # left out of seed copies
+    (root / "cut").mkdir()
+    (root / "cut" / "checkpoint.pt").write_bytes(b"0")  # unfinished: not packed
+    members = {}
+    assert lease.pack(root, out, members)[1] == 2
+    cached = dict(members)
+    (root / "c").mkdir()
+    (root / "c" / "results.json").write_text("{}")
+    assert lease.pack(root, out, members)[1] == 3
+    assert len(members) == len(cached) + 1 and all(members[k] is v for k, v in cached.items())
+    expected = ["runs/gpu/a/log.txt", "runs/gpu/a/predictions.png", "runs/gpu/a/results.json",
+                "runs/gpu/b_seed43/log.txt", "runs/gpu/b_seed43/results.json", "runs/gpu/c/results.json"]
+    with tarfile.open(out / "runs_gpu.tar.gz") as tar:
+        assert tar.getnames() == expected
+    if shutil.which("tar"):
+        listed = subprocess.run(["tar", "-tzf", str(out / "runs_gpu.tar.gz")], capture_output=True, text=True)
+        assert listed.returncode == 0 and listed.stdout.split() == expected, listed.stderr
+    (tmp_path / "clone").mkdir()
+    lease.unpack(out / "runs_gpu.tar.gz", tmp_path / "clone")
+    assert (tmp_path / "clone" / "runs/gpu/a/log.txt").read_text() == "x" * 3000
+
+
+def test_the_deadline_counts_from_the_lease_commands_start(monkeypatch):
+    monkeypatch.setenv("LEASE_STARTED", str(int(time.time()) - 40))
+    started, before = lease.lease_start()
+    assert 39 <= before <= 42 and abs(time.monotonic() - before - started) < 1
+    monkeypatch.delenv("LEASE_STARTED")
+    assert lease.lease_start()[1] == 0
+
+
+def test_workers_sharing_a_device_get_the_measured_execution_fixed(retina):
+    """The flags a lease adds when several workers share the device leave a run exactly one
+    candidate, the one chosen for its workload: nothing is measured or rechecked in the run."""
+    from medimg import execution, preflight
+    arguments = ["--dataset", str(retina), "--model", "unet", "--crop_size", "32", "--batch_size", "2"]
+    device = torch.device("cpu")
+    flags = lease.fixed_execution("main_segmentation.py", arguments, device)  # measured here, and remembered
+    chosen, record = execution.from_args(preflight._args("main_segmentation.py", arguments), device,
+                                         runner.workload("main_segmentation.py", arguments).name, None)
+    assert record["how"].startswith("remembered") or record["how"] == "only candidate"
+    args = preflight._args("main_segmentation.py", [*arguments, *flags])
+    assert flags[::2] == ["--amp", "--channels_last"]
+    assert list(execution.candidates(device, args.amp, args.channels_last).values()) == [chosen]
+    assert lease.fixed_execution("main_segmentation.py", [*arguments, "--plain"], device) == []
+    assert lease.fixed_execution("convolution.py", ["--quick"], device) == []

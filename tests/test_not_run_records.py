@@ -5,9 +5,9 @@ import shutil
 from pathlib import Path
 
 import experiments
+from medimg.runner import COMPLETE_MARKERS
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKERS = ("results.json", "convolution_timings.json")  # what makes a run complete (runner.status)
 
 
 def fresh_clone_runs(to):
@@ -16,7 +16,7 @@ def fresh_clone_runs(to):
     for folder in sorted((ROOT / "runs" / "cpu").iterdir()):
         if not folder.is_dir():
             continue
-        for name in MARKERS:
+        for name in COMPLETE_MARKERS:
             if (folder / name).exists():
                 (to / folder.name).mkdir(parents=True, exist_ok=True)
                 (to / folder.name / name).write_text("{}")

@@ -10,6 +10,7 @@
 # Prepare the carry first: python -m tools.lease_carry prepare PATH/TO/retina (makes .data/
 # and .whl/ and prints the bytes a call sends). Try it on a CPU:
 #   OUT=/tmp/out DATA=data/retina bash tools/gpu_session.sh 300 --dry_run --jobs 2
+export LEASE_STARTED=$(date +%s)  # the deadline counts from here: the wheels' install and Python's start are in it
 set -u
 deadline=${1:?give the number of seconds this session may take}
 shift

@@ -13,40 +13,56 @@ finished run in ``$OUT/runs_gpu.tar.gz``. How to call it: ``tools/README.md``.
 2. makes the runs of ``registry.lease_plan`` not already complete in ``runs/gpu`` (a lease
    resumes the last one) nor in ``--work`` (outside the checkout, where a warm machine keeps
    the last call's runs and checkpoints), most valuable first, ``--jobs`` at a time: each worker process
-   makes run after run with the script's ``main(argv)``, so imports, decoded data and the
-   execution choice (measured once per workload before the workers start) are paid once;
+   makes run after run with the script's ``main(argv)`` (``run_in_process``), so imports and
+   decoded data are paid once; the execution is measured once per workload before the
+   workers start, and with more than one worker every run gets the measured choice as
+   explicit ``--amp``/``--channels_last`` flags, so no run measures or rechecks it while
+   the others share the GPU;
 3. after every finished run rewrites ``$OUT/runs_gpu.tar.gz`` (results.json, log.txt, figures
-   and masks of every complete run; never checkpoints), ``$OUT/lease.json`` (each run's
-   state, wall and GPU seconds, the runs per minute) and appends to ``$OUT/lease.log``:
-   a command cut off at its limit still returns every run finished before the cut;
-4. stops the workers at the deadline (SECONDS after it started, less a margin to pack).
+   and masks of every complete run; never checkpoints; each file compressed once),
+   ``$OUT/lease.json`` (each run's state, its wall seconds in the worker and its own
+   training-and-evaluation seconds ``run_seconds``, the runs per minute) and appends to
+   ``$OUT/lease.log``: a command cut off at its limit still returns every run finished
+   before the cut;
+4. stops the workers at the deadline (SECONDS after the lease command started: tools/
+   gpu_session.sh's ``LEASE_STARTED``, so the wheels' install and Python's start count;
+   less ``PACK_MARGIN`` to stop the workers and pack).
 
 ``--dry_run`` makes every run tiny (one epoch on 64-px images) into ``runs/gpu-dry``, on any
 machine: the rehearsal of a lease (tests/test_lease.py runs one).
 """
 import argparse
+import contextlib
 import datetime
+import gzip
 import importlib
-import io
 import json
 import multiprocessing
 import os
+import platform
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import tarfile
 import time
+import traceback
 from pathlib import Path, PurePosixPath
 
+import torch
+
+from medimg import execution, registry, runner
+from medimg import preflight as checks
 from medimg.cli import UserError, run_cli
+from tools.lease_carry import palette_png, rebuild
 
 MAX_FILES, MAX_FILE_BYTES, MAX_DEPTH = 8, 16 * 2 ** 20, 2  # what comes back from $OUT
 ALLOWED_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 TARBALL, LOG, SUMMARY = "runs_gpu.tar.gz", "lease.log", "lease.json"
 PACK_MARGIN = 20  # seconds kept after the deadline to stop the workers and pack
 TAR_BUDGET = 15 * 2 ** 20  # above this the tarball leaves out the prediction panels
-FINISHED = ("results.json", "not_run.json", "convolution_timings.json")
+PACKED = (*runner.COMPLETE_MARKERS, "not_run.json")  # a run folder holding one of these is packed
 MIN_FREE_GIB_PER_JOB = 4
 
 
@@ -76,34 +92,44 @@ def check_out(out: Path) -> list:
 
 # ----------------------------------------------------------------------------- packing and unpacking
 
-def pack(root: Path, out: Path, shrunk: dict) -> tuple:
+def _member(arcname: str, path: Path) -> tuple:
+    """One file as a tar member (header and data, padded to 512-byte blocks), gzip-compressed
+    on its own: ``(compressed bytes, uncompressed length)``. Full-colour PNGs go in as palettes."""
+    data = palette_png(path) if path.suffix == ".png" else path.read_bytes()
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mtime, info.mode = len(data), int(path.stat().st_mtime), 0o644
+    raw = info.tobuf(tarfile.PAX_FORMAT) + data + b"\0" * (-len(data) % tarfile.BLOCKSIZE)
+    return gzip.compress(raw, compresslevel=6, mtime=0), len(raw)
+
+
+def pack(root: Path, out: Path, members: dict) -> tuple:
     """Write ``out/runs_gpu.tar.gz`` atomically: every run folder of ``root`` that holds a
-    finished run (results.json or not_run.json), as ``runs/<root name>/NAME/FILE``, without
-    checkpoints; full-colour PNGs as palettes (``shrunk`` caches them); the prediction panels
-    of seed copies left out (the first seed's panel shows the run), all of them if the
-    archive would pass 15 MiB. Returns (bytes, number of runs)."""
-    from tools.lease_carry import palette_png
-    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and any((p / f).exists() for f in FINISHED)) \
+    finished run (a ``runner.COMPLETE_MARKERS`` file or not_run.json), as
+    ``runs/<root name>/NAME/FILE``, without checkpoints; full-colour PNGs as palettes; the
+    prediction panels of seed copies left out (the first seed's panel shows the run), all of
+    them if the archive would pass 15 MiB. Each file is compressed once: ``members`` caches
+    it by (path, mtime, size), and the archive is the concatenation of the cached gzip members
+    (one gzip stream to any reader), so packing after every run costs the new runs' files, not
+    every file again. Returns (bytes, number of runs)."""
+    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and any((p / f).exists() for f in PACKED)) \
         if Path(root).is_dir() else []
+    entries = []  # (compressed, length, is a prediction panel)
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if not path.is_file() or path.is_symlink() or path.suffix in (".pt", ".pth", ".ckpt", ".tmp") \
+                    or path.name.startswith(".") or (path.name == "predictions.png" and "_seed" in folder.name):
+                continue
+            stat = path.stat()
+            key = (str(path), stat.st_mtime_ns, stat.st_size)
+            if key not in members:
+                members[key] = _member(f"runs/{Path(root).name}/{folder.name}/{path.name}", path)
+            entries.append((*members[key], path.name == "predictions.png"))
 
     def build(with_predictions):
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
-            for folder in folders:
-                for path in sorted(folder.iterdir()):
-                    if not path.is_file() or path.is_symlink() or path.suffix in (".pt", ".pth", ".ckpt", ".tmp") \
-                            or path.name.startswith("."):
-                        continue
-                    if path.name == "predictions.png" and ("_seed" in folder.name or not with_predictions):
-                        continue
-                    data = path.read_bytes()
-                    if path.suffix == ".png":
-                        key = (str(path), path.stat().st_mtime_ns)
-                        data = shrunk[key] if key in shrunk else shrunk.setdefault(key, palette_png(path))
-                    info = tarfile.TarInfo(f"runs/{Path(root).name}/{folder.name}/{path.name}")
-                    info.size, info.mtime, info.mode = len(data), int(path.stat().st_mtime), 0o644
-                    tar.addfile(info, io.BytesIO(data))
-        return buffer.getvalue()
+        kept = [(data, length) for data, length, panel in entries if with_predictions or not panel]
+        length = sum(n for _, n in kept) + 2 * tarfile.BLOCKSIZE  # the end: two zero blocks,
+        end = b"\0" * (2 * tarfile.BLOCKSIZE + (-length % tarfile.RECORDSIZE))  # padded to a record
+        return b"".join([*(data for data, _ in kept), gzip.compress(end, compresslevel=6, mtime=0)])
 
     data = build(True)
     if len(data) > TAR_BUDGET:
@@ -114,10 +140,20 @@ def pack(root: Path, out: Path, shrunk: dict) -> tuple:
     return len(data), len(folders)
 
 
+def _in_gpu_runs(parts: tuple, folder: bool) -> bool:
+    """A lease's archive holds files ``runs/gpu*/NAME/FILE`` (and tar's entries of their folders)."""
+    return (len(parts) == 4 or folder and 1 <= len(parts) <= 3) and parts[0] == "runs" and \
+        (len(parts) < 2 or parts[1].startswith("gpu"))
+
+
 def unpack(archive: Path, into: Path = Path(".")) -> list:
     """Extract a lease's archive into ``into`` (the checkout), refusing all of it, before
     anything is written, if one entry is a link or special file, an absolute path, has a
-    '..', lies outside ``runs/`` or is a checkpoint. Returns the run folders written."""
+    '..', is a file other than ``runs/gpu*/NAME/FILE`` (a folder other than one of those
+    folders) or is a checkpoint. Returns the run folders written."""
+    if not hasattr(tarfile, "data_filter"):  # extractall(filter=...): Python 3.11.4, 3.12 and later
+        raise UserError(f"this Python ({platform.python_version()}) lacks tarfile's extraction filters, which "
+                        f"unpack relies on; use Python 3.11.4 or later")
     try:
         tar = tarfile.open(archive, "r:gz")
     except (OSError, tarfile.TarError) as err:
@@ -129,8 +165,7 @@ def unpack(archive: Path, into: Path = Path(".")) -> list:
             why = ("is a link or special file" if not (member.isfile() or member.isdir()) else
                    "is an absolute path" if path.is_absolute() or member.name.startswith("/") else
                    "has a '..'" if ".." in path.parts else
-                   "lies outside runs/" if not path.parts or path.parts[0] != "runs" or
-                   (len(path.parts) < 2 and not member.isdir()) else
+                   "lies outside runs/gpu*/NAME/" if not _in_gpu_runs(path.parts, member.isdir()) else
                    "is a checkpoint" if path.suffix in (".pt", ".pth", ".ckpt") else None)
             if why:
                 raise UserError(f"{archive}: entry {member.name!r} {why}; nothing was unpacked")
@@ -155,20 +190,24 @@ class Log:
 
 # ----------------------------------------------------------------------------- checks before the runs
 
-def preflight(args, needs_smp: bool, log: Log) -> dict:
-    """Check what the lease relies on; a UserError (one line) at the first thing missing.
-    Returns the facts to record (device, free memory, the data folder the runs read)."""
-    import torch
-    facts = {}
+def remade_data(args, log: Log) -> str:
+    """The retina folder the runs read: ``--data``, remade first where it is the compact carry
+    (every image checked); a UserError (one line) if it is missing or differs."""
     data = Path(args.data)
     if not data.is_dir():
         raise UserError(f"{data}: retina folder not found; carry .data (python -m tools.lease_carry prepare "
                         f"PATH/TO/retina) or pass --data")
     if (data / "manifest.json").exists():
-        from tools.lease_carry import rebuild
         data = rebuild(data, Path(args.rebuild_to))
         log(f"data: {args.data} (compact) remade into {data}, every image checked against its SHA-256")
-    facts["data"] = str(data)
+    return str(data)
+
+
+def preflight(args, needs_smp: bool, log: Log) -> dict:
+    """Check the rest of what the lease relies on (the GPU and its free memory, the carried
+    wheels, MPS if asked); a UserError (one line) at the first thing missing. Returns the
+    facts to record (device, free memory)."""
+    facts = {}
     if args.dry_run:
         facts["device"] = "cpu (dry run)" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
     else:
@@ -213,28 +252,25 @@ def start_mps() -> str:
     return control
 
 
-def warm_execution_choices(todo: dict, log: Log) -> float:
-    """Measure each distinct workload's execution once, here, before the workers start (they
-    then find it remembered instead of measuring side by side). Returns the estimated
-    seconds of the plan made one run at a time."""
-    import torch
+AMP_FLAG = {dtype: flag for flag, dtype in execution.AMP_DTYPES.items()}  # torch.bfloat16 -> "bf16", None -> "off"
 
-    from medimg import preflight as checks
-    device, measured, total = torch.device("cuda" if torch.cuda.is_available() else "cpu"), {}, 0.0
-    for name, (script, arguments) in todo.items():
-        if script == "convolution.py":
-            total += checks.CONVOLUTION_SECONDS
-            continue
-        args = checks._args(script, arguments)
-        key = (script, args.model, getattr(args, "encoder", None), args.batch_size,
-               getattr(args, "crop_size", 0) or getattr(args, "image_size", 0) or getattr(args, "size", 0))
-        if key not in measured:
-            measured[key] = checks.step_seconds(script, arguments, device) or 0.0
-            log(f"execution measured for {key[1]} batch {key[3]}: {measured[key] * 1e3:.1f} ms a step")
-        total += checks.estimate_seconds(script, arguments, measured[key])
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # the workers' memory, not this process's cached blocks
-    return total
+
+def fixed_execution(script: str, arguments: list, device: torch.device) -> list:
+    """The flags that make a run use exactly the execution chosen for its workload on this
+    machine (measured now, or remembered from ``runner.estimate_plan``'s measurement): the
+    chosen candidate's ``--amp`` and ``--channels_last``, which leave the run that one
+    candidate, so it neither measures nor doubts the choice by its own step time (workers
+    time-slicing one GPU each see slower steps than the measurement). [] for the convolution
+    study and ``--plain`` runs, which measure nothing."""
+    step = runner.workload(script, arguments)
+    if step is None:
+        return []
+    args = checks._args(script, arguments)
+    if args.plain:
+        return []
+    with torch.random.fork_rng():
+        chosen, _ = execution.from_args(args, device, step.name, step.step_maker())
+    return ["--amp", AMP_FLAG[chosen.amp_dtype], "--channels_last", "on" if chosen.channels_last else "off"]
 
 
 def keep_between_calls(committed: Path, work: Path, log: Log) -> Path:
@@ -246,8 +282,7 @@ def keep_between_calls(committed: Path, work: Path, log: Log) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     copied = 0
     for folder in sorted(committed.iterdir()) if committed.is_dir() else []:
-        if folder.is_dir() and not (root / folder.name).exists() and \
-                any((folder / name).exists() for name in ("results.json", "convolution_timings.json")):
+        if folder.is_dir() and not (root / folder.name).exists() and runner.status(folder) == "complete":
             shutil.copytree(folder, root / folder.name)
             copied += 1
     log(f"runs go to {root} ({copied} complete runs copied from {committed})")
@@ -256,25 +291,65 @@ def keep_between_calls(committed: Path, work: Path, log: Log) -> Path:
 
 # ----------------------------------------------------------------------------- the workers
 
+IN_PROCESS = {"main_segmentation.py", "main_classification.py"}  # scripts a worker runs in its own process
+
+
+def run_in_process(name: str, script: str, arguments: list, logdir: Path) -> str:
+    """``runner.run_one`` without the start-up: the script's ``main(argv)`` called in this
+    process (imports, decoded data and the remembered execution choice stay for the next
+    run), its output going to ``logdir/log.txt``. The run writes exactly what ``run_one``'s
+    would. What a script's main sets process-wide (``--threads``: torch's thread count, which
+    is part of the key a choice is remembered by; cudnn's benchmark mode) is put back after
+    it, so the next run starts from the worker's settings; the convolution study, which pins
+    threads and much else, still gets a process of its own. (A tool, not the package, runs a
+    script's main: no module of medimg imports a script.) Returns the run's state, as
+    ``run_one``."""
+    if script not in IN_PROCESS:
+        return runner.run_one(name, script, arguments, logdir)
+    state = runner.status(logdir)
+    if state == "complete":
+        return "complete (skipped)"
+    argv = [*arguments, "--logdir", str(logdir), *(["--resume"] if state == "interrupted" else [])]
+    logdir.mkdir(parents=True, exist_ok=True)
+    started, threads, benchmark = time.time(), torch.get_num_threads(), torch.backends.cudnn.benchmark
+    with open(logdir / "log.txt", "a", buffering=1) as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        log.write(f"\n$ {shlex.join(['python', script, *argv])}   "
+                  f"# {datetime.datetime.now().isoformat(timespec='seconds')}, in a multi-run process\n")
+        try:
+            importlib.import_module(Path(script).stem).main(argv)
+        except UserError as err:  # one line: this machine cannot make the run
+            print(f"error: {err}")
+            return runner.record_not_run(logdir, script, argv, str(err))
+        except Exception as err:  # the run failed; the process goes on to the next one
+            traceback.print_exc()
+            return f"failed ({err.__class__.__name__}, see {logdir / 'log.txt'})"
+        finally:
+            torch.set_num_threads(threads)
+            torch.backends.cudnn.benchmark = benchmark
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the next run's memory, not this one's cached blocks
+    (logdir / "not_run.json").unlink(missing_ok=True)
+    return f"done in {(time.time() - started) / 60:.1f} min"
+
+
 def _start_worker(threads: int) -> None:
-    os.environ.setdefault("TQDM_MININTERVAL", "30")
-    os.environ["PYTHONUNBUFFERED"] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the lease stops its workers itself
-    import torch
     torch.set_num_threads(threads)
 
 
 def _make_run(task: tuple) -> tuple:
     """One run in this worker process: (name, state, wall seconds, worker id)."""
-    from medimg.runner import run_in_process
     name, script, arguments, logdir = task
     started = time.monotonic()
     state = run_in_process(name, script, arguments, Path(logdir))
     return name, state, time.monotonic() - started, os.getpid()
 
 
-def gpu_seconds(logdir: Path):
-    """The run's own training and evaluation seconds (results.json's timings), or None."""
+def run_seconds(logdir: Path):
+    """The run's own wall seconds of training and evaluation (results.json's
+    ``timings.total_seconds``), or None. Wall time, not GPU time: runs that share the GPU
+    each count the seconds they waited for the others' kernels."""
     path = Path(logdir) / "results.json"
     if not path.exists():
         return None
@@ -287,29 +362,43 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # a TERM from outside: stop the workers and pack, as at the deadline
 
 
+def lease_start() -> tuple:
+    """``(monotonic start, seconds before this process)``: when the lease command started.
+    tools/gpu_session.sh exports ``LEASE_STARTED`` (epoch seconds) first thing, so the
+    deadline also covers the wheels' install, Python's start and the imports; without it,
+    now."""
+    now = time.monotonic()
+    try:
+        before = max(0.0, time.time() - float(os.environ["LEASE_STARTED"]))
+    except (KeyError, ValueError):
+        before = 0.0
+    return now - before, before
+
+
 def run(args) -> int:
-    from medimg import registry, runner
-    started = time.monotonic()
+    started, before = lease_start()
     out = Path(args.out)
     if not out.is_dir():
         raise UserError(f"--out {out}: folder not found; give the folder whose files come back")
+    if before >= args.seconds - PACK_MARGIN:
+        raise UserError(f"LEASE_STARTED says the lease command started {before:.0f} s ago, past its {args.seconds} s; "
+                        f"unset it (tools/gpu_session.sh sets it)")
     log = Log(out, started)
     deadline = started + args.seconds - PACK_MARGIN
-    log(f"lease {datetime.datetime.now().isoformat(timespec='seconds')}: {args.seconds} s, --jobs {args.jobs}"
-        + (", dry run" if args.dry_run else ""))
-    names = list(registry.lease_plan(args.data, tuple(args.seeds), args.dry_run))
-    unknown = sorted(set(args.only or []) - set(names))
+    log(f"lease {datetime.datetime.now().isoformat(timespec='seconds')}: {args.seconds} s from the command's "
+        f"start ({before:.0f} s before this process), --jobs {args.jobs}" + (", dry run" if args.dry_run else ""))
+    data = remade_data(args, log)  # the runs read the folder checked here (remade from the compact carry)
+    plan = registry.lease_plan(data, tuple(args.seeds), args.dry_run)
+    unknown = sorted(set(args.only or []) - set(plan))
     if unknown:
-        raise UserError(f"unknown run name(s) {', '.join(unknown)}; choose from {', '.join(names)}")
-    is_smp = lambda name: registry.runs("gpu")[name.split("_seed")[0]].arguments[:2] == ("--model", "smp_unet")
-    names = [name for name in names if (not args.only or name in args.only) and not (args.no_smp and is_smp(name))]
-    needs_smp = any(is_smp(name) for name in names)
-    facts = preflight(args, needs_smp, log)
-    root = keep_between_calls(Path(args.runs) / ("gpu-dry" if args.dry_run else "gpu"), Path(args.work), log)
-    # the runs read the folder preflight checked (remade from the compact carry)
+        raise UserError(f"unknown run name(s) {', '.join(unknown)}; choose from {', '.join(plan)}")
+    gpu_runs = registry.runs("gpu")
+    is_smp = lambda name: "smp_unet" in gpu_runs[name.split("_seed")[0]].arguments
     selected = {name: (script, arguments + (["--plain"] if args.plain and script != "convolution.py" else []))
-                for name, (script, arguments) in registry.lease_plan(facts["data"], tuple(args.seeds),
-                                                                     args.dry_run).items() if name in names}
+                for name, (script, arguments) in plan.items()
+                if (not args.only or name in args.only) and not (args.no_smp and is_smp(name))}
+    facts = {"data": data, **preflight(args, any(is_smp(name) for name in selected), log)}
+    root = keep_between_calls(Path(args.runs) / ("gpu-dry" if args.dry_run else "gpu"), Path(args.work), log)
     complete = [name for name in selected if runner.status(root / name) == "complete"]
     todo, not_run = runner.check_and_estimate(selected, root, "cpu" if args.dry_run else "gpu", estimate=False)
     log(f"plan: {len(selected)} runs, {len(complete)} already complete in {root} (skipped), "
@@ -318,15 +407,15 @@ def run(args) -> int:
         log(f"not run: {name}: {reason}")
     summary = {"started": datetime.datetime.now().isoformat(timespec="seconds"), **facts, "jobs": args.jobs,
                "seconds": args.seconds, "runs": {name: {"state": f"not run: {reason}"} for name, reason in not_run.items()}}
-    shrunk = {}
+    members = {}
 
     def refresh(final=False):
         made = [r for r in summary["runs"].values() if r["state"].startswith("done")]
         minutes = (time.monotonic() - started) / 60
         summary.update({"elapsed_seconds": round(time.monotonic() - started), "runs_made": len(made),
                         "runs_per_minute": round(len(made) / minutes, 2) if minutes else 0.0,
-                        "gpu_seconds": round(sum(r.get("gpu_seconds") or 0 for r in made), 1)})
-        size, n = pack(root, out, shrunk)
+                        "run_seconds": round(sum(r.get("run_seconds") or 0 for r in made), 1)})
+        size, n = pack(root, out, members)
         tmp = out / (SUMMARY + ".tmp")
         tmp.write_text(json.dumps(summary, indent=1))
         os.replace(tmp, out / SUMMARY)
@@ -334,16 +423,33 @@ def run(args) -> int:
             log(f"packed {n} run folders into {TARBALL} ({size / 2 ** 20:.1f} MiB)")
 
     refresh()
+    workers = min(args.jobs, len(todo)) or 1
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     if todo and not args.plain and time.monotonic() < deadline:
-        import torch
         torch.set_num_threads(threads)  # the workers' count: it is part of the key a choice is remembered by
-        estimate = warm_execution_choices(todo, log)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        estimate, _ = runner.estimate_plan(todo, device, on_measured=lambda workload, seconds: log(
+            f"execution chosen for {workload}: {seconds * 1e3:.1f} ms a step"))
         log(f"estimate: {estimate / 60:.1f} min if made one at a time; deadline in "
             f"{(deadline - time.monotonic()) / 60:.1f} min")
+        if workers > 1:  # each run gets exactly the measured choice: none measures or rechecks beside the others
+            fixed = {}
+            for name, (script, arguments) in todo.items():
+                key = runner.measurement_key(script, arguments)
+                if key not in fixed:
+                    fixed[key] = fixed_execution(script, arguments, device)
+                    if fixed[key]:
+                        summary.setdefault("fixed_execution", {})[key[0]] = " ".join(fixed[key])
+                        log(f"{workers} workers share the device: every run of {key[0]} gets "
+                            f"{' '.join(fixed[key])}, the choice measured above (none measures or rechecks it)")
+                todo[name] = (script, [*arguments, *fixed[key]])
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the workers' memory, not this process's cached blocks
 
     tasks = [(name, script, arguments, str(root / name)) for name, (script, arguments) in todo.items()]
-    pool = multiprocessing.get_context("spawn").Pool(min(args.jobs, len(tasks)) or 1, initializer=_start_worker,
+    os.environ.setdefault("TQDM_MININTERVAL", "30")  # the workers inherit it (tqdm reads it when imported)
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker,
                                                      initargs=(threads,)) if tasks else None
     previous = signal.signal(signal.SIGTERM, _interrupt)
     left = {t[0] for t in tasks}
@@ -358,11 +464,11 @@ def run(args) -> int:
                 break
             left.discard(name)
             summary["runs"][name] = {"state": state, "wall_seconds": round(wall, 1),
-                                     "gpu_seconds": gpu_seconds(root / name), "worker": worker}
+                                     "run_seconds": run_seconds(root / name), "worker": worker}
             refresh()
             made = summary["runs_made"]
-            log(f"{name}: {state} (gpu {summary['runs'][name]['gpu_seconds']} s, wall {wall:.0f} s); "
-                f"{made} made, {summary['runs_per_minute']} runs/min")
+            log(f"{name}: {state} (training and evaluation {summary['runs'][name]['run_seconds']} s, "
+                f"wall {wall:.0f} s); {made} made, {summary['runs_per_minute']} runs/min")
             if not state.startswith(("done", "not run", "complete")):
                 tail = (root / name / "log.txt").read_text(errors="replace").splitlines()[-4:]
                 for line in tail:
@@ -378,7 +484,8 @@ def run(args) -> int:
             summary["runs"].setdefault(name, {"state": "unfinished (deadline)"})
         refresh(final=True)
     log(f"lease: {summary['runs_made']} runs made in {summary['elapsed_seconds']} s "
-        f"({summary['runs_per_minute']} runs/min, {summary['gpu_seconds']} GPU seconds of runs)")
+        f"({summary['runs_per_minute']} runs/min; {summary['run_seconds']} s of training and evaluation, the "
+        f"runs' own wall seconds added up: runs sharing the GPU overlap, so this is not GPU time)")
     problems = check_out(out)
     log("$OUT: " + ("; ".join(problems) if problems else
                     ", ".join(f"{p.name} {p.stat().st_size:,} B" for p in sorted(out.iterdir()))))
