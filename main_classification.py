@@ -31,7 +31,15 @@ from tqdm import tqdm
 from medimg import figures, workloads
 from medimg.classification_models import NUM_CLASSES, Scores, build_classifier
 from medimg.cli import UserError, reachable, run_cli
-from medimg.execution import Execution, default_num_workers, pick_device, recheck, seed_everything
+from medimg.execution import (
+    Execution,
+    default_num_workers,
+    keep_for_resume,
+    kept_for_resume,
+    pick_device,
+    recheck,
+    seed_everything,
+)
 from medimg.options import parse_classification_args
 from medimg.runfiles import run_folder, run_record, write_json
 from medimg.training import Progress, Timer, epoch_summary, training_step
@@ -170,7 +178,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     train_loader, val_loader, test_loader = loader(train_set, True), loader(val_set, False), loader(test_set, False)
 
     model = build_classifier(args.model, args.size)
-    execution, selection = workloads.for_classification(args, device, model)
+    # a resumed run computes with the execution the interrupted one chose, whatever was measured since
+    execution, selection = (args.resume and kept_for_resume(logdir / "execution.json", device)) or \
+        workloads.for_classification(args, device, model)
+    keep_for_resume(logdir / "execution.json", execution, selection)
     model = execution.prepare(model)
     print(f"Using device: {execution} ({selection['how']})")
     n_params = sum(p.numel() for p in model.parameters())
@@ -251,6 +262,7 @@ def write_outputs(logdir: Path, args: Namespace, progress: Progress, last: dict,
                              f"{args.model}: test confusion matrix (accuracy {last['accuracy']:.3f})", class_names)
     write_json(logdir / "results.json", results)
     (logdir / "checkpoint.pt").unlink(missing_ok=True)
+    (logdir / "execution.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

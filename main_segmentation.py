@@ -30,7 +30,7 @@ from tqdm import tqdm
 from medimg import figures, workloads
 from medimg.cli import UserError, run_cli
 from medimg.diagnostics import block_gradient_norms, dead_relu_fraction
-from medimg.execution import Execution, pick_device, recheck, seed_everything
+from medimg.execution import Execution, keep_for_resume, kept_for_resume, pick_device, recheck, seed_everything
 from medimg.options import parse_segmentation_args
 from medimg.retina import (
     RetinaTrainSet,
@@ -210,11 +210,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # whole training images to evaluate as the evaluation images are: one copy of every eye
     train_eyes = train_split.subset(one_copy_per_eye(train_split.names)) if args.train_eval == "every" else None
     model, weights = build_model(args.model, args.encoder, args.encoder_weights)
-    execution, selection = workloads.for_segmentation(args, device, model,
-                                                      args.crop_size or train_split.images.shape[-1])
+    # a resumed run computes with the execution the interrupted one chose, whatever was measured since
+    execution, selection = (args.resume and kept_for_resume(logdir / "execution.json", device)) or \
+        workloads.for_segmentation(args, device, model, args.crop_size or train_split.images.shape[-1])
     model = execution.prepare(model)
     print(f"Using device: {execution} ({selection['how']})")
     logdir.mkdir(parents=True, exist_ok=True)
+    keep_for_resume(logdir / "execution.json", execution, selection)
     if args.show_augmentations:
         figures.save_augmentations_figure(logdir / "augmentations.png", train_split.images[0],
                                           train_split.masks[0], args.show_augmentations, args.seed)
@@ -332,6 +334,7 @@ def write_outputs(logdir: Path, args: Namespace, progress: Progress, final: dict
                           test_split.masks[0, 0, :height, :width].numpy().astype(bool))
     write_json(logdir / "results.json", results)
     (logdir / "checkpoint.pt").unlink(missing_ok=True)
+    (logdir / "execution.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -298,6 +298,22 @@ def recheck(selection: dict, seconds_per_step: float, tolerance: float = 0.0) ->
     return True
 
 
+def keep_for_resume(path: Path, execution: Execution, selection: dict) -> None:
+    """Write the run's execution beside its checkpoint, so that a resumed run computes with
+    it (``kept_for_resume``) whatever was measured or forgotten since: bit for bit."""
+    write_json(path, {**execution.describe(), "selection": selection})
+
+
+def kept_for_resume(path: Path, device: torch.device) -> Optional[tuple[Execution, dict]]:
+    """The execution an interrupted run wrote with ``keep_for_resume``, or None."""
+    if not path.exists():
+        return None
+    kept = json.loads(path.read_text())
+    dtype = getattr(torch, kept["autocast"]) if kept["autocast"] else None
+    return Execution(device, dtype, kept["channels_last"]), {**kept["selection"],
+                                                             "how": f"kept from the interrupted run ({path.name})"}
+
+
 def from_args(args, device, workload, make_step):
     """The run's execution: the template's with ``--plain``, else the fastest measured
     candidate that agrees with ``--amp`` and ``--channels_last``."""

@@ -16,14 +16,13 @@ The speed study lives in ``docs/performance.md`` (``python -m report.performance
 """
 import argparse
 import datetime
-import shutil
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
 from medimg import registry
 from medimg.cli import UserError, run_cli
-from medimg.runfiles import atomic_write, read_json, write_json
+from medimg.runfiles import atomic_write, write_json
 from report import answers, logs, plots
 from report.logs import copy_names, done, human_baseline, load_runs
 
@@ -80,6 +79,7 @@ def architecture_facts():
 def _block_inputs(model, x):
     """The spatial side of the input of each depthwise separable block, in forward order."""
     import torch
+
     from mobileNet import DepthwiseSeparableConv
     sides = []
     hooks = [m.register_forward_hook(lambda m, i, o: sides.append(i[0].shape[-1]))

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from medimg.cli import run_cli
-from medimg.runfiles import atomic_write, read_json
 from medimg.figures import save_figure
+from medimg.runfiles import atomic_write, read_json
 from report.plots import WIDTH, pyplot
 
 ROOT = Path(__file__).resolve().parents[1]

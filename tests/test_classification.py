@@ -89,7 +89,9 @@ def test_wrong_image_shape_is_refused(tmp_path, capsys):
 
 
 def test_resume_after_an_interruption(pathmnist_dir, tmp_path, monkeypatch):
-    argv = ["--model", "mlp", "--epochs", "3"]
+    # one execution for both runs (a measured choice may differ between them); that a resumed
+    # run keeps its own is tests/test_segmentation.py's test_a_resumed_run_keeps_the_execution_it_chose
+    argv = ["--model", "mlp", "--epochs", "3", "--plain"]
     straight = run(pathmnist_dir, tmp_path / "straight", *argv)
     restore = interrupt_at_epoch(monkeypatch, cls, 2)
     with pytest.raises(KeyboardInterrupt):

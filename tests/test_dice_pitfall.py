@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from medimg.segmentation_metrics import thresholded_dice
+
 # the template's formula as the report measures it: threshold, then 2 sum(pred * y.squeeze()) / (sum pred + sum y)
 from report.human_baseline import template_dice as template_broadcast_dice
 

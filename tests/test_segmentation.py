@@ -398,7 +398,9 @@ def test_divergence_stops_cleanly_and_records_the_history(retina, tmp_path, monk
 
 
 def test_resume_after_an_interruption_continues_where_it_stopped(retina, tmp_path, monkeypatch):
-    argv = ["--dataset", str(retina), *FAST, "--epochs", "3"]
+    # one execution for both runs: a measured choice may differ between two runs, and bit for bit
+    # is a promise about one execution (that a resumed run keeps its own is the next test)
+    argv = ["--dataset", str(retina), *FAST, "--epochs", "3", "--amp", "off", "--channels_last", "off"]
     seg.main([*argv, "--logdir", str(tmp_path / "straight")])
     straight = json.loads((tmp_path / "straight" / "results.json").read_text())
 
@@ -414,6 +416,28 @@ def test_resume_after_an_interruption_continues_where_it_stopped(retina, tmp_pat
     assert resumed["execution"]["autocast"] == straight["execution"]["autocast"]
     assert resumed["train_losses"] == straight["train_losses"]
     assert resumed["final_metrics"]["soft_dice"] == straight["final_metrics"]["soft_dice"]
+
+
+def test_a_resumed_run_keeps_the_execution_it_chose(retina, tmp_path, monkeypatch):
+    """A resumed run computes with the execution its interrupted part chose (kept beside the
+    checkpoint), even when the machine's remembered choice was forgotten or changed since."""
+    logdir = tmp_path / "kept"
+    argv = ["--dataset", str(retina), *FAST, "--epochs", "2", "--logdir", str(logdir)]
+    restore = interrupt_at_epoch(monkeypatch, seg, 1)
+    with pytest.raises(KeyboardInterrupt):
+        seg.main(argv)
+    restore()
+    kept = json.loads((logdir / "execution.json").read_text())
+
+    def no_new_choice(*args, **kwargs):
+        raise AssertionError("a resumed run chose its execution again")
+    monkeypatch.setattr(seg.workloads, "for_segmentation", no_new_choice)
+    seg.main([*argv, "--resume"])
+    results = json.loads((logdir / "results.json").read_text())
+    assert {k: results["execution"][k] for k in ("autocast", "channels_last")} == \
+        {k: kept[k] for k in ("autocast", "channels_last")}
+    assert results["execution"]["selection"]["how"].startswith("kept from the interrupted run")
+    assert not (logdir / "execution.json").exists() and not (logdir / "checkpoint.pt").exists()
 
 
 def test_augmentations_figure(retina, tmp_path):

@@ -37,8 +37,16 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from medimg.cli import UserError, run_cli
-from medimg.execution import (Execution, candidates, choose, measure_interleaved, pick_device, recheck, spread,
-                              time_steps)
+from medimg.execution import (
+    Execution,
+    candidates,
+    choose,
+    measure_interleaved,
+    pick_device,
+    recheck,
+    spread,
+    time_steps,
+)
 from medimg.machine import cpu_supports_bf16, library_versions, machine_info
 from medimg.runfiles import write_json
 from medimg.workloads import BENCHMARKS, Workload
