@@ -123,10 +123,10 @@ def predict(model: nn.Module, images: torch.Tensor, execution: Execution) -> tor
 
 
 def evaluate(model: nn.Module, split: Split, loss_fn: Callable,
-             execution: Execution) -> tuple[dict[str, float], torch.Tensor]:
+             execution: Execution) -> tuple[dict, torch.Tensor]:
     """Per-image means of the DiceCE loss, the soft Dice and the thresholded Dice on whole
-    images cropped back to their original sizes (padding excluded), and the logits
-    ``[N, 1, H, W]``."""
+    images cropped back to their original sizes (padding excluded), the thresholded Dice of
+    each image (``per_image_dice``, in ``split.names`` order), and the logits ``[N, 1, H, W]``."""
     logits = predict(model, split.images, execution)
     losses, soft, hard = [], [], []
     for logit, mask, (h, w) in zip(logits, split.masks, split.sizes):
@@ -135,7 +135,7 @@ def evaluate(model: nn.Module, split: Split, loss_fn: Callable,
         soft.append(soft_dice(logit, mask).item())
         hard.append(thresholded_dice(logit > 0, mask.bool()))
     return {"loss": float(np.mean(losses)), "soft_dice": float(np.mean(soft)),
-            "thresholded_dice": float(np.mean(hard))}, logits
+            "thresholded_dice": float(np.mean(hard)), "per_image_dice": hard}, logits
 
 
 def evaluate_epoch(model: nn.Module, eval_split: Split, train_eyes: Optional[Split], loss_fn: Callable,
@@ -155,12 +155,14 @@ def evaluate_epoch(model: nn.Module, eval_split: Split, train_eyes: Optional[Spl
 
 def test(model: nn.Module, split: Split, loss_fn: Callable, execution: Execution) -> tuple[dict, torch.Tensor]:
     """The final metrics on the test images (thresholded and soft Dice, loss, pixel
-    metrics), and their logits ``[N, 1, H, W]``."""
+    metrics, and the thresholded Dice of each image by name, for paired comparisons between
+    runs), and their logits ``[N, 1, H, W]``."""
     metrics, logits = evaluate(model, split, loss_fn, execution)
     probs = [torch.sigmoid(l[0, :h, :w]).numpy() for l, (h, w) in zip(logits, split.sizes)]
     truths = [m[0, :h, :w].numpy() for m, (h, w) in zip(split.masks, split.sizes)]
     final = {"dice": metrics["thresholded_dice"], "soft_dice": metrics["soft_dice"], "loss": metrics["loss"],
-             **pixel_metrics(probs, truths)}
+             **pixel_metrics(probs, truths),
+             "per_image_dice": dict(zip(split.names, metrics["per_image_dice"]))}
     return final, logits
 
 

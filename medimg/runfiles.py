@@ -2,7 +2,9 @@
 the checkpoint that lets an interrupted run continue exactly (weights, optimizer,
 random streams, progress), and the record that makes a run reproducible and
 judgeable (command, configuration, machine, versions, commit)."""
+import ast
 import datetime
+import hashlib
 import json
 import os
 import random
@@ -32,6 +34,54 @@ def project_version():
     return (commit + ("+changes" if dirty else "")) or None
 
 
+PROJECT = Path(__file__).resolve().parent.parent  # the checkout: the scripts, medimg/, the graded files
+
+
+def imported_project_files(script, project=PROJECT):
+    """The project's Python files that ``script`` imports, directly or through each other, as
+    paths relative to ``project``: every ``import`` statement of each file (those inside
+    functions too) that names a module of the checkout, found by reading the files, not by
+    asking this process, which may have imported more (a test, a lease worker). Files under
+    ``tests/`` and in hidden folders (``.venv``) are not the project's code."""
+    def module_files(dotted):
+        parts = dotted.split(".")
+        found = []
+        for i in range(1, len(parts) + 1):  # a.b.c: a/__init__.py, a/b/__init__.py, a/b/c.py or a/b/c/__init__.py
+            base = project.joinpath(*parts[:i])
+            found += [f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()]
+        return found
+
+    todo, seen = [Path(script).resolve()], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            todo += [f for name in names for f in module_files(name) if f not in seen]
+    relative = [p.relative_to(project) for p in seen if project in p.parents]
+    return sorted(r.as_posix() for r in relative
+                  if r.parts[0] != "tests" and not any(part.startswith(".") for part in r.parts))
+
+
+def code_fingerprint(script, project=PROJECT):
+    """What code trained a run: the SHA-256 of the project files ``script`` imports
+    (``imported_project_files``; each path with its contents) and their list. Uncommitted
+    edits change it and edits to files the script never imports do not, so runs with the
+    same fingerprint were made by the same code."""
+    files = imported_project_files(script, project)
+    digest = hashlib.sha256()
+    for relative in files:
+        digest.update(relative.encode() + b"\0" + (project / relative).read_bytes() + b"\0")
+    return {"sha256": digest.hexdigest(), "files": files}
+
+
 def run_record(script, argv, args, device, *libraries):
     """Everything needed to reproduce and judge a run, stored in its results.json.
     ``argv``: the script's arguments (None: this process's command line)."""
@@ -42,6 +92,7 @@ def run_record(script, argv, args, device, *libraries):
         "machine": machine_info(device),
         "versions": library_versions(*libraries),
         "project_version": project_version(),
+        "code_fingerprint": code_fingerprint(script),
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 

@@ -40,6 +40,12 @@ def check_results(results):
     assert results["diverged"] is False
     assert results["command"].startswith("python") and "--dataset" in results["command"]
     assert {"config", "machine", "versions", "timings"} <= set(results)
+    # the thresholded Dice of each test image, by name, whose mean is the reported Dice
+    per_image = results["final_metrics"]["per_image_dice"]
+    assert list(per_image) == ["01_test", "02_test"]
+    assert np.mean(list(per_image.values())) == pytest.approx(results["final_metrics"]["dice"])
+    # the code that trained it: the graded files and the script among the files hashed
+    assert {"main_segmentation.py", "unet.py", "utils.py", "medimg/retina.py"} <= set(results["code_fingerprint"]["files"])
 
 
 @pytest.mark.parametrize("model", ["unet", "unet_noskip"])
