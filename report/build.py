@@ -43,18 +43,19 @@ def architecture_facts():
     def shapes(model, x, names):
         seen = {}
         hooks = [getattr(model, n).register_forward_hook(
-            lambda m, i, o, n=n: seen.__setitem__(n, "x".join(str(s) for s in o.shape[1:]))) for n in names]
+            lambda m, i, o, n=n: seen.__setitem__(n, "×".join(str(s) for s in o.shape[1:]))) for n in names]
         with torch.no_grad():
             model.eval()(x)
         for h in hooks:
             h.remove()
         return [{"layer": n, "shape": seen[n]} for n in names]
 
-    mobilenet_layers = ["conv0", "dw_sep_conv0", "dw_sep_conv1", "dw_sep_conv2", "dw_sep_conv3", "dw_sep_conv4",
-                        "dw_sep_conv5", "dw_sep_conv65", "dw_sep_conv7", "dw_sep_conv8", "avgpool", "fc"]
     unet_layers = ["encoder_block1", "encoder_block2", "encoder_block3", "encoder_block4", "encoder_block5",
                    "decoder_block1", "decoder_block2", "decoder_block3", "decoder_block4", "outconv"]
     mobilenet = MobileNet(9)
+    # every module in forward order, under the model's own names: the table can neither skip nor misname a
+    # block (the five repeated ones are dw_sep_conv61 to dw_sep_conv65)
+    mobilenet_layers = [name for name, _ in mobilenet.named_children()]
     # the same network with every depthwise-separable block replaced by a standard 3x3 conv
     standard = 3 * 3 * 3 * 32 + sum(9 * cin * cout for cin, cout in
                                     [(32, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512)]
@@ -222,10 +223,14 @@ def main(argv=None):
     arch = architecture_facts()
     reference = answers.problem_4_reference(runs, human)
     scale = answers.assignment_scale(gpu)
+    # a comparison's arms are compared only when one version of the code made them all
+    arms = {question: logs.comparable(runs, question) for question in registry.COMPARISONS}
+    gpu_41 = logs.comparable(gpu, "4.1") if gpu is not None else None
     per_question = {"p2_1": answers.problem_2_1(runs), "p2_6": answers.problem_2_6(runs, profile, arch),
-                    "p4_ref": reference, "p4_1": answers.problem_4_1(runs, gpu), "p4_2": answers.problem_4_2(runs),
-                    "p4_3": answers.problem_4_3(runs, (scale.get("generalisation") or {}).get("overfits")),
-                    "p4_4": answers.problem_4_4(runs, profile, human)}
+                    "p4_ref": reference, "p4_1": answers.problem_4_1(arms["4.1"], gpu_41),
+                    "p4_2": answers.problem_4_2(arms["4.2"]),
+                    "p4_3": answers.problem_4_3(arms["4.3"], (scale.get("generalisation") or {}).get("overfits")),
+                    "p4_4": answers.problem_4_4(arms["4.4"], profile, human)}
     failed = [claim for answer in per_question.values() for claim, holds in answer["claims"] if not holds]
     if failed:
         raise UserError("the logs no longer support these claims of the report: " + "; ".join(failed) +

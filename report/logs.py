@@ -33,6 +33,51 @@ def copies(runs, name):
     return [runs[key] for key in copy_names(runs, name)]
 
 
+def code_version(run):
+    """What code made a finished run: its code fingerprint (the first 12 hex digits). For a run
+    logged before fingerprints, the commit it recorded; where that says ``+changes`` (edits no
+    commit holds), with its machine and the hour it started, since only runs of one session
+    (one copy of the tree, as a GPU lease has) can be taken for one version; with no record at
+    all, the run alone."""
+    fingerprint = run.get("code_fingerprint")
+    if fingerprint:
+        return fingerprint["sha256"][:12]
+    commit = run.get("project_version")
+    if commit is None:
+        return f"no recorded code ({Path(run.get('folder', '?')).name})"
+    if commit.endswith("+changes"):
+        return f"commit {commit} on {run.get('machine', {}).get('hostname')} at {run.get('started', '?')[:13]}h"
+    return f"commit {commit}"
+
+
+def mixed_code(runs, question):
+    """None when every finished run of Problem ``question``'s comparison (its arms and their
+    seed copies, ``registry.COMPARISONS``) was made by one version of the code; else one line
+    that says which runs were made by which."""
+    made_by = {}
+    for name in registry.COMPARISONS[question]:
+        for key in copy_names(runs, name):
+            made_by.setdefault(code_version(runs[key]), []).append(key)
+    if len(made_by) <= 1:
+        return None
+    return f"{question} not compared: its runs were made by different code (" + \
+        "; ".join(f"{', '.join(names)}: {version}" for version, names in made_by.items()) + \
+        "); make them again with one version"
+
+
+def comparable(runs, question, say=print):
+    """``runs`` as Problem ``question``'s answer may read them: as they are when its comparison
+    was made by one version of the code; otherwise with every run of the comparison recorded as
+    not made, the reason said once through ``say``. Arms made by different code are never compared."""
+    problem = mixed_code(runs, question)
+    if problem is None:
+        return runs
+    say(problem)
+    refused = {key for name in registry.COMPARISONS[question] for key in copy_names(runs, name)}
+    return {key: ({"status": "not run", "reason": problem, "command": ""} if key in refused else run)
+            for key, run in runs.items()}
+
+
 def _load(folder):
     if (folder / "results.json").exists():
         return {"status": "done", "folder": str(folder), **read_json(folder / "results.json")}

@@ -36,7 +36,10 @@ def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None):
     """Thresholded Dice of each evaluation, and the training loss per epoch (clipped at
     ``LOSS_CLIP``, diverged values written on the plot), one colour per configuration: its
     run and every seed copy (``NAME_seedS``, dashed). ``human``: the second observer's Dice
-    under the same protocol, drawn as a dotted line. The legend sits below the panels."""
+    under the same protocol, drawn as a dotted line. The legend sits below the panels. No
+    figure when none of ``names`` is finished."""
+    if not any(copy_names(runs, name) for name in names):
+        return
     plt = pyplot()
     fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(WIDTH, 2.7))
     handles, clipped = [], []
@@ -222,47 +225,75 @@ def convolution_speed(records, path, dpi=150):
     save_figure(fig, path, dpi=dpi, bbox_inches="tight")
 
 
+BLUR_WIDTH = 0.8 * WIDTH  # printed at 80% of the text width (report.typ), so its text keeps the size of the others'
+
+
 def blur(image, path):
-    """The photograph, the 7x7 box and the Gaussian (sigma 2) blurs, and the magnitude
-    spectra before and after the Gaussian."""
+    """The photograph and its 7x7 box and Gaussian (sigma 2) blurs above, the magnitude spectrum
+    of each below: frequency axes in cycles per pixel with zero at the centre, one colour scale."""
+    from matplotlib.ticker import MultipleLocator
+
     from medimg.convolution import box_kernel, discrete_2d_convolution, gaussian_kernel
     plt = pyplot()
     gauss = gaussian_kernel(2.0)
     blurred, boxed = discrete_2d_convolution(image, gauss), discrete_2d_convolution(image, box_kernel(7))
     spectrum = lambda img: np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(img - img.mean()))))
-    fig, axes = plt.subplots(1, 5, figsize=(WIDTH, 1.9))
+    height, width = image.shape
+    fy, fx = (np.fft.fftshift(np.fft.fftfreq(n)) for n in (height, width))
+    # the pixels' edges, so that each frequency sits at its pixel's centre
+    extent = (fx[0] - 0.5 / width, fx[-1] + 0.5 / width, fy[0] - 0.5 / height, fy[-1] + 0.5 / height)
+    fig, axes = plt.subplots(2, 3, figsize=(BLUR_WIDTH, 3.9), layout="constrained",
+                             gridspec_kw={"height_ratios": [height / width, 1]})
+    columns = [(image, "original"), (boxed, "7×7 box"), (blurred, f"Gaussian, σ = 2 ({len(gauss)}×{len(gauss)})")]
     vmax = spectrum(image).max()
-    panels = [(image, "original", "gray", 255), (boxed, "7×7 box", "gray", 255),
-              (blurred, f"Gaussian σ = 2 ({len(gauss)}×{len(gauss)})", "gray", 255),
-              (spectrum(image), "spectrum, original", "magma", vmax),
-              (spectrum(blurred), "spectrum, Gaussian", "magma", vmax)]
-    for ax, (img, title, cmap, top) in zip(axes, panels):
-        ax.imshow(img, cmap=cmap, vmin=0, vmax=top)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-    fig.tight_layout(w_pad=0.3)
+    ticks, names = [-0.4, -0.2, 0, 0.2, 0.4], ["−0.4", "", "0", "", "0.4"]
+    for (photo, spec), (img, title) in zip(axes.T, columns):
+        photo.imshow(img, cmap="gray", vmin=0, vmax=255)
+        photo.set_title(title, fontsize=8)
+        photo.axis("off")
+        shown = spec.imshow(spectrum(img), cmap="magma", vmin=0, vmax=vmax, origin="lower", extent=extent)
+        spec.set_xticks(ticks, names, fontsize=8)
+        spec.set_yticks(ticks, names if spec is axes[1, 0] else [], fontsize=8)
+        spec.set_xlabel("$f_x$ (cycles/pixel)", fontsize=8, labelpad=1)
+        spec.tick_params(length=2.5, pad=1.5)
+    axes[1, 0].set_ylabel("$f_y$ (cycles/pixel)", fontsize=8, labelpad=1)
+    bar = fig.colorbar(shown, ax=axes[1, :], fraction=0.04, pad=0.02, aspect=15)
+    bar.set_label("log(1 + |spectrum|)", fontsize=8)
+    bar.ax.tick_params(labelsize=8, length=2.5)
+    bar.locator = MultipleLocator(5)
+    bar.update_ticks()
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.03, hspace=0.03)
     save(fig, path)
 
 
+# Sobel responses: signed, zero on black so that the edges, a few per cent of the pixels, stand
+# out in print; red for positive, blue for negative, brighter the stronger
+EDGE_COLOURS = ["#7fd4ff", "#0a6cff", "black", "#ff2a1a", "#ffb37f"]
+EDGE_SATURATION = 97  # percentile of |response| drawn at full colour: the edges, not the flat areas, set the scale
+
+
 def edges(image, path):
-    """Sobel responses (red positive, blue negative) and the gradient magnitude."""
+    """Sobel responses (red positive, blue negative, black zero) and the gradient magnitude."""
+    from matplotlib.colors import LinearSegmentedColormap
+
     from medimg.convolution import SOBEL_HORIZONTAL_EDGES, SOBEL_VERTICAL_EDGES, discrete_2d_convolution
     plt = pyplot()
     horizontal = discrete_2d_convolution(image, SOBEL_HORIZONTAL_EDGES)
     vertical = discrete_2d_convolution(image, SOBEL_VERTICAL_EDGES)
     magnitude = np.hypot(horizontal, vertical)
-    limit = np.percentile(np.abs(np.concatenate([horizontal, vertical])), 99.5)
+    limit = np.percentile(np.abs(np.concatenate([horizontal, vertical])), EDGE_SATURATION)
+    signed = LinearSegmentedColormap.from_list("signed_edges", EDGE_COLOURS)
     fig, axes = plt.subplots(1, 4, figsize=(WIDTH, 2.3))
     axes[0].imshow(image, cmap="gray")
     axes[0].set_title("original", fontsize=8)
     for ax, response, kernel, title in ((axes[1], horizontal, SOBEL_HORIZONTAL_EDGES, "horizontal edges"),
                                         (axes[2], vertical, SOBEL_VERTICAL_EDGES, "vertical edges")):
-        ax.imshow(response, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.imshow(response, cmap=signed, vmin=-limit, vmax=limit)
         text = "\n".join(" ".join(f"{v:+.0f}" for v in row) for row in kernel)
         ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", family="monospace", fontsize=8,
-                bbox=dict(facecolor="white", alpha=0.85, pad=1.5))
+                bbox=dict(facecolor="white", alpha=0.9, pad=1.5))
         ax.set_title(title, fontsize=8)
-    axes[3].imshow(magnitude, cmap="gray", vmax=np.percentile(magnitude, 99.5))
+    axes[3].imshow(magnitude, cmap="gray", vmin=0, vmax=np.percentile(magnitude, EDGE_SATURATION))
     axes[3].set_title("gradient magnitude", fontsize=8)
     for ax in axes:
         ax.axis("off")

@@ -14,20 +14,34 @@ from report import build, logs
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def committed_runs(tmp_path):
-    """A copy of the committed logs (runs/cpu, and runs/gpu beside it), without the large figures."""
+def copy_committed_runs(into):
+    """A copy of the committed logs (runs/cpu, and runs/gpu beside it), without the large figures
+    and without runs/human_baseline.json; returns its runs/cpu."""
     for profile in ("cpu", "gpu"):
         if (ROOT / "runs" / profile).is_dir():
-            shutil.copytree(ROOT / "runs" / profile, tmp_path / "runs" / profile,
+            shutil.copytree(ROOT / "runs" / profile, into / "runs" / profile,
                             ignore=shutil.ignore_patterns("*.pt", "log.txt"))
-    return tmp_path / "runs" / "cpu"
+    return into / "runs" / "cpu"
 
 
-def test_the_report_builds_from_the_committed_logs(committed_runs, tmp_path):
-    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
-    assert (tmp_path / "report.pdf").read_bytes()[:5] == b"%PDF-"
-    numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
+@pytest.fixture
+def committed_runs(tmp_path):
+    return copy_committed_runs(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def built_from_committed_logs(tmp_path_factory):
+    """The report built once from a copy of the committed logs: ``(runs/cpu of the copy, the
+    PDF, numbers.json)``, for the tests that only read what that build wrote."""
+    tmp = tmp_path_factory.mktemp("committed")
+    runs = copy_committed_runs(tmp)
+    build.main(["--runs", str(runs), "--out", str(tmp / "report.pdf")])
+    return runs, tmp / "report.pdf", json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
+
+
+def test_the_report_builds_from_the_committed_logs(built_from_committed_logs):
+    committed_runs, pdf, numbers = built_from_committed_logs
+    assert pdf.read_bytes()[:5] == b"%PDF-"
     cited = {row["name"]: row.get("dice") for row in numbers["seg_rows"]}
     for name, run in registry.runs().items():
         results = committed_runs / name / "results.json"
@@ -277,14 +291,13 @@ def test_the_performance_document_is_written_from_the_logs(tmp_path):
         assert (tmp_path / picture).stat().st_size < 200_000  # small PNGs, committed beside it
 
 
-def test_without_the_raw_drive_no_human_number_is_quoted(committed_runs, tmp_path):
+def test_without_the_raw_drive_no_human_number_is_quoted(built_from_committed_logs):
     """The human baseline comes only from runs/human_baseline.json (report/human_baseline.py);
     no external figure is typed into the sources, and without the log none is drawn."""
     import re
+    committed_runs, _, numbers = built_from_committed_logs
     sources = "".join((ROOT / "report" / name).read_text() for name in ("report.typ", "problem4.typ", "plots.py",
                                                                           "answers.py", "logs.py"))
     assert not re.search(r"0\.788|0\.907", sources)
     assert not (committed_runs.parent / "human_baseline.json").exists()
-    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
-    numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
     assert numbers["human"] is None and numbers["p4_4"]["human"] is None

@@ -1,0 +1,50 @@
+"""The report compares the arms of a Problem 4 comparison only when one version of the code
+made them all (``report.logs.comparable``): arms whose code fingerprints differ are said in one
+line, named, and left out of the answer, never compared and never a traceback."""
+from report import logs
+
+
+def finished(fingerprint=None, commit="abc1234", seed=42):
+    run = {"status": "done", "project_version": commit, "config": {"seed": seed}}
+    if fingerprint:
+        run["code_fingerprint"] = {"sha256": fingerprint * 16, "files": ["main_segmentation.py"]}
+    return run
+
+
+def test_arms_made_by_one_version_are_compared():
+    runs = {"unet": finished("aaaa"), "unet_noskip": finished("aaaa"), "unet_seed43": finished("aaaa", seed=43),
+            "lr_1e-3": finished("bbbb")}  # another comparison's run may come from other code
+    said = []
+    assert logs.comparable(runs, "4.1", said.append) is runs and said == []
+
+
+def test_arms_made_by_different_code_are_named_and_left_out(capsys):
+    runs = {"unet": finished("aaaa"), "unet_noskip": finished("aaaa"), "unet_noskip_seed43": finished("cccc", seed=43),
+            "lr_1e-3": finished("bbbb")}
+    kept = logs.comparable(runs, "4.1")
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and line.startswith("4.1 not compared")
+    assert "unet, unet_noskip: " + "aaaa" * 3 in line and "unet_noskip_seed43: " + "cccc" * 3 in line
+    assert all(not logs.done(kept[name]) and kept[name]["reason"] == line
+               for name in ("unet", "unet_noskip", "unet_noskip_seed43"))
+    assert kept["lr_1e-3"] is runs["lr_1e-3"] and logs.done(runs["unet"])  # nothing else touched, no copy changed
+
+
+def test_runs_logged_before_fingerprints_compare_by_their_recorded_commit():
+    same = {"aug_none": finished(commit="610de4f"), "aug_flip": finished(commit="610de4f")}
+    assert logs.mixed_code(same, "4.3") is None
+    mixed = {"aug_none": finished(commit="6cad1c7+changes"), "aug_flip": finished(commit="3d2f1e7+changes"),
+             "aug_color": finished("dddd")}
+    problem = logs.mixed_code(mixed, "4.3")
+    assert "commit 6cad1c7+changes" in problem and "commit 3d2f1e7+changes" in problem and "dddd" in problem
+    # uncommitted edits: one version only within one session of one machine (one copy of the tree)
+    session = lambda started, host="vm": {"machine": {"hostname": host}, "started": started}
+    lease = {"unet": {**finished(commit="610de4f+changes"), **session("2026-11-26T18:28:58+00:00")},
+             "unet_noskip": {**finished(commit="610de4f+changes"), **session("2026-11-26T18:30:29+00:00")}}
+    assert logs.mixed_code(lease, "4.1") is None
+    lease["unet_noskip"].update(session("2026-11-27T09:30:29+00:00"))
+    assert logs.mixed_code(lease, "4.1") is not None
+    # and a run that recorded nothing is never taken for another's code
+    unknown = {"unet": {**finished(), "project_version": None, "folder": "runs/cpu/unet"},
+               "unet_noskip": {**finished(), "project_version": None, "folder": "runs/cpu/unet_noskip"}}
+    assert logs.mixed_code(unknown, "4.1") is not None
