@@ -127,31 +127,41 @@ def vessel_window(mask: torch.Tensor, size: int) -> tuple[tuple[int, int], int]:
 
 
 def save_augmentations_figure(path: Path, image: torch.Tensor, mask: torch.Tensor, count: int, seed: int,
-                              window: int = 160) -> None:
-    """Each strategy of ``retina.STRATEGIES`` (a row) on one training image, ``count``
-    random draws of it (columns), shown at full resolution on a zoomed ``window``-pixel
-    crop with the transformed mask as a thin outline; the first column is the original."""
+                              window: int = 128) -> None:
+    """Each strategy of ``retina.STRATEGIES`` (a row) applied ``count`` times (columns) to one
+    ``window``-pixel patch of a training image, shown at full resolution: the transformed
+    patch itself, with the transformed mask's outline in cyan over the original's in yellow,
+    so that a displacement shows even where it is small. The first column is the untouched
+    patch. As in training, a transform sees more than the patch (here the square of twice its
+    side around it, the one with the most vessel), so no border comes in that training would
+    not see; the patch is its centre, which a flip or a rotation maps onto itself."""
     plt = pyplot()
-    (top, left), size = vessel_window(mask, window)
-    crop = (..., slice(top, top + size), slice(left, left + size))
+    (top, left), context = vessel_window(mask, 2 * window)
+    around = (..., slice(top, top + context), slice(left, left + context))
+    size = min(window, context)
+    start = (context - size) // 2
+    centre = (..., slice(start, start + size), slice(start, start + size))
+    patch_mask = mask[around][centre]
     fig, axes = plt.subplots(len(STRATEGIES), count + 1, figsize=(2.3 * (count + 1), 2.45 * len(STRATEGIES)),
                              squeeze=False)
     with torch.random.fork_rng():  # leave the training's random stream untouched
         torch.manual_seed(seed)
         for row, name in enumerate(STRATEGIES):
-            dataset = RetinaTrainSet(image[None], mask[None], augmentation=name)
-            samples = [(image.float() / 255, mask.float())] + [dataset[0] for _ in range(count)]
+            dataset = RetinaTrainSet(image[around][None], mask[around][None], augmentation=name)
+            samples = [(image[around].float() / 255, mask[around].float())] + [dataset[0] for _ in range(count)]
             for col, (x, y) in enumerate(samples):
+                x, y = x[centre], y[centre]
                 ax = axes[row, col]
-                ax.imshow(x[crop].permute(1, 2, 0).numpy(), interpolation="nearest")
-                ax.contour(y[crop][0].numpy(), levels=[0.5], colors="cyan", linewidths=0.5)
+                ax.imshow(x.permute(1, 2, 0).numpy(), interpolation="nearest")
+                ax.contour(patch_mask[0].numpy(), levels=[0.5], colors="yellow", linewidths=0.4)
+                ax.contour(y[0].numpy(), levels=[0.5], colors="cyan", linewidths=0.5)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if col == 0:
                     ax.set_ylabel(name, fontsize=11)
                     ax.set_title("original" if row == 0 else "", fontsize=9)
-    fig.suptitle(f"Training augmentations on a {size}x{size} crop at full resolution "
-                 f"(cyan: the transformed vessel mask's outline)", fontsize=10)
+    fig.suptitle(f"Each strategy on one {size}x{size} training patch at full resolution "
+                 f"(cyan: the transformed vessel outline; yellow: the original's)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=100, colours=256)
 
