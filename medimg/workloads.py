@@ -80,14 +80,6 @@ class Workload:
         return step_maker(self.build() if model is None else model, x, y, self.loss(), wrap=wrap)
 
 
-# The steps the benchmark and the profiler measure: the classifiers at PathMNIST's 28 px, the
-# UNet on the assignment's whole 512-px images and on the cpu profile's batch of 128-px crops,
-# and the segmentation-models-pytorch ResNet-18 UNet.
-BENCHMARKS = {"mlp": Workload("mlp", 128, 28), "mobilenet": Workload("mobilenet", 128, 28),
-              "unet_512": Workload("unet", 2, 512), "unet_crop": Workload("unet", 8, 128),
-              "smp_unet_512": Workload("smp_unet", 2, 512)}
-
-
 def for_segmentation(args, device: torch.device, model: nn.Module, side: int) -> tuple[Execution, dict]:
     """The run's execution for this model and training batch (``args.batch_size`` images of
     ``side`` pixels), as ``execution.from_args`` chooses it, and the record of the choice."""

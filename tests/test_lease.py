@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 
@@ -30,8 +31,8 @@ def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
     lease_carry.compact_data(write_retina(tmp_path / "retina", n_train_fundi=2), data)
     out, runs = tmp_path / "out", tmp_path / "runs"
     out.mkdir()
-    names = ["unet_noskip", "lr_1e-3", "aug_flip_seed43"]
-    env = dict(os.environ, OUT=str(out), DATA=str(data), WHL=str(tmp_path / "no-wheels"))
+    names = ["unet_noskip", "aug_flip_seed43"]  # two workers' worth: a run of the plan and a seed copy
+    env = dict(os.environ, OUT=str(out), DATA=str(data), WHL=str(tmp_path / "no-wheels"), PYTHON=sys.executable)
     proc = subprocess.run(["bash", "tools/gpu_session.sh", "120", "--dry_run", "--plain", "--jobs", "2",
                            "--runs", str(runs), "--work", str(tmp_path / "work"),
                            "--rebuild_to", str(tmp_path / "rebuilt"), "--only", *names],
@@ -42,7 +43,7 @@ def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
     assert len(files) <= 8 and {p.name for p in files} == {"runs_gpu.tar.gz", "lease.log", "lease.json"}
     summary = json.loads((out / "lease.json").read_text())
     assert all(summary["runs"][name]["state"].startswith("done") for name in names), summary["runs"]
-    assert summary["runs_made"] == 3 and summary["runs_per_minute"] > 0
+    assert summary["runs_made"] == len(names) and summary["runs_per_minute"] > 0
     assert all(summary["runs"][name]["run_seconds"] > 0 for name in names)
     assert "runs/min" in (out / "lease.log").read_text()
 
@@ -67,7 +68,7 @@ def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
             lease.main(["run", "120", "--out", str(out), "--data", str(data), "--dry_run", "--plain",
                         "--runs", str(committed), "--work", str(work), "--rebuild_to", str(tmp_path / "rebuilt"),
                         "--only", *names])
-        assert end.value.code == 0 and "3 already complete" in (out / "lease.log").read_text()
+        assert end.value.code == 0 and f"{len(names)} already complete" in (out / "lease.log").read_text()
 
 
 # Fields that may differ between two makings of the same run: "timings" (wall-clock seconds),
@@ -276,12 +277,12 @@ def test_workers_sharing_a_device_get_the_measured_execution_fixed(retina):
     from medimg import execution, preflight
     arguments = ["--dataset", str(retina), "--model", "unet", "--crop_size", "32", "--batch_size", "2"]
     device = torch.device("cpu")
-    flags = lease.fixed_execution("main_segmentation.py", arguments, device)  # measured here, and remembered
+    flags = runner.fixed_execution("main_segmentation.py", arguments, device)  # measured here, and remembered
     chosen, record = execution.from_args(preflight._args("main_segmentation.py", arguments), device,
                                          runner.workload("main_segmentation.py", arguments).name, None)
     assert record["how"].startswith("remembered") or record["how"] == "only candidate"
     args = preflight._args("main_segmentation.py", [*arguments, *flags])
     assert flags[::2] == ["--amp", "--channels_last"]
     assert list(execution.candidates(device, args.amp, args.channels_last).values()) == [chosen]
-    assert lease.fixed_execution("main_segmentation.py", [*arguments, "--plain"], device) == []
-    assert lease.fixed_execution("convolution.py", ["--quick"], device) == []
+    assert runner.fixed_execution("main_segmentation.py", [*arguments, "--plain"], device) == []
+    assert runner.fixed_execution("convolution.py", ["--quick"], device) == []

@@ -45,6 +45,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 import traceback
@@ -52,8 +53,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from medimg import execution, registry, runner
-from medimg import preflight as checks
+from medimg import registry, runner
 from medimg.cli import UserError, run_cli
 from tools.lease_carry import palette_png, rebuild
 
@@ -243,34 +243,13 @@ def start_mps() -> str:
         Path(folder).mkdir(parents=True, exist_ok=True)
         os.environ[name] = folder
     subprocess.run([control, "-d"], check=False, capture_output=True, timeout=20)
-    probe = subprocess.run(["python3", "-c", "import torch; torch.zeros(1, device='cuda'); print('ok')"],
+    probe = subprocess.run([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda'); print('ok')"],
                            capture_output=True, text=True, timeout=120)
     if "ok" not in probe.stdout:
         subprocess.run([control], input="quit\n", text=True, capture_output=True, timeout=20)
         raise UserError(f"--mps: a CUDA context does not open through MPS ({probe.stderr.strip()[-200:]}); "
                         f"run without --mps")
     return control
-
-
-AMP_FLAG = {dtype: flag for flag, dtype in execution.AMP_DTYPES.items()}  # torch.bfloat16 -> "bf16", None -> "off"
-
-
-def fixed_execution(script: str, arguments: list, device: torch.device) -> list:
-    """The flags that make a run use exactly the execution chosen for its workload on this
-    machine (measured now, or remembered from ``runner.estimate_plan``'s measurement): the
-    chosen candidate's ``--amp`` and ``--channels_last``, which leave the run that one
-    candidate, so it neither measures nor doubts the choice by its own step time (workers
-    time-slicing one GPU each see slower steps than the measurement). [] for the convolution
-    study and ``--plain`` runs, which measure nothing."""
-    step = runner.workload(script, arguments)
-    if step is None:
-        return []
-    args = checks._args(script, arguments)
-    if args.plain:
-        return []
-    with torch.random.fork_rng():
-        chosen, _ = execution.from_args(args, device, step.name, step.step_maker())
-    return ["--amp", AMP_FLAG[chosen.amp_dtype], "--channels_last", "on" if chosen.channels_last else "off"]
 
 
 def keep_between_calls(committed: Path, work: Path, log: Log) -> Path:
@@ -437,7 +416,7 @@ def run(args) -> int:
             for name, (script, arguments) in todo.items():
                 key = runner.measurement_key(script, arguments)
                 if key not in fixed:
-                    fixed[key] = fixed_execution(script, arguments, device)
+                    fixed[key] = runner.fixed_execution(script, arguments, device)
                     if fixed[key]:
                         summary.setdefault("fixed_execution", {})[key[0]] = " ".join(fixed[key])
                         log(f"{workers} workers share the device: every run of {key[0]} gets "

@@ -35,7 +35,8 @@ from medimg.cli import run_cli
 from medimg.execution import Execution, measure_interleaved
 from medimg.machine import library_versions, machine_info
 from medimg.runfiles import write_json
-from medimg.workloads import BENCHMARKS, Workload
+from medimg.workloads import Workload
+from tools.bench import BENCHMARKS
 
 CL = torch.channels_last
 
@@ -130,7 +131,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--model", choices=["unet_crop", "unet_512"], default="unet_crop",
-                        help="the benchmark's UNet step (medimg.workloads.BENCHMARKS)")
+                        help="the benchmark's UNet step (tools.bench.BENCHMARKS)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating measurements per execution")
     args = parser.parse_args(argv)
     started = time.perf_counter()
