@@ -35,8 +35,9 @@ def main(argv=None):
     parser.add_argument("--estimate", action="store_true",
                         help="check what the runs need and estimate their durations on this machine, then exit")
     parser.add_argument("--no_estimate", action="store_true", help="start at once, without measuring step times")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[], metavar="S",
-                        help="repeat every Problem 4 run with these seeds too (runs NAME_seedS)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None, metavar="S",
+                        help="repeat every run of a Problem 4 comparison with these seeds too (runs NAME_seedS); "
+                             "default: the profile's (cpu: 43 44, gpu: none); --seeds alone: none")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="make N runs at once, spread over the visible GPUs (default: %(default)s)")
     parser.add_argument("--dry_run", action="store_true",
@@ -55,7 +56,7 @@ def main(argv=None):
 
     if args.list:
         for name in selected:
-            extra = (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + \
+            extra = (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds is not None else "") + \
                 (" --dry_run" if args.dry_run else "")
             print(f"python experiments.py --profile {args.profile} "
                   f"--data {shlex.quote(args.data)} --data_dir {shlex.quote(args.data_dir)} "

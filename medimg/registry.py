@@ -2,9 +2,11 @@
 
 - ``gpu``: the assignment's hyperparameters exactly (15 classification epochs, 40
   segmentation epochs on whole 512x512 images, the template's batch sizes).
-- ``cpu``: scaled to finish in about three hours on a two-core CPU (random crops,
-  fewer epochs, a PathMNIST subset); every scaling is visible in the run's command
-  and stored in its results.json.
+- ``cpu``: the same hyperparameters (AdamW 1e-4, weight decay 5e-4, batch 2, 40 epochs,
+  DiceCELoss, seeds 42-44), with one thing scaled so that two CPU cores can make them: a
+  training step sees a random patch of each of its two images instead of the whole image
+  (the size chosen by a pilot, ``tools/pilot.py``); evaluation stays on the whole test
+  images. PathMNIST runs on a subset.
 
 ``runs(profile)`` is the only list of runs: ``experiments.py``, the report, the GPU
 lease and the tests read it. A new experiment is one ``Run`` here, an answer in
@@ -14,6 +16,12 @@ from dataclasses import dataclass
 from medimg.strategies import STRATEGIES  # the augmentation strategies are the ones the code builds
 
 LEARNING_RATES = ("1e-1", "1e-2", "1e-3", "1e-4", "1e-5")
+# The cpu profile's patch size, chosen by a pilot (python -m tools.pilot; runs/cpu/pilot/choice.json):
+# the smallest of 128, 160, 192 and 256 px at which three seeds of the reference UNet leave the
+# all-background plateau within 12 epochs. None did (two seeds of each, the same training loss per
+# step at every size), so the smallest: the reference UNet's three seeds, made first, show whether
+# it leaves within the 40 epochs.
+CPU_PATCH = 128
 
 PROFILES = {
     # The assignment's hyperparameters (the scripts' defaults), nothing scaled. Only the
@@ -24,24 +32,20 @@ PROFILES = {
         "segmentation": ["--train_eval", "never"],
         "reference_unet": ["--train_eval", "every"],
         "long_unet": ["--lr_schedule", "cosine"],
+        "seeds": (),
         "convolution": [],
     },
-    # Two CPU cores, under two hours in all. Segmentation: 128-px random crops, batch 8, four
-    # crops of each training image per epoch (an epoch sees a quarter of the pixels of a
-    # full-image epoch), 10 epochs (40 for the reference UNet, whose first 10 epochs are those
-    # of a 10-epoch run: same seed, no schedule), evaluation on the whole 512-px test images
-    # every second epoch; lr 1e-3, since at 1e-4 the UNet does not leave its all-background
-    # plateau within this budget (the learning-rate sweep shows it). Classification: a subset.
+    # Two CPU cores: the assignment's hyperparameters, 1600 steps of batch 2 as on the GPU, each
+    # step on random CPU_PATCH-px patches of its images; the whole test images are evaluated every
+    # fourth epoch (the training eyes too for the reference UNet). Classification: a subset.
     "cpu": {
         "classification": ["--subset", "20000", "--epochs", "5"],
-        "segmentation": ["--crop_size", "128", "--batch_size", "8", "--crops_per_image", "4",
-                         "--epochs", "10", "--eval_every", "2", "--lr", "1e-3"],
-        "reference_unet": ["--epochs", "40"],
-        "long_unet": ["--epochs", "30", "--lr_schedule", "cosine"],
+        "segmentation": ["--crop_size", str(CPU_PATCH), "--eval_every", "4", "--train_eval", "never"],
+        "reference_unet": ["--train_eval", "every"],
+        "seeds": (43, 44),
         "convolution": [],
     },
 }
-
 
 @dataclass(frozen=True)
 class Run:
@@ -88,8 +92,9 @@ def runs(profile="cpu"):
         Run("smp_resnet18_scratch", "4.4", seg, ("--model", "smp_unet", "--encoder", "resnet18",
                                                  "--encoder_weights", "none"),
             "smp ResNet-18 UNet, from scratch"),
-        # the best recipe we found for the budget: the reference UNet with a cosine learning-rate decay
-        Run("unet_cosine", "4", seg, ("--model", "unet", *p["long_unet"]), "UNet, cosine lr decay"),
+        # the reference UNet with a cosine learning-rate decay (gpu profile)
+        *([Run("unet_cosine", "4", seg, ("--model", "unet", *p["long_unet"]), "UNet, cosine lr decay")]
+          if "long_unet" in p else []),
         Run("mlp", "2.6", cls, ("--model", "mlp"), "MLP"),
         Run("mobilenet", "2.6", cls, ("--model", "mobilenet"), "MobileNet"),
         # the template's literal behaviour: cross-entropy on MobileNet's softmax probabilities
@@ -128,21 +133,48 @@ DRY_RUN = {"main_segmentation.py": ["--epochs", "1", "--image_size", "64", "--cr
            "convolution.py": ["--quick"]}
 
 
-def plan(profile, data, data_dir, seeds=(), dry_run=False):
+# Problem 4's comparisons: the runs each compares, made with every seed of a plan. The order
+# is the order the seeds' copies are made in, so that a plan cut short has whole comparisons:
+# 4.1, then 4.3's baseline and first four strategies, 4.4's pair and its quarter-data pair, the
+# fifth strategy, and the sweep's seeds last.
+COMPARISONS = {
+    "4.1": ("unet", "unet_noskip"),
+    "4.3": tuple(f"aug_{name}" for name in STRATEGIES),
+    "4.4": ("smp_pretrained", "smp_scratch", "smp_pretrained_quarter", "smp_scratch_quarter"),
+    "4.2": tuple(f"lr_{lr}" for lr in LEARNING_RATES),
+}
+SEED_ORDER = (*COMPARISONS["4.1"], *COMPARISONS["4.3"][:-1], *COMPARISONS["4.4"], COMPARISONS["4.3"][-1],
+              *COMPARISONS["4.2"])
+
+
+def plan(profile, data, data_dir, seeds=None, dry_run=False):
     """The runs of a profile, in the order they are made: name -> (script, arguments).
-    A run's own arguments come last, so they override the profile's. ``seeds`` adds a copy
-    of every Problem 4 run for each other seed (``NAME_seedS``); ``dry_run`` shrinks every run."""
+    A run's own arguments come last, so they override the profile's. ``seeds`` (default: the
+    profile's) adds a copy of every run of a Problem 4 comparison for each other seed
+    (``NAME_seedS``): the reference UNet's seeds and one seed of everything else first, then the
+    copies in ``SEED_ORDER``, then the runs that are no comparison's arm. ``dry_run`` shrinks
+    every run."""
     p = PROFILES[profile]
+    seeds = p["seeds"] if seeds is None else seeds
     common = {"main_segmentation.py": ["--dataset", data, *p["segmentation"]],
               "main_classification.py": ["--data_dir", data_dir, *p["classification"]],
               "convolution.py": []}
+    every = runs(profile)
+
+    def made(run, extra=()):
+        tiny = DRY_RUN[run.script] if dry_run else []
+        return run.script, merge(merge(common[run.script], run.arguments), [*extra, *tiny])
+    arms = {name for names in COMPARISONS.values() for name in names}
     planned = {}
-    for name, run in runs(profile).items():
-        arguments = merge(common[run.script], run.arguments)
-        copies = [(name, [])] + [(f"{name}_seed{s}", ["--seed", str(s)]) for s in seeds
-                                 if run.problem.startswith("4")]
-        for copy_name, seed in copies:
-            planned[copy_name] = (run.script, merge(arguments, [*seed, *(DRY_RUN[run.script] if dry_run else [])]))
+    for name, run in every.items():
+        if name in arms or not run.problem.startswith("4"):
+            planned[name] = made(run)
+        if name == "unet":  # the reference UNet's seeds first: they check the profile's patch size
+            planned.update({f"{name}_seed{seed}": made(run, ["--seed", str(seed)]) for seed in seeds})
+    for name in SEED_ORDER:
+        for seed in seeds:
+            planned[f"{name}_seed{seed}"] = made(every[name], ["--seed", str(seed)])
+    planned.update({name: made(run) for name, run in every.items() if name not in planned})
     return planned
 
 

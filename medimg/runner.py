@@ -9,12 +9,14 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tqdm import tqdm
 
 from medimg import preflight
-from medimg.execution import pick_device
+from medimg.execution import AMP_DTYPES, pick_device
+from medimg.execution import from_args as execution_from_args
 from medimg.runfiles import write_json
 from medimg.workloads import Workload
 
@@ -48,10 +50,19 @@ def record_not_run(logdir, script, arguments, reason):
 
 
 def check_and_estimate(selected, root, profile, estimate=True):
-    """Say once which runs this machine cannot make (and record them), then the estimated
-    duration of every other run and of the plan. Returns the runs to make, and the reason
-    of each run that cannot be made here."""
+    """Say once which runs this machine cannot make (and record them), and which lack the
+    dataset (said only: the user supplies it), then the estimated duration of every other run
+    and of the plan. Returns the runs to make, and the reason of each run that cannot be made
+    here (the runs without their dataset are in neither)."""
     todo = {name: run for name, run in selected.items() if status(root / name) != "complete"}
+    absent = {}
+    for name, (script, arguments) in list(todo.items()):
+        reason = preflight.absent_dataset(script, arguments)
+        if reason:
+            absent.setdefault(reason, []).append(name)
+            del todo[name]
+    for reason, names in absent.items():
+        print(f"not run ({len(names)}): {', '.join(names)}: {reason}")
     reasons = {}
     for name, (script, arguments) in todo.items():
         reason = preflight.missing(script, arguments, profile)
@@ -119,6 +130,33 @@ def estimate_plan(todo, device, progress=False, on_measured=None):
     return sum(per_run.values()), per_run
 
 
+AMP_FLAG = {dtype: flag for flag, dtype in AMP_DTYPES.items()}  # torch.bfloat16 -> "bf16", None -> "off"
+
+
+def fixed_execution(script: str, arguments: list, device: torch.device, threads: Optional[int] = None) -> list:
+    """The flags that make a run use exactly the execution chosen for its workload on this
+    machine (measured now, or remembered from ``runner.estimate_plan``'s measurement): the
+    chosen candidate's ``--amp`` and ``--channels_last``, which leave the run that one
+    candidate, so it neither measures nor doubts the choice by its own step time (workers
+    time-slicing one GPU each see slower steps than the measurement). [] for the convolution
+    study and ``--plain`` runs, which measure nothing. ``threads``: the CPU threads each run
+    will have (runs side by side), measured with that many."""
+    step = workload(script, arguments)
+    if step is None:
+        return []
+    args = preflight._args(script, arguments)
+    if args.plain:
+        return []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads or before)
+        with torch.random.fork_rng():
+            chosen, _ = execution_from_args(args, device, step.name, step.step_maker())
+    finally:
+        torch.set_num_threads(before)
+    return ["--amp", AMP_FLAG[chosen.amp_dtype], "--channels_last", "on" if chosen.channels_last else "off"]
+
+
 def run_one(name, script, arguments, logdir, gpu=None, threads=None):
     """Run one experiment, its output going to ``logdir/log.txt``, on GPU number ``gpu``
     and with ``threads`` CPU threads when given. Returns its state."""
@@ -154,6 +192,9 @@ def make_runs(todo, root, jobs, description):
     progress bar over the plan. Returns each run's final state."""
     gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    if threads is not None and not gpus:  # runs sharing the CPU: each its measured execution, fixed
+        todo = {name: (script, [*arguments, *fixed_execution(script, arguments, torch.device("cpu"), threads)])
+                for name, (script, arguments) in todo.items()}
     states = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=description,
                                                             dynamic_ncols=True) as progress:

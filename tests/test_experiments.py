@@ -37,7 +37,30 @@ def test_later_arguments_override_the_profiles():
     from medimg.options import parse_segmentation_args
     script, arguments = registry.plan("cpu", "data/retina", "data")["lr_1e-5"]
     args = parse_segmentation_args([*arguments, "--logdir", "x"])
-    assert args.lr == 1e-5 and args.optimizer == "adam" and args.crop_size == 128
+    assert args.lr == 1e-5 and args.optimizer == "adam" and args.crop_size == registry.CPU_PATCH > 0
+
+
+def test_the_cpu_profile_keeps_every_hyperparameter_of_the_assignment():
+    """The cpu profile differs from the gpu one (the assignment's) only in the patch a step sees
+    and in how often the whole images are evaluated; every comparison has its three seeds."""
+    from medimg.options import parse_segmentation_args
+    cpu, gpu = registry.plan("cpu", "D", "d"), registry.plan("gpu", "D", "d", seeds=(43, 44))
+    parse = lambda arguments: vars(parse_segmentation_args([*arguments, "--logdir", "x"]))
+    for name, (script, arguments) in cpu.items():
+        if script == "main_segmentation.py":
+            ours, theirs = parse(arguments), parse(gpu[name][1])
+            assert {k for k in ours if ours[k] != theirs[k]} <= {"crop_size", "eval_every", "train_eval"}, name
+            assert ours["crop_size"] == registry.CPU_PATCH and ours["batch_size"] == 2 and ours["epochs"] == 40
+    for arms in registry.COMPARISONS.values():
+        for name in arms:
+            assert {parse(cpu[f"{name}_seed{s}"][1])["seed"] for s in (43, 44)} | {parse(cpu[name][1])["seed"]} \
+                == {42, 43, 44}
+    # the reference UNet's three seeds first (they check the patch size), one seed of every other
+    # arm before any other seed, and 4.2's seeds last
+    names = [name for name in cpu if name != "convolution"]
+    assert names[:3] == ["unet", "unet_seed43", "unet_seed44"]
+    assert max(names.index(n) for arms in registry.COMPARISONS.values() for n in arms) < names.index("unet_noskip_seed43")
+    assert names.index("aug_combined_seed44") < names.index("lr_1e-1_seed43")
 
 
 def test_list_prints_one_command_per_run():
@@ -87,7 +110,7 @@ def test_an_interrupted_run_is_resumed(retina, tmp_path, monkeypatch):
 
 def test_profile_arguments_are_not_repeated_when_a_run_overrides_them():
     script, arguments = registry.plan("cpu", "data/retina", "data")["unet"]
-    assert arguments.count("--epochs") == 1 and arguments[arguments.index("--epochs") + 1] == "40"
+    assert arguments.count("--train_eval") == 1 and arguments[arguments.index("--train_eval") + 1] == "every"
     assert registry.merge(["--a", "1", "--flag", "--b", "2"], ["--b", "3"]) == ["--a", "1", "--flag", "--b", "3"]
 
 
@@ -113,12 +136,15 @@ def test_a_fresh_clone_without_data_is_told_once_and_nothing_starts(tmp_path, ca
     selected = {k: v for k, v in registry.plan("cpu", str(tmp_path / "no-retina"), str(tmp_path)).items()
                 if k != "convolution"}
     todo, not_run = runner.check_and_estimate(selected, tmp_path / "runs" / "cpu", "cpu", estimate=False)
-    assert todo == {} and set(not_run) == set(selected)
+    assert todo == {} and set(not_run) == set(registry.runs_of("2.6"))
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("not run")]
     assert len(lines) == 2  # one line for the retina runs, one for PathMNIST
     assert any("no-retina" in l and "unet" in l for l in lines) and any("pathmnist.npz" in l for l in lines)
-    record = json.loads((tmp_path / "runs" / "cpu" / "unet" / "not_run.json").read_text())
-    assert "no-retina" in record["reason"] and record["command"].startswith("python main_segmentation.py")
+    # what this machine cannot have (PathMNIST offline) is recorded with the run; the dataset the
+    # user has not put in place yet is only said (a fresh clone's records stay as committed)
+    record = json.loads((tmp_path / "runs" / "cpu" / "mlp" / "not_run.json").read_text())
+    assert "pathmnist.npz" in record["reason"] and record["command"].startswith("python main_classification.py")
+    assert not (tmp_path / "runs" / "cpu" / "unet").exists()
 
 
 def test_estimates_follow_the_runs_budget():
@@ -126,8 +152,9 @@ def test_estimates_follow_the_runs_budget():
     cpu = registry.plan("cpu", "absent", "data")
     short, reference = preflight.estimate_seconds(*cpu["unet_noskip"], step=1.0), \
         preflight.estimate_seconds(*cpu["unet"], step=1.0)
-    # 80 x 4 / 8 = 40 steps an epoch, plus evaluations on whole images; 10 against 40 epochs
-    assert 400 <= short < 700 and 3.5 < reference / short < 4.1
+    # 80 / 2 = 40 steps an epoch for 40 epochs, plus evaluations of whole images, which the
+    # reference UNet makes of the training eyes too
+    assert 1600 <= short < 2400 and 1.05 < reference / short < 1.5
     gpu = registry.plan("gpu", "absent", "data")
     assert preflight.estimate_seconds(*gpu["unet"], step=1.0) >= 40 * 40  # 40 epochs of 40 whole-image batches
 
@@ -155,21 +182,28 @@ def test_seeds_repeat_only_the_problem_4_runs():
 
 
 def test_runs_side_by_side_share_the_cpu_cores(tmp_path, monkeypatch):
-    """--jobs N: each run gets cores / N threads (OMP_NUM_THREADS), instead of all of them."""
-    seen = {}
+    """--jobs N: each run gets cores / N threads (OMP_NUM_THREADS), instead of all of them, and
+    on a CPU the execution measured once with that many threads as explicit flags (runs side
+    by side would each measure, and doubt, their choice beside the others)."""
+    seen, measured = {}, []
 
     def fake_run(cmd, stdout, stderr, env):
-        seen[cmd[-1]] = env.get("OMP_NUM_THREADS")
+        seen[cmd[-1]] = env.get("OMP_NUM_THREADS"), cmd[cmd.index("--amp") + 1] if "--amp" in cmd else None
         Path(cmd[-1], "results.json").write_text("{}")
         return subprocess.CompletedProcess(cmd, 0)
 
+    def fake_fixed(script, arguments, device, threads=None):
+        measured.append(threads)
+        return ["--amp", "bf16", "--channels_last", "off"]
+
     monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner, "fixed_execution", fake_fixed)
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 16)
     todo = {name: ("main_segmentation.py", []) for name in ("a", "b", "c")}
     states = runner.make_runs(todo, tmp_path, 4, "test")
-    assert set(states) == {"a", "b", "c"} and set(seen.values()) == {"4"}
+    assert set(states) == {"a", "b", "c"} and set(seen.values()) == {("4", "bf16")} and measured == [4, 4, 4]
     runner.make_runs({"d": ("main_segmentation.py", [])}, tmp_path, 1, "test")
-    assert seen[str(tmp_path / "d")] is None  # one run at a time keeps PyTorch's default
+    assert seen[str(tmp_path / "d")] == (None, None)  # one run at a time keeps PyTorch's default and measures
 
 
 def test_the_lease_plan_makes_the_most_valuable_runs_first():

@@ -11,12 +11,13 @@ smallest first, with seeds 42, 43 and 44, for the first ``PILOT_EPOCHS`` epochs 
 learning rate is constant, so these are exactly the first epochs of a full run), and chooses
 the smallest size at which every seed has left the all-background plateau by then: a
 thresholded Dice of at least ``PLATEAU_EXIT_DICE`` on whole training eyes (never the test
-images: the pilot chooses, so it must not look at them). Two runs at a time, one thread each
-(measured faster here than one run on two threads); a size is dropped at its first seed that
-stays on the plateau, and no larger size is tried once one qualifies.
+images: the pilot chooses, so it must not look at them). Two runs at a time, sharing the
+cores (a run left alone takes them all); a size is dropped at its first seed that stays on
+the plateau, and no larger size is tried once one qualifies.
 """
 import argparse
 import datetime
+import os
 import shlex
 import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -59,6 +60,7 @@ def verdicts(root: Path) -> dict:
                 r = read_json(path)
                 seeds[seed] = {"evaluated_epochs": r["evaluated_epochs"],
                                "train_eyes_dice": r["train_whole_dice_thresholded"],
+                               "train_losses": r["train_losses"],
                                "left_plateau": left_plateau(r), "seconds": r["timings"]["total_seconds"]}
         verdict = "fails" if any(not s["left_plateau"] for s in seeds.values()) else \
             "qualifies" if len(seeds) == len(SEEDS) else "undecided"
@@ -67,11 +69,19 @@ def verdicts(root: Path) -> dict:
 
 
 def choice(sizes: dict):
-    """The smallest qualifying size once every smaller one has failed, else None."""
+    """The smallest qualifying size once every smaller one has failed; when every size fails,
+    the smallest (``FALLBACK``); else None (undecided)."""
     for crop in CROP_SIZES:
         if sizes[crop]["verdict"] != "fails":
             return crop if sizes[crop]["verdict"] == "qualifies" else None
-    return None
+    return CROP_SIZES[0]
+
+
+# When no size leaves the plateau within PILOT_EPOCHS: the patch's size has not hastened the
+# exit, and the smallest patch costs least. The reference UNet's three seeds, made first in the
+# plan, then show whether that size leaves the plateau within the 40 epochs.
+FALLBACK = ("no size left the plateau within the pilot's epochs: the smallest size is taken, the "
+            "cheapest; the reference UNet's three seeds, made first, show whether it leaves within 40 epochs")
 
 
 def next_runs(sizes: dict, running: set) -> list[tuple[int, int]]:
@@ -103,10 +113,12 @@ def main(argv=None):
             sizes = verdicts(root)
             if choice(sizes) is not None and not running:
                 break
-            for crop, seed in next_runs(sizes, set(running.values()))[:args.jobs - len(running)]:
+            starting = next_runs(sizes, set(running.values()))[:args.jobs - len(running)]
+            alone = not running and len(starting) == 1  # the last run left: it gets every core
+            for crop, seed in starting:
                 future = pool.submit(run_one, f"crop{crop}_seed{seed}", "main_segmentation.py",
                                      arguments(args.data, crop, seed), root / f"crop{crop}_seed{seed}",
-                                     threads=1 if args.jobs > 1 else None)
+                                     threads=max(1, (os.cpu_count() or 1) // args.jobs) if not alone else None)
                 running[future] = (crop, seed)
             if not running:
                 break
@@ -115,14 +127,16 @@ def main(argv=None):
                 print(f"crop {running.pop(future)}: {future.result()}", flush=True)
     sizes = verdicts(root)
     chosen = choice(sizes)
+    every_size_fails = all(size["verdict"] == "fails" for size in sizes.values())
     write_json(root / "choice.json", {
         "chosen_crop_size": chosen, "rule": f"the smallest patch size at which every seed's thresholded Dice on "
-        f"whole training eyes is >= {PLATEAU_EXIT_DICE} after epoch {PILOT_EPOCHS}", "sizes": sizes,
+        f"whole training eyes is >= {PLATEAU_EXIT_DICE} after epoch {PILOT_EPOCHS}",
+        "fallback": FALLBACK if every_size_fails else None, "sizes": sizes,
         "command": shlex.join(["python", "-m", "tools.pilot", *(sys.argv[1:] if argv is None else argv)]),
         "machine": machine_info(),
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now().isoformat(timespec="seconds")})
-    print(f"chosen patch size: {chosen}" if chosen else "no candidate size qualifies")
+    print(f"chosen patch size: {chosen}" + (f" ({FALLBACK})" if every_size_fails else ""))
 
 
 if __name__ == "__main__":
