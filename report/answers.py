@@ -180,10 +180,36 @@ def over_seeds(runs, name, all_vessel=None):
             "values": values}
 
 
+def _problem_4_1_at_scale(gpu):
+    """The assignment's scale (``gpu``'s runs), where both networks were made there: their
+    numbers over seeds and the claims the text makes of them; ``(None, [])`` otherwise."""
+    if gpu is None or not (done(gpu["unet"]) and done(gpu["unet_noskip"])):
+        return None, []
+    av = all_vessel_dice(gpu)
+    g = {name: over_seeds(gpu, name, av) for name in ("unet", "unet_noskip")}
+    gu, gn = gpu["unet"], gpu["unet_noskip"]
+    # the first epoch each seed-42 run predicts vessels; None where it never does
+    fe = {name: first_vessel_epoch(gpu[name], av) for name in ("unet", "unet_noskip")}
+    numbers = {**g, "budget": budget(gu), "device": gu["machine"].get("gpu") or gu["machine"]["cpu"],
+               "epochs": gu["epochs_completed"],
+               "noskip_peak": fmt(max(gn["valid_dice_thresholded"])),
+               # how many epochs sooner the seed-42 UNet with skips first predicts vessels (None: one never does)
+               "earlier": None if None in fe.values() else fe["unet_noskip"] - fe["unet"],
+               "seconds": fmt(gu["timings"]["total_seconds"], 0)}
+    claims = [("at the assignment's scale the UNet without skips learns (Dice above 0.5)",
+               all(v > 0.5 for v in g["unet_noskip"]["values"])),
+              ("at the assignment's scale the UNet with skips scores higher than without",
+               float(np.mean(g["unet"]["values"])) > float(np.mean(g["unet_noskip"]["values"]))),
+              ("at the assignment's scale the UNet without skips leaves the plateau later",
+               fe["unet"] is not None and (fe["unet_noskip"] is None or fe["unet_noskip"] > fe["unet"]))]
+    return numbers, claims
+
+
 def problem_4_1(runs, gpu=None):
     unet, noskip = runs["unet"], runs["unet_noskip"]
     if not (done(unet) and done(noskip)):
-        return _answer({"done": False})
+        at_scale, claims = _problem_4_1_at_scale(gpu)  # the assignment's scale is read all the same
+        return _answer({"done": False, **({"gpu": at_scale} if at_scale else {})}, claims)
     E = compare_epoch(runs)
     all_vessel = all_vessel_dice(runs)
     same_budget = runs["aug_none"] if done(runs["aug_none"]) else unet  # the UNet with skips, E epochs
@@ -199,25 +225,10 @@ def problem_4_1(runs, gpu=None):
     if n["skip_seeds"] is not None:
         claims.append(("every seed of the UNet with skips beats the one without at the same budget",
                        all(v > dice(noskip) for v in n["skip_seeds"]["values"])))
-    # the assignment's scale, where both exist
-    if gpu is not None and done(gpu["unet"]) and done(gpu["unet_noskip"]):
-        av = all_vessel_dice(gpu)
-        g = {name: over_seeds(gpu, name, av) for name in ("unet", "unet_noskip")}
-        gu, gn = gpu["unet"], gpu["unet_noskip"]
-        # the first epoch each seed-42 run predicts vessels; None where it never does
-        fe = {name: first_vessel_epoch(gpu[name], av) for name in ("unet", "unet_noskip")}
-        n["gpu"] = {**g, "budget": budget(gu), "device": gu["machine"].get("gpu") or gu["machine"]["cpu"],
-                    "epochs": gu["epochs_completed"],
-                    "noskip_peak": fmt(max(gn["valid_dice_thresholded"])),
-                    # how many epochs sooner the seed-42 UNet with skips first predicts vessels (None: one never does)
-                    "earlier": None if None in fe.values() else fe["unet_noskip"] - fe["unet"],
-                    "seconds": fmt(gu["timings"]["total_seconds"], 0)}
-        claims += [("at the assignment's scale the UNet without skips learns (Dice above 0.5)",
-                    all(v > 0.5 for v in g["unet_noskip"]["values"])),
-                   ("at the assignment's scale the UNet with skips scores higher than without",
-                    float(np.mean(g["unet"]["values"])) > float(np.mean(g["unet_noskip"]["values"]))),
-                   ("at the assignment's scale the UNet without skips leaves the plateau later",
-                    fe["unet"] is not None and (fe["unet_noskip"] is None or fe["unet_noskip"] > fe["unet"]))]
+    at_scale, scale_claims = _problem_4_1_at_scale(gpu)
+    if at_scale is not None:
+        n["gpu"] = at_scale
+        claims += scale_claims
     # measured on a fixed training batch at initialisation: at the assignment's scale where it was
     source = gpu if gpu is not None and all(gpu[k].get("initial_gradient_norms") for k in ("unet", "unet_noskip")) \
         else runs

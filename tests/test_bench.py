@@ -167,6 +167,6 @@ def test_profiler_operators_are_sorted_into_kinds():
 
 def test_throughput_times_every_candidate_in_process():
     from tools import throughput
-    figures = throughput._time(side=32, threads=1, rounds=1)
+    figures = throughput._time(side=32, threads=1, rounds=1, image_side=64)
     assert set(figures) == set(execution.candidates(CPU))
     assert all(f["step"] > 0 and f["image"] > 0 for f in figures.values())

@@ -48,10 +48,12 @@ def test_the_report_builds_from_the_committed_logs(built_from_committed_logs):
         if run.script == "main_segmentation.py" and results.exists():
             # every finished run's final thresholded Dice is in the table, to three decimals
             assert cited[name] == f"{json.loads(results.read_text())['final_metrics']['dice']:.3f}"
-    # ... and every seed copy's in the augmentation table, every run of the other profile's in its table
-    by_seed = " ".join(row["runs"] for row in numbers["p4_3"]["rows"])
-    for results in committed_runs.glob("aug_*_seed*/results.json"):
-        assert f"{json.loads(results.read_text())['final_metrics']['dice']:.3f}" in by_seed
+    # ... and every seed copy's in the augmentation table (where 4.3 is answered: all its runs made
+    # by one version of the code), every run of the other profile's in its table
+    if numbers["p4_3"]["done"]:
+        by_seed = " ".join(row["runs"] for row in numbers["p4_3"]["rows"])
+        for results in committed_runs.glob("aug_*_seed*/results.json"):
+            assert f"{json.loads(results.read_text())['final_metrics']['dice']:.3f}" in by_seed
     # every run at the assignment's scale (runs/gpu, seed copies included) is cited with its Dice
     scale = {row["name"]: row["dice"] for row in numbers["scale"].get("rows", [])}
     for results in (committed_runs.parent / "gpu").glob("*/results.json"):
@@ -300,4 +302,4 @@ def test_without_the_raw_drive_no_human_number_is_quoted(built_from_committed_lo
                                                                           "answers.py", "logs.py"))
     assert not re.search(r"0\.788|0\.907", sources)
     assert not (committed_runs.parent / "human_baseline.json").exists()
-    assert numbers["human"] is None and numbers["p4_4"]["human"] is None
+    assert numbers["human"] is None and numbers["p4_4"].get("human") is None  # no key where 4.4 is not answered

@@ -31,14 +31,14 @@ from medimg.runfiles import write_json
 from medimg.workloads import Workload
 
 
-def _time(side: int, threads: int, rounds: int, start=None, results=None) -> dict:
-    """Median seconds per training step and per whole-image forward pass of each candidate,
-    with ``threads`` threads; processes side by side wait at the ``start`` barrier before each
+def _time(side: int, threads: int, rounds: int, start=None, results=None, image_side: int = 512) -> dict:
+    """Median seconds per training step and per forward pass of one whole ``image_side``-px
+    image of each candidate, with ``threads`` threads; processes side by side wait at the ``start`` barrier before each
     candidate, so that they time it at the same moment, and put their figures in ``results``."""
     torch.set_num_threads(threads)
     device, workload = torch.device("cpu"), Workload("unet", 2, side)
     make_step, model = workload.step_maker(), workload.build()
-    image = torch.rand(1, 3, 512, 512)
+    image = torch.rand(1, 3, image_side, image_side)
     out = {}
     for name, execution in candidates(device).items():
         net = execution.prepare(model).eval()
