@@ -409,7 +409,6 @@ def seeded(runs):
 
 def segmentation_table(runs):
     """Every finished segmentation run's final metrics (seed copies included), for the summary table."""
-    E = compare_epoch(runs)
     known = registry.runs()
     rows = []
     for key, r in runs.items():
@@ -419,7 +418,7 @@ def segmentation_table(runs):
         f, c = r["final_metrics"], r["config"]
         rows.append({"name": key, "problem": base.problem, "status": "done", "label": base.label,
                      "seed": c["seed"], "epochs": r["epochs_completed"], "diverged": r["diverged"],
-                     "dice": fmt(f["dice"]), "dice_at_E": fmt(dice_at(r, E)), "sensitivity": fmt(f["sensitivity"]),
+                     "dice": fmt(f["dice"]), "sensitivity": fmt(f["sensitivity"]),
                      "specificity": fmt(f["specificity"]), "auc": fmt(f["auc"]), "lr": c["lr"]})
     order = list(known)
     return sorted(rows, key=lambda row: (order.index(row["name"].split("_seed")[0]), row["name"]))
@@ -445,7 +444,8 @@ def assignment_scale(runs, profile="gpu"):
                          "seed": r["config"]["seed"], "budget": budget(r),
                          "sensitivity": fmt(r["final_metrics"]["sensitivity"]), "auc": fmt(r["final_metrics"]["auc"]),
                          "device": r["machine"].get("gpu") or r["machine"]["cpu"],
-                         "minutes": fmt(r["timings"]["total_seconds"] / 60, 1), "date": r.get("started", "")[:10]})
+                         "minutes": fmt(r["timings"]["total_seconds"] / 60, 1), "date": r.get("started", "")[:10],
+                         "command": r["command"]})
     n = {"exists": bool(rows), "rows": rows, "configurations": configurations,
          "by_question": sorted({c["problem"] for c in configurations})}
     unet = runs.get("unet", {})
@@ -456,3 +456,16 @@ def assignment_scale(runs, profile="gpu"):
                                "overfits": train - test > 0.05, "epochs": unet["epochs_completed"],
                                "budget": budget(unet), "still_improving": bool(before) and test > max(before)}
     return n
+
+
+def cpu_runs_made(runs):
+    """What the Problem 4 runs on the CPU cost so far, from their logs: how many are finished
+    (seed copies included), their hours in all (``timings.total_seconds``), and the machines,
+    thread counts and executions they record."""
+    made = [r for name, run in registry.runs("cpu").items() if run.problem.startswith("4")
+            for r in copies(runs, name)]
+    return {"n": len(made), "hours": fmt(sum(r["timings"]["total_seconds"] for r in made) / 3600, 1),
+            "cpus": sorted({r["machine"]["cpu"] for r in made}),
+            "threads": sorted({r["machine"]["torch_threads"] for r in made}),
+            "autocast": sorted({str(r["execution"]["autocast"]) for r in made}),
+            "patch": registry.CPU_PATCH}

@@ -239,7 +239,7 @@ def main(argv=None):
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
                    arch=arch, seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
                    scale=scale, human=answers.human_numbers(human),
-                   seeded=answers.seeded(runs),
+                   seeded=answers.seeded(runs), cpu_runs=answers.cpu_runs_made(runs),
                    commands={"main": f"python experiments.py --profile {profile} --data data/retina --data_dir data",
                              "gpu": "python experiments.py --profile gpu --data data/retina --data_dir data",
                              "seeds": "python experiments.py --profile gpu --data data/retina --data_dir data --seeds 43 44",
