@@ -20,7 +20,7 @@ from medimg.cli import UserError
 from tools import lease, lease_carry
 
 TINY = ["--epochs", "1", "--crop_size", "32", "--batch_size", "2", "--eval_every", "1", "--threads", "2",
-        "--plain"]
+        "--plain", "--train_eval", "never"]
 
 
 def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):

@@ -97,7 +97,7 @@ def test_weights_from_a_path_in_either_naming(tmp_path, classifier):
 def test_an_offline_run_with_the_pretrained_encoder(offline, retina, tmp_path):
     seg.main(["--dataset", str(retina), "--logdir", str(tmp_path / "run"), "--model", "smp_unet",
               "--encoder", "efficientnet-lite0", "--encoder_weights", "imagenet", "--epochs", "1",
-              "--crop_size", "64", "--batch_size", "2", "--threads", "2"])
+              "--crop_size", "64", "--batch_size", "2", "--threads", "2", "--amp", "off", "--channels_last", "off"])
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {"dice", "soft_dice", "auc"} <= set(results["final_metrics"])
     weights = results["model_weights"]
