@@ -4,7 +4,8 @@
 
 Reads the committed measurement logs (``runs/cpu/bench``: the training-step benchmarks
 ``bench*.json``, the profiler study ``profile*.json``, the full-epoch timings
-``epoch_timing_synthetic_*.json``; ``runs/cpu/convolution``: the convolution timings) and
+``epoch_timing_synthetic_*.json``, one run against runs side by side ``throughput*.json``;
+``runs/cpu/convolution``: the convolution timings) and
 writes the Markdown with its figures. Every number in it comes from those files."""
 import argparse
 from pathlib import Path
@@ -173,6 +174,21 @@ def write(runs=ROOT / "runs" / "cpu", out=ROOT / "docs"):
                   "setting measured alternately with a plain step (the ratio is plain time over the setting's)"
                   + (": " + "; ".join(settings) if settings else "") + ".", "",
                   _table(["whole step", "s/step", "× plain"], rows)]
+    for path in sorted(bench_dir.glob("throughput*.json")):
+        t = read_json(path)
+        machine = t["machine"]
+        parts += ["", f"## One run on every core, or one run per core side by side (`{path.name}`)", "",
+                  f"Command: `{t.get('command', 'python -m tools.throughput')}` ({t['date'][:16].replace('T', ' ')}, "
+                  f"{machine['cpu']}, {machine['cpu_count']} cores, native bf16: "
+                  f"{'yes' if machine.get('cpu_bf16') else 'no'}). The reference UNet's training step (batch 2 of "
+                  f"{t['side']}-px patches) and the forward pass of one whole 512-px image, in seconds of the whole "
+                  f"machine: one process with every core's threads, against {t['processes_side_by_side']} processes "
+                  "of one thread each timing at once (a process's median over the rounds divided by the processes). "
+                  "The lower figure makes more runs per hour.", "",
+                  _table(["execution", "step, one run", "step, side by side", "image, one run", "image, side by side"],
+                         [(f"`{name}`", *[f"{layout[where][kind]:.3f} s" for kind in ("step", "image")
+                                          for where in ("one run", "side by side")])
+                          for name, layout in t["layouts"].items()])]
     conv = Path(runs) / "convolution" / "convolution_timings.json"
     if conv.exists():
         c = read_json(conv)

@@ -20,7 +20,9 @@ import argparse
 import datetime
 import multiprocessing
 import os
+import shlex
 import statistics
+import sys
 
 import torch
 
@@ -88,6 +90,8 @@ def main(argv=None):
         print(f"{name:<20} " + "   ".join(f"{where}: {t['step']:.3f} s/step, {t['image']:.3f} s/image"
                                           for where, t in layout.items()))
     write_json(args.out, {**record, "side": args.side, "rounds": args.rounds,
+                          "command": shlex.join(["python", "-m", "tools.throughput", *(sys.argv[1:] if argv is None
+                                                                                        else argv)]),
                           "machine": machine_info(), "versions": library_versions(),
                           "date": datetime.datetime.now().isoformat(timespec="seconds")})
 
