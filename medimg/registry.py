@@ -151,9 +151,9 @@ def plan(profile, data, data_dir, seeds=None, dry_run=False):
     """The runs of a profile, in the order they are made: name -> (script, arguments).
     A run's own arguments come last, so they override the profile's. ``seeds`` (default: the
     profile's) adds a copy of every run of a Problem 4 comparison for each other seed
-    (``NAME_seedS``): the reference UNet's seeds and one seed of everything else first, then the
-    copies in ``SEED_ORDER``, then the runs that are no comparison's arm. ``dry_run`` shrinks
-    every run."""
+    (``NAME_seedS``). The order: the runs of the other problems and one seed of every arm (the
+    reference UNet's three seeds at once), then the seed copies in ``SEED_ORDER``, then the
+    Problem 4 runs that are no comparison's arm. ``dry_run`` shrinks every run."""
     p = PROFILES[profile]
     seeds = p["seeds"] if seeds is None else seeds
     common = {"main_segmentation.py": ["--dataset", data, *p["segmentation"]],

@@ -135,7 +135,8 @@ AMP_FLAG = {dtype: flag for flag, dtype in AMP_DTYPES.items()}  # torch.bfloat16
 
 def fixed_execution(script: str, arguments: list, device: torch.device, threads: Optional[int] = None) -> list:
     """The flags that make a run use exactly the execution chosen for its workload on this
-    machine (measured now, or remembered from ``runner.estimate_plan``'s measurement): the
+    machine with ``threads`` threads (measured now, or remembered from an earlier measurement
+    with as many threads: the thread count is part of what a choice is remembered by): the
     chosen candidate's ``--amp`` and ``--channels_last``, which leave the run that one
     candidate, so it neither measures nor doubts the choice by its own step time (workers
     time-slicing one GPU each see slower steps than the measurement). [] for the convolution

@@ -466,6 +466,6 @@ def cpu_runs_made(runs):
             for r in copies(runs, name)]
     return {"n": len(made), "hours": fmt(sum(r["timings"]["total_seconds"] for r in made) / 3600, 1),
             "cpus": sorted({r["machine"]["cpu"] for r in made}),
-            "threads": sorted({r["machine"]["torch_threads"] for r in made}),
-            "autocast": sorted({str(r["execution"]["autocast"]) for r in made}),
+            "threads": sorted({r["machine"].get("torch_threads") for r in made} - {None}),
+            "autocast": sorted({str((r.get("execution") or {}).get("autocast")) for r in made}),
             "patch": registry.CPU_PATCH}

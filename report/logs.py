@@ -50,12 +50,17 @@ def code_version(run):
     return f"commit {commit}"
 
 
+# The runs each Problem 4 answer reads besides its comparison's arms: they must come from the
+# same code too (4.1 and 4.2 set their arms beside the UNet without augmentation, 4.4 beside our UNet).
+ALSO_READ = {"4.1": ("aug_none",), "4.2": ("aug_none",), "4.3": (), "4.4": ("unet", "aug_none")}
+
+
 def mixed_code(runs, question):
-    """None when every finished run of Problem ``question``'s comparison (its arms and their
-    seed copies, ``registry.COMPARISONS``) was made by one version of the code; else one line
-    that says which runs were made by which."""
+    """None when every finished run that Problem ``question``'s answer reads (its comparison's
+    arms, ``registry.COMPARISONS``, the runs of ``ALSO_READ``, and their seed copies) was made
+    by one version of the code; else one line that says which runs were made by which."""
     made_by = {}
-    for name in registry.COMPARISONS[question]:
+    for name in dict.fromkeys((*registry.COMPARISONS[question], *ALSO_READ[question])):
         for key in copy_names(runs, name):
             made_by.setdefault(code_version(runs[key]), []).append(key)
     if len(made_by) <= 1:
@@ -65,11 +70,26 @@ def mixed_code(runs, question):
         "); make them again with one version"
 
 
-def comparable(runs, question, say=print):
-    """``runs`` as Problem ``question``'s answer may read them: as they are when its comparison
-    was made by one version of the code; otherwise with every run of the comparison recorded as
-    not made, the reason said once through ``say``. Arms made by different code are never compared."""
-    problem = mixed_code(runs, question)
+def missing_seeds(runs, question, seeds):
+    """None when every arm of Problem ``question``'s comparison is finished with every seed of
+    ``seeds``; else one line that says which arms lack which seeds."""
+    lacking = {}
+    for name in registry.COMPARISONS[question]:
+        made = {runs[key]["config"]["seed"] for key in copy_names(runs, name)}
+        if set(seeds) - made:
+            lacking[name] = sorted(set(seeds) - made)
+    if not lacking:
+        return None
+    return f"{question} not answered yet: " + "; ".join(
+        f"{name} lacks seed {', '.join(map(str, s))}" for name, s in lacking.items())
+
+
+def comparable(runs, question, seeds=(), say=print):
+    """``runs`` as Problem ``question``'s answer may read them: as they are when every arm of its
+    comparison is finished with every seed of ``seeds`` and one version of the code made all it
+    reads; otherwise with the comparison's runs recorded as not made, the reason said once
+    through ``say``. Arms made by different code are never compared."""
+    problem = mixed_code(runs, question) or missing_seeds(runs, question, seeds)
     if problem is None:
         return runs
     say(problem)

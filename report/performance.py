@@ -136,8 +136,9 @@ def write(runs=ROOT / "runs" / "cpu", out=ROOT / "docs"):
     parts += ["", "TFLOP/s counts the FLOPs of the fp32 step with `torch.utils.flop_counter`; \"of matmul\" divides "
               "it by the matrix-product ceiling in the step's dtype (above 1 where the convolution kernels outrun "
               "the large matrix product measured); `auto` is what the training scripts choose. "
-              "`unet_crop` is the UNet at batch 8 on 128-px crops (the two-core budget of the report), `unet_512` "
-              "at batch 2 on whole 512-px images, `smp_unet_512` the ResNet-18 UNet of segmentation-models-pytorch."]
+              "`unet_crop` is the UNet on the crops of a two-core profile (its batch and crop size in each table), "
+              "`unet_512` at batch 2 on whole 512-px images, `smp_unet_512` the ResNet-18 UNet of "
+              "segmentation-models-pytorch."]
     epochs = [read_json(p) for p in sorted(bench_dir.glob("epoch_timing_synthetic_*.json"))]
     if epochs:
         parts += ["", "## Full PathMNIST epochs (timing only)", "",

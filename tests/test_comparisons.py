@@ -15,7 +15,7 @@ def test_arms_made_by_one_version_are_compared():
     runs = {"unet": finished("aaaa"), "unet_noskip": finished("aaaa"), "unet_seed43": finished("aaaa", seed=43),
             "lr_1e-3": finished("bbbb")}  # another comparison's run may come from other code
     said = []
-    assert logs.comparable(runs, "4.1", said.append) is runs and said == []
+    assert logs.comparable(runs, "4.1", say=said.append) is runs and said == []
 
 
 def test_arms_made_by_different_code_are_named_and_left_out(capsys):
@@ -48,3 +48,19 @@ def test_runs_logged_before_fingerprints_compare_by_their_recorded_commit():
     unknown = {"unet": {**finished(), "project_version": None, "folder": "runs/cpu/unet"},
                "unet_noskip": {**finished(), "project_version": None, "folder": "runs/cpu/unet_noskip"}}
     assert logs.mixed_code(unknown, "4.1") is not None
+
+
+def test_a_comparison_is_answered_only_with_every_seed_of_every_arm():
+    runs = {"unet": finished("aaaa"), "unet_seed43": finished("aaaa", seed=43), "unet_seed44": finished("aaaa", seed=44),
+            "unet_noskip": finished("aaaa"), "unet_noskip_seed44": finished("aaaa", seed=44)}
+    said = []
+    kept = logs.comparable(runs, "4.1", seeds=(42, 43, 44), say=said.append)
+    assert said == ["4.1 not answered yet: unet_noskip lacks seed 43"]
+    assert not any(logs.done(kept[key]) for key in runs)
+    runs["unet_noskip_seed43"] = finished("aaaa", seed=43)
+    assert logs.comparable(runs, "4.1", seeds=(42, 43, 44), say=said.append) is runs
+
+
+def test_the_runs_an_answer_reads_beside_its_arms_must_share_their_code():
+    runs = {"unet": finished("aaaa"), "unet_noskip": finished("aaaa"), "aug_none": finished("bbbb")}
+    assert "aug_none: " + "bbbb" * 3 in logs.mixed_code(runs, "4.1")  # 4.1 sets its arms beside aug_none

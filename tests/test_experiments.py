@@ -199,6 +199,7 @@ def test_runs_side_by_side_share_the_cpu_cores(tmp_path, monkeypatch):
     monkeypatch.setattr(runner.subprocess, "run", fake_run)
     monkeypatch.setattr(runner, "fixed_execution", fake_fixed)
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(runner.torch.cuda, "device_count", lambda: 0)  # a CPU machine, wherever the test runs
     todo = {name: ("main_segmentation.py", []) for name in ("a", "b", "c")}
     states = runner.make_runs(todo, tmp_path, 4, "test")
     assert set(states) == {"a", "b", "c"} and set(seen.values()) == {("4", "bf16")} and measured == [4, 4, 4]

@@ -43,7 +43,8 @@ def test_when_every_size_stays_on_the_plateau_the_smallest_is_taken_and_said(tmp
         made(tmp_path, crop, 42, [0.0, 0.0, 0.0, 0.0])
     sizes = pilot.verdicts(tmp_path)
     assert pilot.next_runs(sizes, set()) == [] and pilot.choice(sizes) == pilot.CROP_SIZES[0]
-    (tmp_path / "retina" / "train" / "image").mkdir(parents=True)
+    for part in ("train/image", "train/mask", "test/image", "test/mask"):
+        (tmp_path / "retina" / part).mkdir(parents=True)
     pilot.main(["--data", str(tmp_path / "retina"), "--out", str(tmp_path)])  # nothing left to make: it decides
     record = json.loads((tmp_path / "choice.json").read_text())
     assert record["chosen_crop_size"] == 128 and record["fallback"] == pilot.FALLBACK

@@ -12,7 +12,7 @@ learning rate is constant, so these are exactly the first epochs of a full run),
 the smallest size at which every seed has left the all-background plateau by then: a
 thresholded Dice of at least ``PLATEAU_EXIT_DICE`` on whole training eyes (never the test
 images: the pilot chooses, so it must not look at them). Two runs at a time, sharing the
-cores (a run left alone takes them all); a size is dropped at its first seed that stays on
+cores with the execution measured once for them (a run left alone takes every core); a size is dropped at its first seed that stays on
 the plateau, and no larger size is tried once one qualifies.
 """
 import argparse
@@ -23,10 +23,12 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
+import torch
+
 from medimg.cli import UserError, run_cli
 from medimg.machine import machine_info
 from medimg.runfiles import read_json, write_json
-from medimg.runner import run_one
+from medimg.runner import fixed_execution, run_one
 
 CROP_SIZES = (128, 160, 192, 256)
 SEEDS = (42, 43, 44)
@@ -103,8 +105,9 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/cpu/pilot", help="where the pilot's runs and choice.json go")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, cores/jobs threads each")
     args = parser.parse_args(argv)
-    if not (Path(args.data) / "train" / "image").is_dir():
-        raise UserError(f"{args.data}/train/image: folder not found; pass --data PATH of the retina set")
+    for part in ("train/image", "train/mask", "test/image", "test/mask"):
+        if not (Path(args.data) / part).is_dir():
+            raise UserError(f"{Path(args.data) / part}: folder not found; pass --data PATH of the retina set")
     root = Path(args.out)
     started = datetime.datetime.now()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -115,16 +118,23 @@ def main(argv=None):
                 break
             starting = next_runs(sizes, set(running.values()))[:args.jobs - len(running)]
             alone = not running and len(starting) == 1  # the last run left: it gets every core
+            threads = None if alone else max(1, (os.cpu_count() or 1) // args.jobs)
             for crop, seed in starting:
-                future = pool.submit(run_one, f"crop{crop}_seed{seed}", "main_segmentation.py",
-                                     arguments(args.data, crop, seed), root / f"crop{crop}_seed{seed}",
-                                     threads=max(1, (os.cpu_count() or 1) // args.jobs) if not alone else None)
+                argv = arguments(args.data, crop, seed)
+                if threads is not None:  # side by side: the execution measured once, alone, for every run
+                    argv += fixed_execution("main_segmentation.py", argv, torch.device("cpu"), threads)
+                future = pool.submit(run_one, f"crop{crop}_seed{seed}", "main_segmentation.py", argv,
+                                     root / f"crop{crop}_seed{seed}", threads=threads)
                 running[future] = (crop, seed)
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                print(f"crop {running.pop(future)}: {future.result()}", flush=True)
+                crop_seed, state = running.pop(future), future.result()
+                print(f"crop {crop_seed}: {state}", flush=True)
+                if not state.startswith("done"):  # it would be made again and again
+                    raise UserError(f"the pilot run crop{crop_seed[0]}_seed{crop_seed[1]} ended '{state}'; "
+                                    f"see its log.txt, fix the cause and run the pilot again")
     sizes = verdicts(root)
     chosen = choice(sizes)
     every_size_fails = all(size["verdict"] == "fails" for size in sizes.values())

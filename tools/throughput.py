@@ -1,7 +1,7 @@
 """
 Runs per hour on this CPU: one run on every core against one run per core side by side.
 
-    python -m tools.throughput --side 160 --out runs/cpu/bench/throughput.json
+    python -m tools.throughput --out runs/cpu/bench/throughput_128.json
 
 Times the segmentation run's two costs, a training step of the reference UNet (batch 2 of
 ``side``-px patches) and the forward pass of one whole 512-px test image, in each execution
@@ -17,6 +17,7 @@ layout with the lower figure makes more runs per hour. Writes the figures with t
 versions and date.
 """
 import argparse
+import copy
 import datetime
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ import torch
 from medimg.cli import run_cli
 from medimg.execution import candidates, time_steps
 from medimg.machine import library_versions, machine_info
+from medimg.registry import CPU_PATCH
 from medimg.runfiles import write_json
 from medimg.workloads import Workload
 
@@ -37,13 +39,21 @@ def _time(side: int, threads: int, rounds: int, start=None, results=None, image_
     """Median seconds per training step and per forward pass of one whole ``image_side``-px
     image of each candidate, with ``threads`` threads; processes side by side wait at the ``start`` barrier before each
     candidate, so that they time it at the same moment, and put their figures in ``results``."""
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _time_candidates(side, rounds, start, results, image_side)
+    finally:
+        torch.set_num_threads(before)  # in-process callers (the tests) keep their thread count
+
+
+def _time_candidates(side, rounds, start, results, image_side):
     device, workload = torch.device("cpu"), Workload("unet", 2, side)
     make_step, model = workload.step_maker(), workload.build()
     image = torch.rand(1, 3, image_side, image_side)
     out = {}
     for name, execution in candidates(device).items():
-        net = execution.prepare(model).eval()
+        net = execution.prepare(copy.deepcopy(model)).eval()  # prepare converts in place: each its own copy
 
         def forward():
             with torch.no_grad(), execution.autocast():
@@ -81,7 +91,8 @@ def measure(side: int, rounds: int) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--side", type=int, default=160, help="the training patch's side in pixels")
+    parser.add_argument("--side", type=int, default=CPU_PATCH, help="the training patch's side in pixels "
+                                                                   "(default: the cpu profile's, %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="timed calls of each, after one untimed")
     parser.add_argument("--out", default="throughput.json")
     args = parser.parse_args(argv)
