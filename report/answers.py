@@ -137,7 +137,7 @@ def problem_4_reference(runs, human=None):
     c, b = unet["config"], budget(unet)
     cosine = runs.get("unet_cosine", {})  # the gpu profile only
     whole = unet.get("train_whole_soft_dice") or []
-    n = {"done": True, "dice": fmt(dice(unet)), "epochs": c["epochs"], "budget": b,
+    n = {"done": True, "dice": fmt(dice(unet)), "epochs": c["epochs"], "budget": b, "seeds": over_seeds(runs, "unet"),
          "train_minutes": fmt(sum(unet["timings"]["train_seconds_per_epoch"]) / 60, 0),
          "total_minutes": fmt(unet["timings"]["total_seconds"] / 60, 0), "cpu": unet["machine"]["cpu"],
          "threads": unet["machine"]["torch_threads"], "command": unet["command"],
