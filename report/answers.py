@@ -10,26 +10,18 @@ from medimg import registry
 from report.logs import (
     all_vessel_dice,
     budget,
-    collapsed,
     copies,
     copy_names,
     dice,
-    dice_at,
     done,
     first_vessel_epoch,
     fmt,
 )
+from report.stats import contrast_matrix, difference_interval
 
 
 def _answer(numbers, claims=()):
     return {"numbers": numbers, "claims": list(claims)}
-
-
-def compare_epoch(runs):
-    """The budget at which runs of different lengths are compared: the short runs' length."""
-    short = [n for n in [*registry.runs_of("4.1"), *registry.runs_of("4.2"), *registry.runs_of("4.3")]
-             if done(runs[n])]
-    return min(runs[n]["config"]["epochs"] for n in short) if short else None
 
 
 def _command(profile, name):
@@ -202,63 +194,122 @@ def _problem_4_1_at_scale(gpu):
                float(np.mean(g["unet"]["values"])) > float(np.mean(g["unet_noskip"]["values"]))),
               ("at the assignment's scale the UNet without skips leaves the plateau later",
                fe["unet"] is not None and (fe["unet_noskip"] is None or fe["unet_noskip"] > fe["unet"]))]
+    # both networks scored alike (whole images, eval mode, threshold 0.5) on one copy of every
+    # training eye and on the test images after the last epoch: how well each fits, how well it generalises
+    fit = {name: gpu[name].get("train_whole_dice_thresholded") for name in ("unet", "unet_noskip")}
+    if all(fit.values()):
+        numbers["fit"] = {name: {"train": fmt(fit[name][-1]), "test": fmt(gpu[name]["valid_dice_thresholded"][-1]),
+                                 "gap": _signed(fit[name][-1] - gpu[name]["valid_dice_thresholded"][-1])}
+                          for name in fit}
+        claims += [("at the assignment's scale the UNet without skips finds fewer vessel pixels",
+                    gn["final_metrics"]["sensitivity"] < gu["final_metrics"]["sensitivity"]),
+                   ("at the assignment's scale the UNet without skips fits the training eyes better",
+                    fit["unet_noskip"][-1] > fit["unet"][-1]),
+                   ("at the assignment's scale the UNet without skips scores lower on the test images",
+                    gn["valid_dice_thresholded"][-1] < gu["valid_dice_thresholded"][-1])]
     return numbers, claims
 
 
+# How the comparisons of Problem 4 are stated: every configuration runs with the same seeds
+# and is scored on the same test images, so two are compared image by image and seed by seed
+# (report/stats.py); a seed that never left the all-background plateau is counted, not averaged away.
+
+LEVEL = 0.95  # of every interval the text quotes
+
+
+def _signed(x):
+    return f"{x:+.3f}".replace("-", "−")
+
+
+def by_seed(runs, name):
+    """The finished runs of a configuration (the run and its ``_seedS`` copies), by seed."""
+    return {runs[key]["config"]["seed"]: runs[key] for key in copy_names(runs, name)}
+
+
+def difference(runs, terms):
+    """A contrast between configurations, ``terms = {name: weight}`` (``{"a": 1, "b": -1}``:
+    a minus b), as the text quotes it: the mean over test images and seeds of the per-image
+    contrast of the thresholded test Dice, its interval at ``LEVEL`` (``stats.difference_interval``),
+    and whether the interval holds zero (the runs cannot tell the two apart)."""
+    iv = difference_interval(contrast_matrix({n: (w, by_seed(runs, n)) for n, w in terms.items()}), LEVEL)
+    return {"mean": _signed(iv.mean), "low": _signed(iv.low), "high": _signed(iv.high), "value": iv.mean,
+            "holds_zero": iv.holds_zero, "seeds": iv.n_seeds, "images": iv.n_images}
+
+
+def end_state(run):
+    """Where a finished run ends: ``segments`` (pixel AUC of at least 0.6 and some vessel
+    predicted: thresholded Dice of at least 0.01), ``plateau`` (it ranks vessel pixels above
+    background, AUC of at least 0.6, but none crosses the probability 0.5) or ``chance``
+    (AUC below 0.6: its output says little of where the vessels are, whatever it predicts)."""
+    f = run["final_metrics"]
+    if f["auc"] is None or f["auc"] < 0.6:
+        return "chance"
+    return "segments" if f["dice"] >= 0.01 else "plateau"
+
+
+def arms(runs, names, reference, all_vessel=None):
+    """One row per configuration of a comparison: its seeds (``over_seeds``), mean AUC, how
+    many seeds end in each ``end_state``, and its difference from ``reference``."""
+    rows = []
+    for name in names:
+        row = {k: v for k, v in over_seeds(runs, name, all_vessel).items() if k != "values"}
+        states = [end_state(r) for r in copies(runs, name)]
+        row.update(label=registry.runs()[name].label,
+                   auc=fmt(float(np.mean([r["final_metrics"]["auc"] for r in copies(runs, name)]))),
+                   states={s: states.count(s) for s in ("segments", "plateau", "chance")},
+                   test_loss=fmt(float(np.mean([r["valid_losses"][-1] for r in copies(runs, name)]))),
+                   difference=None if name == reference else difference(runs, {name: 1, reference: -1}))
+        rows.append(row)
+    return rows
+
+
+def _all_done(runs, names):
+    return all(done(runs[name]) for name in names)
+
+
 def problem_4_1(runs, gpu=None):
-    unet, noskip = runs["unet"], runs["unet_noskip"]
-    if not (done(unet) and done(noskip)):
-        at_scale, claims = _problem_4_1_at_scale(gpu)  # the assignment's scale is read all the same
-        return _answer({"done": False, **({"gpu": at_scale} if at_scale else {})}, claims)
-    E = compare_epoch(runs)
-    all_vessel = all_vessel_dice(runs)
-    same_budget = runs["aug_none"] if done(runs["aug_none"]) else unet  # the UNet with skips, E epochs
-    n = {"done": True, "E": E, "budget": budget(noskip), "noskip_dice": fmt(dice(noskip)),
-         "noskip_auc": fmt(noskip["final_metrics"]["auc"]), "unet_dice_at_E": fmt(dice_at(unet, E)),
-         "noskip_collapsed": collapsed(noskip), "noskip_curve": [fmt(d) for d in noskip["valid_dice_thresholded"]],
-         "noskip_epochs": noskip["evaluated_epochs"], "all_vessel_dice": fmt(all_vessel),
-         "noskip_hit_all_vessel": all_vessel is not None and any(abs(d - all_vessel) < 0.02
-                                                                  for d in noskip["valid_dice_thresholded"]),
-         # None where no run of the UNet with skips stopped at E epochs (aug_none): the text then cites unet at E
-         "skip_seeds": over_seeds(runs, "aug_none", all_vessel), "noskip_learned": first_vessel_epoch(noskip, all_vessel)}
-    claims = [("the UNet with skips beats the one without at the same epoch", dice_at(unet, E) > dice(noskip))]
-    if n["skip_seeds"] is not None:
-        claims.append(("every seed of the UNet with skips beats the one without at the same budget",
-                       all(v > dice(noskip) for v in n["skip_seeds"]["values"])))
-    at_scale, scale_claims = _problem_4_1_at_scale(gpu)
-    if at_scale is not None:
-        n["gpu"] = at_scale
-        claims += scale_claims
+    """With and without skip connections: over seeds on the CPU, and at the assignment's scale
+    (``gpu``), where the networks' fit of the training eyes is measured too."""
+    at_scale, claims = _problem_4_1_at_scale(gpu)
+    n = {"done": False, **({"gpu": at_scale} if at_scale else {})}
     # measured on a fixed training batch at initialisation: at the assignment's scale where it was
     source = gpu if gpu is not None and all(gpu[k].get("initial_gradient_norms") for k in ("unet", "unet_noskip")) \
         else runs
-    grads = {name: source[name].get("initial_gradient_norms") for name in ("unet", "unet_noskip")}
-    n["grad_scale"] = "assignment" if source is gpu else "crops"
-    if all(grads.values()):
-        sizes = n["block_weights"] = block_weights(grads)  # the figure divides by them too
-        # the root mean square of one weight's gradient in a block: its norm over sqrt(count)
-        rms = {name: {b: grads[name][b] / math.sqrt(sizes[name][b]) for b in grads[name]} for name in grads}
-        first, last = "encoder_block1", "decoder_block4"
-        n["grad"] = {"first": {k: f"{v[first]:.1e}" for k, v in grads.items()},
-                     "last": {k: f"{v[last]:.1e}" for k, v in grads.items()},
-                     "rms_first": {k: f"{v[first]:.0e}" for k, v in rms.items()},
-                     "orders_noskip": f"{math.log10(grads['unet_noskip'][last] / grads['unet_noskip'][first]):.0f}",
-                     "ratio": f"{math.log10(grads['unet'][first] / grads['unet_noskip'][first]):.0f}",
-                     "weights_first": sizes["unet_noskip"][first],
-                     "eps_damping": f"{rms['unet_noskip'][first] / 1e-8:.0e}"}
-        claims += [("without skips the first block's initial gradient is over ten times smaller",
-                    grads["unet"][first] > 10 * grads["unet_noskip"][first]),
-                   ("without skips the first encoder block gets a far smaller gradient than the last decoder block",
-                    grads["unet_noskip"][first] * 100 < grads["unet_noskip"][last]),
-                   # the text says the first block's per-weight gradient is below Adam's epsilon (1e-8)
-                   ("without skips the first block's per-weight gradient is below Adam's epsilon",
-                    rms["unet_noskip"][first] < 1e-8),
-                   ("with skips the first block's per-weight gradient is above Adam's epsilon",
-                    rms["unet"][first] > 1e-8)]
-    dead = {"unet": same_budget.get("dead_relu_fraction"), "unet_noskip": noskip.get("dead_relu_fraction")}
-    if dead["unet_noskip"] and dead["unet"]:
-        n["dead_percent"] = {k: fmt(100 * v["overall"], 0) for k, v in dead.items()}
+    if all(done(source[k]) and source[k].get("initial_gradient_norms") for k in ("unet", "unet_noskip")):
+        n["grad_scale"] = "assignment" if source is gpu else "crops"
+        grad, grad_claims = _initial_gradients({k: source[k]["initial_gradient_norms"] for k in ("unet", "unet_noskip")})
+        n.update(grad)
+        claims += grad_claims
+    if not _all_done(runs, ("unet", "unet_noskip")):
+        return _answer(n, claims)
+    all_vessel = all_vessel_dice(runs)
+    rows = arms(runs, ["unet", "unet_noskip"], "unet", all_vessel)
+    n.update(done=True, rows=rows, unet=rows[0], noskip=rows[1], difference=rows[1]["difference"],
+             budget=budget(runs["unet_noskip"]))
     return _answer(n, claims)
+
+
+def _initial_gradients(grads):
+    """The numbers the text quotes of the gradient at initialisation, ``grads[name][block]``
+    (name: ``unet``, ``unet_noskip``), and the claims it makes of them."""
+    sizes = block_weights(grads)
+    # the root mean square of one weight's gradient in a block: its norm over sqrt(count)
+    rms = {name: {b: grads[name][b] / math.sqrt(sizes[name][b]) for b in grads[name]} for name in grads}
+    first, last = "encoder_block1", "decoder_block4"
+    numbers = {"block_weights": sizes, "grad": {
+        "first": {k: f"{v[first]:.1e}" for k, v in grads.items()},
+        "last": {k: f"{v[last]:.1e}" for k, v in grads.items()},
+        "rms_first": {k: f"{v[first]:.0e}" for k, v in rms.items()},
+        "orders_noskip": f"{math.log10(grads['unet_noskip'][last] / grads['unet_noskip'][first]):.0f}",
+        "ratio": f"{math.log10(grads['unet'][first] / grads['unet_noskip'][first]):.0f}",
+        "eps_damping": f"{rms['unet_noskip'][first] / 1e-8:.0e}"}}
+    claims = [("without skips the first block's initial gradient is over ten times smaller",
+               grads["unet"][first] > 10 * grads["unet_noskip"][first]),
+              ("without skips the first encoder block gets a far smaller gradient than the last decoder block",
+               grads["unet_noskip"][first] * 100 < grads["unet_noskip"][last]),
+              ("without skips the first block's per-weight gradient is below Adam's epsilon", rms["unet_noskip"][first] < 1e-8),
+              ("with skips the first block's per-weight gradient is above Adam's epsilon", rms["unet"][first] > 1e-8)]
+    return numbers, claims
 
 
 def block_weights(grads):
@@ -273,130 +324,79 @@ def block_weights(grads):
 
 
 def problem_4_2(runs):
+    """Adam at five learning rates over seeds: each rate against the best one, where each
+    rate's seeds end (``end_state``), and what the training losses and dead units show."""
     names = registry.runs_of("4.2")
-    if not all(done(runs[n]) for n in names):
+    if not _all_done(runs, names):
         return _answer({"done": False})
-    E = compare_epoch(runs)
-    rows = []
-    for name in names:
-        r = runs[name]
-        rows.append({"lr": name[3:], "dice": fmt(dice(r)), "auc": fmt(r["final_metrics"]["auc"]),
-                     "first_loss": f"{r['train_losses'][0]:.3g}", "max_loss": f"{max(r['train_losses']):.3g}",
-                     "last_loss": f"{r['train_losses'][-1]:.3g}", "collapsed": collapsed(r),
-                     "diverged": max(r["train_losses"]) > 10,
-                     # ReLU channels silent on every pixel of four test images after training
-                     "dead": fmt(100 * r["dead_relu_fraction"]["overall"], 0) if r.get("dead_relu_fraction") else "–"})
-    by = {r["lr"]: r for r in rows}
-    healthy = runs["aug_none"].get("dead_relu_fraction") if done(runs["aug_none"]) else None
-    for r in rows:  # more dead units than a network of the same budget that learns?
-        r["dead_above_healthy"] = bool(healthy) and r["dead"] != "–" and float(r["dead"]) > 100 * healthy["overall"] + 10
-    best = max(names, key=lambda n: dice(runs[n]))
-    n = {"done": True, "E": E, "rows": rows, "by": by, "best": best[3:], "budget": budget(runs[names[0]]),
-         "healthy_dead": fmt(100 * healthy["overall"], 0) if healthy else None}
-    claims = [("lr 1e-1 diverges (training loss above 10)", by["1e-1"]["diverged"]),
-              ("lr 1e-1 ends predicting no vessel", dice(runs["lr_1e-1"]) < 0.01),
-              ("lr 1e-2 ends on the all-background output", by["1e-2"]["collapsed"]),
-              ("lr 1e-3 is the best of the sweep", best == "lr_1e-3")]
-    return _answer(n, claims)
+    best = max(names, key=lambda name: float(np.mean([dice(r) for r in copies(runs, name)])))
+    rows = arms(runs, names, best, all_vessel_dice(runs))
+    for name, row in zip(names, rows):
+        rs = copies(runs, name)
+        largest = max(max(r["train_losses"]) for r in rs)
+        dead = [r["dead_relu_fraction"]["overall"] for r in rs if r.get("dead_relu_fraction")]
+        row.update(lr=float(name[3:]), largest_loss=f"{largest:.2g}",
+                   exploded=sum(max(r["train_losses"]) > 10 for r in rs),
+                   dead=fmt(100 * float(np.mean(dead)), 0) if dead else "–")
+    lr = lambda rows_: [r["lr"] for r in rows_]
+    states = {s: lr(r for r in rows if r["states"][s]) for s in ("chance", "plateau", "segments")}
+    top = rows[names.index(best)]
+    chance = [r for r in rows if r["states"]["chance"] and r["dead"] != "–"]
+    n = {"done": True, "rows": rows, "best": top["lr"], "budget": budget(runs[names[0]]), "states": states,
+         "exploded": lr(r for r in rows if r["exploded"]),
+         "apart_from_best": lr(r for r in rows if r["difference"] and not r["difference"]["holds_zero"]),
+         # the rates that end at chance have far more dead ReLU channels than the best one (10 points or more)
+         "chance_dead_apart": bool(chance) and top["dead"] != "–" and
+         all(float(r["dead"]) >= float(top["dead"]) + 10 for r in chance)}
+    return _answer(n)
 
 
-def problem_4_3(runs, overfits=None):
-    """Each strategy over its seeds against no augmentation. A run that never left the
-    all-background plateau is a failure to learn within the budget, not a noisy Dice: each
-    strategy first counts how many of its seeds ever predicted vessels and how many end doing
-    so. A difference of means is then judged only between configurations whose every seed
-    learned, against twice its standard error ``2 s sqrt(1/n_a + 1/n_b)``, ``s`` the pooled
-    seed-to-seed standard deviation of those configurations (with several seeds)."""
-    names = [n for n in registry.runs_of("4.3") if n != "aug_none"]
-    baseline_runs = copies(runs, "aug_none")
-    if not (all(done(runs[n]) for n in names) and baseline_runs):
+def problem_4_3(runs):
+    """Every strategy over seeds against no augmentation: its difference with its interval,
+    the seeds that ended on the plateau, and the test loss (the same images for every strategy;
+    the training losses are not: each is measured on its own augmented crops)."""
+    names = registry.runs_of("4.3")
+    if not _all_done(runs, names):
         return _answer({"done": False})
     from medimg.retina import STRATEGIES, describe
-    E = compare_epoch(runs)
-    all_vessel = all_vessel_dice(runs)
-    summary = {n[4:]: over_seeds(runs, n, all_vessel) for n in ["aug_none", *names]}  # none first
-    # how far training got: the training loss of the last of the E epochs (of a run that stopped
-    # sooner, diverged, its last epoch's), mean over seeds
-    fitted = {n[4:]: float(np.mean([r["train_losses"][:E][-1] if r["train_losses"] else math.nan
-                                    for r in copies(runs, n)])) for n in ["aug_none", *names]}
-    sound = {k: v for k, v in summary.items() if v["ends_with_vessels"] == v["n"]}  # every seed learned
-    seeded = [v["values"] for v in sound.values() if v["n"] > 1]
-    pooled = (math.sqrt(sum(sum((x - np.mean(v)) ** 2 for x in v) for v in seeded) / sum(len(v) - 1 for v in seeded))
-              if seeded else None)
-    none = summary["none"]
-    none_mean = float(np.mean(none["values"]))
-    rows = []
-    for name in ["none", *sorted((k for k in summary if k != "none"), key=lambda k: -np.mean(summary[k]["values"]))]:
-        v = summary[name]
-        delta = float(np.mean(v["values"])) - none_mean
-        threshold = (2 * pooled * math.sqrt(1 / v["n"] + 1 / none["n"])) if pooled is not None else None
-        if name == "none":
-            verdict = "baseline"
-        elif v["ends_with_vessels"] < v["n"]:
-            verdict = f"ends without vessels in {v['n'] - v['ends_with_vessels']} of {v['n']}"
-        elif name not in sound or "none" not in sound or threshold is None:
-            verdict = "not comparable"
-        else:
-            verdict = "better" if delta > threshold else "worse" if -delta > threshold else "within noise"
-        rows.append({**{k: x for k, x in v.items() if k != "values"}, "name": name, "dice": v["mean"],
-                     "delta": f"{delta:+.3f}" if name != "none" else "–",
-                     "threshold": fmt(threshold) if threshold is not None and name != "none" else "–",
-                     "verdict": verdict, "train_loss": fmt(fitted[name]), "description": describe(name)})
-    seeds = sorted({s for v in summary.values() for s in v["seeds"]})
-    everything = [k for n in ("aug_none", *names) for k in copy_names(runs, n)]
-    ended_without = [k for k in everything if dice(runs[k]) < 0.01]
-    all_learned = list(sound)
-    n = {"done": True, "E": E, "none_dice": fmt(none_mean), "rows": rows, "seeds": seeds,
-         "pooled_sd": fmt(pooled) if pooled is not None else None,
-         "ended_without": len(ended_without), "total_runs": len(everything),
-         "all_learned": all_learned,
-         "all_learned_seeded": [k for k in all_learned if summary[k]["n"] > 1], "never_learned": [k for k, v in summary.items() if v["learned"] == 0],
-         "budget": budget(runs[names[0]]),
-         "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"],
-         "better": [r["name"] for r in rows if r["verdict"] == "better"],
-         "worse": [r["name"] for r in rows if r["verdict"] == "worse"],
-         "all_fit_slower": all(fitted[k] > fitted["none"] for k in fitted if k != "none"),
-         "overfit_measured": overfits is not None, "overfits": bool(overfits)}
-    claims = [("every augmented configuration ends the compared epochs with a higher training loss than none",
-               n["all_fit_slower"])] if n["total_runs"] > len(summary) else []
-    return _answer(n, claims)
+    rows = arms(runs, names, "aug_none", all_vessel_dice(runs))
+    for row in rows:
+        row["strategy"] = row["name"][4:]
+    strategies = sorted(rows[1:], key=lambda r: -float(r["mean"]))  # the ranking by mean test Dice
+    n = {"done": True, "rows": rows, "ranking": [r["strategy"] for r in strategies],
+         "better": [r["strategy"] for r in strategies if not r["difference"]["holds_zero"] and r["difference"]["value"] > 0],
+         "worse": [r["strategy"] for r in strategies if not r["difference"]["holds_zero"] and r["difference"]["value"] < 0],
+         "untold": [r["strategy"] for r in strategies if r["difference"]["holds_zero"]],
+         "budget": budget(runs["aug_none"]),
+         "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"]}
+    return _answer(n)
 
 
 def problem_4_4(runs, profile, human=None):
-    pre, scratch = runs["smp_pretrained"], runs["smp_scratch"]
-    unet = runs["unet"]
-    if not (done(pre) and done(scratch)):
-        return _answer({"done": False})
-    E = compare_epoch(runs)
-    first = pre["evaluated_epochs"][0]
+    """The ImageNet-pretrained encoder against the same network from scratch, on all training
+    eyes and on a quarter of them, over seeds: each pair's difference, whether the gap grows
+    with less data (the interaction), and each initialisation's quarter against its full-data run."""
+    full, quarter = ("smp_pretrained", "smp_scratch"), ("smp_pretrained_quarter", "smp_scratch_quarter")
+    n = {"done": False, "resnet18_command": _command("gpu", "smp_resnet18_pretrained").replace("runs/gpu/", "runs/")}
+    if not _all_done(runs, full):
+        return _answer(n)
+    pre = runs["smp_pretrained"]
     weights = pre["model_weights"]
-    h = human_numbers(human)
-    n = {"done": True, "E": E, "budget": budget(pre), "first_epoch": first,
-         "pretrained": fmt(dice(pre)), "scratch": fmt(dice(scratch)),
-         "pretrained_seeds": over_seeds(runs, "smp_pretrained"), "scratch_seeds": over_seeds(runs, "smp_scratch"),
-         "pretrained_first": fmt(dice_at(pre, first)), "scratch_first": fmt(dice_at(scratch, first)),
-         "unet_at_E": fmt(dice_at(unet, E)) if done(unet) else "n/a",
-         "encoder": weights["encoder"], "source": weights["source"], "sha256": weights["sha256"][:16],
-         "tensors": weights["tensors_loaded"], "params_m": fmt(pre["n_parameters"] / 1e6, 1),
-         "unet_params_m": fmt(unet["n_parameters"] / 1e6, 1) if done(unet) else "n/a",
-         "lr": pre["config"]["lr"], "optimizer": pre["config"]["optimizer"],
-         "human": h, "pretrained_better": dice(pre) > dice(scratch), "resnet18": {}}
-    if h:
-        n["human_gap"] = fmt(dice(pre) - h["value"])
-        n["above_human_by_more_than_sd"] = dice(pre) - human["mean_dice"] > human["sd_dice"]
-    quarter = [runs[k] for k in ("smp_pretrained_quarter", "smp_scratch_quarter")]
-    if all(done(r) for r in quarter):
-        n["quarter"] = {"pretrained": fmt(dice(quarter[0])), "scratch": fmt(dice(quarter[1])),
-                        "fundi": quarter[0]["n_train_fundi"], "all_fundi": pre["n_train_fundi"],
-                        "gap": fmt(dice(quarter[0]) - dice(quarter[1])), "full_gap": fmt(dice(pre) - dice(scratch)),
-                        "gap_grows": dice(quarter[0]) - dice(quarter[1]) > dice(pre) - dice(scratch),
-                        "first": fmt(dice_at(quarter[0], first)), "scratch_first": fmt(dice_at(quarter[1], first))}
-    for name in ("smp_resnet18_pretrained", "smp_resnet18_scratch"):
-        r = runs[name]
-        n["resnet18"][name] = {"done": True, "dice": fmt(dice(r))} if done(r) else {"done": False}
-    n["resnet18_command"] = _command("gpu", "smp_resnet18_pretrained").replace("runs/gpu/", "runs/")
-    claims = [("the pretrained encoder is ahead at the first evaluation", dice_at(pre, first) > dice_at(scratch, first)),
-              ("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
+    n.update(done=True, rows=arms(runs, full, "smp_scratch"), budget=budget(pre), params_m=fmt(pre["n_parameters"] / 1e6, 1),
+             source=weights["source"], sha256=weights["sha256"][:16], tensors=weights["tensors_loaded"],
+             lr=pre["config"]["lr"], optimizer=pre["config"]["optimizer"], first_epoch=pre["evaluated_epochs"][0],
+             at_first={name: fmt(float(np.mean([r["valid_dice_thresholded"][0] for r in copies(runs, name)])))
+                       for name in full})
+    n["gain"] = n["rows"][0]["difference"]
+    if _all_done(runs, quarter):
+        n["quarter"] = {"rows": arms(runs, quarter, "smp_scratch_quarter"),
+                        "fundi": runs["smp_pretrained_quarter"]["n_train_fundi"], "all_fundi": pre["n_train_fundi"],
+                        # does pretraining gain more with a quarter of the eyes? (pq - sq) - (p - s)
+                        "gain_grows": difference(runs, {"smp_pretrained_quarter": 1, "smp_scratch_quarter": -1,
+                                                        "smp_pretrained": -1, "smp_scratch": 1}),
+                        "less_data": {name: difference(runs, {f"{name}_quarter": 1, name: -1}) for name in full}}
+        n["quarter"]["gain"] = n["quarter"]["rows"][0]["difference"]
+    claims = [("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
 
 

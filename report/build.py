@@ -92,13 +92,11 @@ def _block_inputs(model, x):
     return sides
 
 
-def prediction_panels(runs, out, numbers):
+def prediction_panels(runs, out):
     """Each comparison's predictions side by side on one test image (``plots.prediction_panels``),
-    drawn where at least two of its runs wrote their masks and one of them predicts vessels.
-    Where a configuration has seed copies, the copy with the highest test Dice that wrote its
-    masks stands for it (the caption says so)."""
-    E = numbers["compare_epoch"]
-    ours = {"aug_none": f"UNet, skips, {E} epochs"}
+    drawn where at least two of its configurations wrote their masks and one of them predicts
+    vessels. Each configuration is shown by its seed with the highest test Dice that wrote its
+    masks (the caption says so)."""
     has_masks = lambda key: bool(list(Path(runs.get(key, {}).get("folder", "/none")).glob("example_*")))
 
     def best(name):  # the seed with the highest test Dice, where that run wrote its masks
@@ -106,8 +104,8 @@ def prediction_panels(runs, out, numbers):
         top = max(keys, key=lambda k: runs[k]["final_metrics"]["dice"]) if keys else None
         return top if top and has_masks(top) else None
 
-    comparisons = {"skip": ["aug_none", "unet_noskip"], "lr": registry.runs_of("4.2"),
-                   "augmentation": registry.runs_of("4.3"), "smp": ["aug_none", "smp_scratch", "smp_pretrained"]}
+    comparisons = {"skip": registry.COMPARISONS["4.1"], "lr": registry.runs_of("4.2"),
+                   "augmentation": registry.runs_of("4.3"), "smp": ("smp_scratch", "smp_pretrained")}
     panels = {}
     for key, names in comparisons.items():
         chosen = [k for k in map(best, names) if k]
@@ -115,7 +113,7 @@ def prediction_panels(runs, out, numbers):
         if len(chosen) < 2 or not learned:
             panels[key] = {"drawn": [], "image": None, "best_of_seeds": False}
             continue
-        drawn, image = plots.prediction_panels(runs, chosen, out / f"panel_{key}.png", labels=ours)
+        drawn, image = plots.prediction_panels(runs, chosen, out / f"panel_{key}.png")
         panels[key] = {"drawn": drawn, "image": image, "missing": [n for n in names if not best(n)],
                        "best_of_seeds": any(len(copy_names(runs, n)) > 1 for n in names)}
     return panels
@@ -123,7 +121,6 @@ def prediction_panels(runs, out, numbers):
 
 def figures_for(runs, gpu, root, out, numbers):
     """Every figure the text shows, redrawn from the logs."""
-    E = numbers["p4_1"].get("E") or answers.compare_epoch(runs)
     human = (numbers["p4_ref"].get("human") or {}).get("value")
     for stale in out.glob("*.*"):  # a figure whose runs are gone must not linger
         stale.unlink()
@@ -135,19 +132,22 @@ def figures_for(runs, gpu, root, out, numbers):
         image = convolution.load_grayscale(None if photo.startswith("matplotlib") else photo)
         plots.blur(image, out / "blur.png")
         plots.edges(image, out / "edges.png")
-    plots.curves(runs, ["aug_none", "unet_noskip"], out / "skip.png", up_to=E,
-                 labels={"aug_none": "UNet (skip connections)"})
+    if numbers["p4_1"]["done"]:
+        plots.curves(runs, registry.COMPARISONS["4.1"], out / "skip.png", soft=True)
     if gpu is not None and any(done(gpu[n]) for n in ("unet", "unet_noskip")):
         plots.curves(gpu, ["unet", "unet_noskip"], out / "skip_assignment.png", human=human)
     for question in ("4.2", "4.3", "4.4"):  # the runs of each question made at the assignment's scale
         names = [c["name"] for c in numbers["scale"]["configurations"] if c["problem"] == question]
         if names:
             plots.curves(gpu, names, out / f"scale_{question}.png", human=human, ncol=2)
-    plots.curves(runs, registry.runs_of("4.2"), out / "lr.png", ncol=5)
-    plots.curves(runs, registry.runs_of("4.3"), out / "augmentation_curves.png", up_to=E, ncol=2)
-    plots.curves(runs, ["aug_none", "smp_scratch", "smp_pretrained", "smp_scratch_quarter", "smp_pretrained_quarter"],
-                 out / "smp.png", up_to=E, labels={"aug_none": "our UNet, from scratch"}, human=human, ncol=2)
-    numbers["panels"] = prediction_panels(runs, out, numbers)
+    if numbers["p4_2"]["done"]:  # runs stuck at a Dice of 0 still differ in soft Dice and loss
+        plots.curves(runs, registry.runs_of("4.2"), out / "lr.png", soft=True, log_loss=True, ncol=3)
+    if numbers["p4_3"]["done"]:
+        plots.curves(runs, registry.runs_of("4.3"), out / "augmentation_curves.png", soft=True, ncol=3)
+    if numbers["p4_4"]["done"]:
+        plots.curves(runs, ["unet", *registry.COMPARISONS["4.4"]], out / "smp.png", soft=True,
+                     labels={"unet": "our UNet, from scratch"}, human=human, ncol=2)
+    numbers["panels"] = prediction_panels(runs, out)
     source = gpu if numbers["p4_1"].get("grad_scale") == "assignment" else runs
     if numbers["p4_1"].get("block_weights"):  # both networks' gradients measured
         plots.gradient_norms(source, out / "gradient_norms.png", numbers["p4_1"]["block_weights"])
@@ -231,7 +231,7 @@ def main(argv=None):
     per_question = {"p2_1": answers.problem_2_1(runs), "p2_6": answers.problem_2_6(runs, profile, arch),
                     "p4_ref": reference, "p4_1": answers.problem_4_1(arms["4.1"], gpu_41),
                     "p4_2": answers.problem_4_2(arms["4.2"]),
-                    "p4_3": answers.problem_4_3(arms["4.3"], (scale.get("generalisation") or {}).get("overfits")),
+                    "p4_3": answers.problem_4_3(arms["4.3"]),
                     "p4_4": answers.problem_4_4(arms["4.4"], profile, human)}
     failed = [claim for answer in per_question.values() for claim, holds in answer["claims"] if not holds]
     if failed:
@@ -239,8 +239,8 @@ def main(argv=None):
                         ". Rewrite the text in report/*.typ and its claims in report/answers.py")
     numbers = {key: answer["numbers"] for key, answer in per_question.items()}
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
-                   arch=arch, seg_rows=answers.segmentation_table(runs), compare_epoch=answers.compare_epoch(runs),
-                   scale=scale, human=answers.human_numbers(human),
+                   arch=arch, seg_rows=answers.segmentation_table(runs),
+                   scale=scale, human=answers.human_numbers(human), level=answers.LEVEL,
                    seeded=answers.seeded(runs), cpu_runs=answers.cpu_runs_made(runs),
                    commands={"main": f"python experiments.py --profile {profile} --data data/retina --data_dir data",
                              "gpu": "python experiments.py --profile gpu --data data/retina --data_dir data",

@@ -51,8 +51,8 @@ def code_version(run):
 
 
 # The runs each Problem 4 answer reads besides its comparison's arms: they must come from the
-# same code too (4.1 and 4.2 set their arms beside the UNet without augmentation, 4.4 beside our UNet).
-ALSO_READ = {"4.1": ("aug_none",), "4.2": ("aug_none",), "4.3": (), "4.4": ("unet", "aug_none")}
+# same code too (4.4's figure draws our UNet beside the pretrained one).
+ALSO_READ = {"4.1": (), "4.2": (), "4.3": (), "4.4": ("unet",)}
 
 
 def mixed_code(runs, question):
@@ -126,13 +126,6 @@ def dice(run):
     return run["final_metrics"]["dice"] if done(run) else None
 
 
-def dice_at(run, epoch):
-    """The thresholded Dice of the evaluation after ``epoch`` epochs, from the run's curve."""
-    if not done(run) or epoch not in run["evaluated_epochs"]:
-        return None
-    return run["valid_dice_thresholded"][run["evaluated_epochs"].index(epoch)]
-
-
 def human_baseline(root):
     """The second observer's Dice under the report's protocol (``report/human_baseline.py``),
     from the log beside the runs' folders, or None where it was not measured."""
@@ -155,12 +148,6 @@ def first_vessel_epoch(run, all_vessel=None, floor=0.05):
         if d > floor and (all_vessel is None or abs(d - all_vessel) > 0.02):
             return epoch
     return None
-
-
-def collapsed(run):
-    """Stuck on a constant, all-background output: no vessel pixel predicted, chance AUC."""
-    f = run["final_metrics"]
-    return f["dice"] < 0.01 and (f["auc"] is None or abs(f["auc"] - 0.5) < 0.1)
 
 
 def budget(run):

@@ -32,16 +32,19 @@ def _label(name, labels=None):
     return ((run.label if run else None) or base) + (f", seed {seed}" if seed else "")
 
 
-def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None):
-    """Thresholded Dice of each evaluation, and the training loss per epoch (clipped at
-    ``LOSS_CLIP``, diverged values written on the plot), one colour per configuration: its
-    run and every seed copy (``NAME_seedS``, dashed). ``human``: the second observer's Dice
-    under the same protocol, drawn as a dotted line. The legend sits below the panels. No
-    figure when none of ``names`` is finished."""
+def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None, soft=False, log_loss=False):
+    """Thresholded Dice of each evaluation, with ``soft`` the soft Dice beside it (it still
+    separates runs whose thresholded Dice is 0), and the training loss per epoch: on a log
+    scale with ``log_loss``, else clipped at ``LOSS_CLIP`` with diverged values written on the
+    plot. One colour and marker per configuration; its seeds are its run (solid) and its
+    ``NAME_seedS`` copies (dashed, dotted). ``human``: the second observer's Dice under the
+    same protocol, a grey dotted line. The legend sits below the panels. No figure when none of
+    ``names`` is finished."""
     if not any(copy_names(runs, name) for name in names):
         return
     plt = pyplot()
-    fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(WIDTH, 2.7))
+    fig, axes = plt.subplots(1, 3 if soft else 2, figsize=(WIDTH, 2.5 if soft else 2.7))
+    ax_dice, ax_loss = axes[0], axes[-1]
     handles, clipped = [], []
     for name, marker in zip(names, "osd^vxP*" * 2):
         keys = copy_names(runs, name)
@@ -50,20 +53,22 @@ def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None):
         colour = None
         for k, key in enumerate(keys):
             r = runs[key]
-            style = dict(marker=marker, ms=2.5, lw=1.2 if k == 0 else 0.9, ls="-" if k == 0 else "--")
-            ev, d = np.array(r["evaluated_epochs"]), np.array(r["valid_dice_thresholded"])
+            style = dict(marker=marker, ms=2.5, lw=1.2 if k == 0 else 0.9, ls=("-", "--", ":")[min(k, 2)])
+            ev = np.array(r["evaluated_epochs"])
             keep = ev <= (up_to or ev.max())
-            line, = ax_dice.plot(ev[keep], d[keep], color=colour, **style)
+            line, = ax_dice.plot(ev[keep], np.array(r["valid_dice_thresholded"])[keep], color=colour, **style)
             colour = line.get_color()
+            if soft:
+                axes[1].plot(ev[keep], np.array(r["valid_accs"])[keep], color=colour, **style)
             loss = np.array(r["train_losses"])[:up_to]
             epochs = np.arange(1, len(loss) + 1)
-            ax_loss.plot(epochs, np.minimum(loss, LOSS_CLIP), color=colour, **style)
-            if k == 0 and loss.max() > LOSS_CLIP:  # one note per clipped run, inside the axes
+            ax_loss.plot(epochs, loss if log_loss else np.minimum(loss, LOSS_CLIP), color=colour,
+                         **{**style, "marker": None})
+            if not log_loss and k == 0 and loss.max() > LOSS_CLIP:  # one note per clipped run, inside the axes
                 above = loss[loss > LOSS_CLIP]
                 clipped.append((f"{_label(name, labels)}: {above.min():.0e} to {above.max():.0e}"
                                 if len(above) > 1 else f"{_label(name, labels)}: {above.max():.0e}", colour))
-        seeds = f" ({len(keys)} seeds, dashed: seed {', '.join(str(runs[k]['config']['seed']) for k in keys[1:])})" \
-            if len(keys) > 1 else ""
+        seeds = f" (seeds {', '.join(str(runs[k]['config']['seed']) for k in keys)})" if len(keys) > 1 else ""
         handles.append((plt.Line2D([], [], color=colour, marker=marker, ms=3), _label(name, labels) + seeds))
     if clipped:
         ax_loss.text(0.97, 0.93, "drawn at 1.2, losses:", transform=ax_loss.transAxes, ha="right", va="top",
@@ -75,8 +80,13 @@ def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None):
         ax_dice.axhline(human, color="grey", ls=":", lw=1)
         handles.append((plt.Line2D([], [], color="grey", ls=":"), "second human observer"))
     ax_dice.set(ylabel="test Dice (threshold 0.5)", ylim=(0, 0.9), xlabel="epoch")
-    ax_loss.set(ylabel="training DiceCE loss", ylim=(0, LOSS_CLIP * (1.6 if clipped else 1.1)), xlabel="epoch")
-    for ax in (ax_dice, ax_loss):
+    if soft:
+        axes[1].set(ylabel="test soft Dice", ylim=(0, 0.9), xlabel="epoch")
+    if log_loss:
+        ax_loss.set(ylabel="training DiceCE loss (log)", yscale="log", xlabel="epoch")
+    else:
+        ax_loss.set(ylabel="training DiceCE loss", ylim=(0, LOSS_CLIP * (1.6 if clipped else 1.1)), xlabel="epoch")
+    for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.legend(*zip(*handles), loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,

@@ -35,7 +35,7 @@ class Interval:
     @property
     def holds_zero(self) -> bool:
         """The runs cannot tell the two sides apart at this level."""
-        return self.low <= 0.0 <= self.high
+        return bool(self.low <= 0.0 <= self.high)
 
 
 def difference_interval(D, level: float = 0.95) -> Interval:
@@ -63,7 +63,7 @@ def difference_interval(D, level: float = 0.95) -> Interval:
     if variance == 0:  # every cell the same: no chance left to count
         return Interval(mean, mean, mean, level, S, I)
     half = stats.t.ppf(0.5 + level / 2, df) * np.sqrt(variance)
-    return Interval(mean, mean - half, mean + half, level, S, I)
+    return Interval(mean, float(mean - half), float(mean + half), level, S, I)
 
 
 def per_image_dice(run) -> dict:

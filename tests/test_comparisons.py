@@ -62,5 +62,5 @@ def test_a_comparison_is_answered_only_with_every_seed_of_every_arm():
 
 
 def test_the_runs_an_answer_reads_beside_its_arms_must_share_their_code():
-    runs = {"unet": finished("aaaa"), "unet_noskip": finished("aaaa"), "aug_none": finished("bbbb")}
-    assert "aug_none: " + "bbbb" * 3 in logs.mixed_code(runs, "4.1")  # 4.1 sets its arms beside aug_none
+    runs = {"smp_pretrained": finished("aaaa"), "smp_scratch": finished("aaaa"), "unet": finished("bbbb")}
+    assert "unet: " + "bbbb" * 3 in logs.mixed_code(runs, "4.4")  # 4.4's figure draws our UNet beside its arms
