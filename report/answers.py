@@ -43,8 +43,6 @@ def _span(values):
 
 def problem_2_1(runs):
     conv = runs["convolution"]
-    if not done(conv):
-        return _answer({"done": False})
     records = conv["records"]
     timed = [r for r in records if r.get("seconds")]
     seconds = {(r["method"], r["image_size"], r["kernel_size"]): r["seconds"] for r in timed}

@@ -124,14 +124,13 @@ def figures_for(runs, gpu, root, out, numbers):
     human = (numbers["p4_ref"].get("human") or {}).get("value")
     for stale in out.glob("*.*"):  # a figure whose runs are gone must not linger
         stale.unlink()
-    if done(runs["convolution"]):
-        from medimg import convolution
-        plots.convolution_speed(runs["convolution"]["records"], out / "convolution_speed.png")
-        # blur and edges are cheap, deterministic functions of the run's photograph: redraw them
-        photo = runs["convolution"]["config"]["image"]
-        image = convolution.load_grayscale(None if photo.startswith("matplotlib") else photo)
-        plots.blur(image, out / "blur.png")
-        plots.edges(image, out / "edges.png")
+    from medimg import convolution
+    plots.convolution_speed(runs["convolution"]["records"], out / "convolution_speed.png")
+    # blur and edges are cheap, deterministic functions of the run's photograph: redraw them
+    photo = runs["convolution"]["config"]["image"]
+    image = convolution.load_grayscale(None if photo.startswith("matplotlib") else photo)
+    plots.blur(image, out / "blur.png")
+    plots.edges(image, out / "edges.png")
     if numbers["p4_1"]["done"]:
         plots.curves(runs, registry.COMPARISONS["4.1"], out / "skip.png", soft=True)
     if gpu is not None and any(done(gpu[n]) for n in ("unet", "unet_noskip")):
@@ -217,6 +216,9 @@ def main(argv=None):
         write_human_baseline(args.drive, root.parent, args.retina)
     profile = logs.profile_of(root)
     runs = load_runs(root, profile)
+    if not done(runs["convolution"]):  # Problem 2 is answered from it: seconds to make, always there
+        raise UserError(f"{root / 'convolution'}: no convolution study there; make it with "
+                        f"python experiments.py --profile {profile} --only convolution")
     gpu_root = root.parent / "gpu"
     gpu = load_runs(gpu_root, "gpu") if profile == "cpu" and gpu_root.is_dir() else None
     human = human_baseline(root)

@@ -60,6 +60,23 @@ def test_the_report_builds_from_the_committed_logs(built_from_committed_logs):
         assert scale[results.parent.name] == f"{json.loads(results.read_text())['final_metrics']['dice']:.3f}"
 
 
+def test_a_comparison_is_answered_exactly_when_its_arms_have_every_seed_from_one_code(built_from_committed_logs):
+    """Read from the results.json files themselves, not through report.logs: the report answers
+    a Problem 4 comparison on the CPU if and only if every arm has seeds 42, 43 and 44 and every
+    run the answer reads carries one code fingerprint."""
+    committed_runs, _, numbers = built_from_committed_logs
+    for question, key in (("4.1", "p4_1"), ("4.2", "p4_2"), ("4.3", "p4_3"), ("4.4", "p4_4")):
+        arms, seeds, fingerprints = registry.COMPARISONS[question], {}, set()
+        for name in (*arms, *logs.ALSO_READ[question]):
+            for results in [committed_runs / name / "results.json", *committed_runs.glob(f"{name}_seed*/results.json")]:
+                if results.exists():
+                    record = json.loads(results.read_text())
+                    seeds.setdefault(name, set()).add(record["config"]["seed"])
+                    fingerprints.add((record.get("code_fingerprint") or {}).get("sha256"))
+        answerable = all(seeds.get(name) == {42, 43, 44} for name in arms) and len(fingerprints) == 1
+        assert numbers[key]["done"] == answerable, (question, seeds, fingerprints)
+
+
 BODY_VOCABULARY = [  # how the PDF is made, run plans and tools: not what a report's body talks about
     r"\bprofiles?\b", r"report\.build", r"experiments\.py", r"\btools[/.]", r"gpu_session", r"\bbench",
     r"not made yet", r"how this report was", r"\bbuild(s|ing)? (the|this) (report|pdf)", r"\bcpu\b", r"`gpu`",
@@ -156,6 +173,13 @@ def test_a_claim_the_logs_contradict_stops_the_build(committed_runs, tmp_path):
     with pytest.raises(build.UserError, match="without skips fits the training eyes better"):
         build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "old.pdf")])
     assert (tmp_path / "old.pdf").read_bytes() == b"%PDF- the previous report"
+
+
+def test_without_the_convolution_study_the_build_says_how_to_make_it(committed_runs, tmp_path):
+    shutil.rmtree(committed_runs / "convolution")
+    with pytest.raises(build.UserError, match="--only convolution"):
+        build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
+    assert not (tmp_path / "report.pdf").exists()
 
 
 def test_budget_states_what_a_caption_needs():
@@ -314,4 +338,4 @@ def test_without_the_raw_drive_no_human_number_is_quoted(built_from_committed_lo
                                                                           "answers.py", "logs.py"))
     assert not re.search(r"0\.788|0\.907", sources)
     assert not (committed_runs.parent / "human_baseline.json").exists()
-    assert numbers["human"] is None and numbers["p4_4"].get("human") is None  # no key where 4.4 is not answered
+    assert numbers["human"] is None
