@@ -126,7 +126,7 @@ def problem_4_reference(runs, human=None):
         return _answer({"done": False})
     c, b = unet["config"], budget(unet)
     cosine = runs.get("unet_cosine", {})  # the gpu profile only
-    whole = unet.get("train_whole_soft_dice") or []
+    whole = unet.get("train_whole_dice_thresholded") or []
     n = {"done": True, "dice": fmt(dice(unet)), "epochs": c["epochs"], "budget": b, "seeds": over_seeds(runs, "unet"),
          "train_minutes": fmt(sum(unet["timings"]["train_seconds_per_epoch"]) / 60, 0),
          "total_minutes": fmt(unet["timings"]["total_seconds"] / 60, 0), "cpu": unet["machine"]["cpu"],
@@ -136,9 +136,9 @@ def problem_4_reference(runs, human=None):
          "vessel_percent": _vessel_percent(runs), "human": human_numbers(human),
          "has_whole_training_curve": bool(whole)}
     if whole:  # training eyes and test images measured alike: whole images, eval mode
-        n["train_whole_soft"], n["test_soft"] = fmt(whole[-1]), fmt(unet["valid_accs"][-1])
-        n["generalisation_gap"] = fmt(whole[-1] - unet["valid_accs"][-1])
-        n["overfits"] = whole[-1] - unet["valid_accs"][-1] > 0.05
+        n["train_whole"], n["test_whole"] = fmt(whole[-1]), fmt(unet["valid_dice_thresholded"][-1])
+        n["generalisation_gap"] = fmt(whole[-1] - unet["valid_dice_thresholded"][-1])
+        n["overfits"] = whole[-1] - unet["valid_dice_thresholded"][-1] > 0.05
     if done(cosine):
         n["cosine"] = {"dice": fmt(dice(cosine)), "epochs": cosine["config"]["epochs"],
                        "better": dice(cosine) > dice(unet), "budget": budget(cosine)}
@@ -228,31 +228,36 @@ def difference(runs, terms):
     """A contrast between configurations, ``terms = {name: weight}`` (``{"a": 1, "b": -1}``:
     a minus b), as the text quotes it: the mean over test images and seeds of the per-image
     contrast of the thresholded test Dice, its interval at ``LEVEL`` (``stats.difference_interval``),
-    and whether the interval holds zero (the runs cannot tell the two apart)."""
+    and whether the interval holds zero (the runs cannot tell the two apart). The interval is
+    clipped to the range the contrast can take (a difference of two Dice: -1 to 1)."""
     iv = difference_interval(contrast_matrix({n: (w, by_seed(runs, n)) for n, w in terms.items()}), LEVEL)
-    return {"mean": _signed(iv.mean), "low": _signed(iv.low), "high": _signed(iv.high), "value": iv.mean,
+    bound = sum(abs(w) for w in terms.values())  # a contrast of Dice, each in [0, 1], lies within +-bound
+    return {"mean": _signed(iv.mean), "low": _signed(max(iv.low, -bound)), "high": _signed(min(iv.high, bound)),
+            "clipped": iv.low < -bound or iv.high > bound, "value": iv.mean,
             "holds_zero": iv.holds_zero, "seeds": iv.n_seeds, "images": iv.n_images}
 
 
-def end_state(run):
-    """Where a finished run ends: ``segments`` (pixel AUC of at least 0.6 and some vessel
-    predicted: thresholded Dice of at least 0.01), ``plateau`` (it ranks vessel pixels above
-    background, AUC of at least 0.6, but none crosses the probability 0.5) or ``chance``
-    (AUC below 0.6: its output says little of where the vessels are, whatever it predicts)."""
+def end_state(run, all_vessel=None):
+    """Where a finished run ends: ``segments`` (its last evaluation predicts vessels, by the
+    rule of ``first_vessel_epoch``: a thresholded Dice above 0.05 that is not what the constant
+    all-vessel output scores), else ``plateau`` (it ranks vessel pixels above background, pixel
+    AUC of at least 0.6, but predicts none) or ``chance`` (AUC below 0.6: its output says
+    little of where the vessels are)."""
     f = run["final_metrics"]
-    if f["auc"] is None or f["auc"] < 0.6:
-        return "chance"
-    return "segments" if f["dice"] >= 0.01 else "plateau"
+    if first_vessel_epoch({"evaluated_epochs": [0], "valid_dice_thresholded": [f["dice"]]}, all_vessel) is not None:
+        return "segments"
+    return "plateau" if f["auc"] is not None and f["auc"] >= 0.6 else "chance"
 
 
-def arms(runs, names, reference, all_vessel=None):
+def arms(runs, names, reference, all_vessel=None, labels=None):
     """One row per configuration of a comparison: its seeds (``over_seeds``), mean AUC, how
-    many seeds end in each ``end_state``, and its difference from ``reference``."""
+    many seeds end in each ``end_state``, and its difference from ``reference``. ``labels``:
+    what the table calls a configuration, where not the registry's label."""
     rows = []
     for name in names:
         row = {k: v for k, v in over_seeds(runs, name, all_vessel).items() if k != "values"}
-        states = [end_state(r) for r in copies(runs, name)]
-        row.update(label=registry.runs()[name].label,
+        states = [end_state(r, all_vessel) for r in copies(runs, name)]
+        row.update(label=(labels or {}).get(name) or registry.runs()[name].label,
                    auc=fmt(float(np.mean([r["final_metrics"]["auc"] for r in copies(runs, name)]))),
                    states={s: states.count(s) for s in ("segments", "plateau", "chance")},
                    test_loss=fmt(float(np.mean([r["valid_losses"][-1] for r in copies(runs, name)]))),
@@ -282,8 +287,11 @@ def problem_4_1(runs, gpu=None):
         return _answer(n, claims)
     all_vessel = all_vessel_dice(runs)
     rows = arms(runs, ["unet", "unet_noskip"], "unet", all_vessel)
+    first = {name: [first_vessel_epoch(r, all_vessel) for r in copies(runs, name)] for name in ("unet", "unet_noskip")}
     n.update(done=True, rows=rows, unet=rows[0], noskip=rows[1], difference=rows[1]["difference"],
-             budget=budget(runs["unet_noskip"]))
+             budget=budget(runs["unet_noskip"]),
+             # every seed without skips predicts vessels later than every seed with them, or never
+             later=None not in first["unet"] and all(f is None or f > max(first["unet"]) for f in first["unet_noskip"]))
     return _answer(n, claims)
 
 
@@ -294,7 +302,7 @@ def _initial_gradients(grads):
     # the root mean square of one weight's gradient in a block: its norm over sqrt(count)
     rms = {name: {b: grads[name][b] / math.sqrt(sizes[name][b]) for b in grads[name]} for name in grads}
     first, last = "encoder_block1", "decoder_block4"
-    numbers = {"block_weights": sizes, "grad": {
+    numbers = {"grad": {
         "first": {k: f"{v[first]:.1e}" for k, v in grads.items()},
         "last": {k: f"{v[last]:.1e}" for k, v in grads.items()},
         "rms_first": {k: f"{v[first]:.0e}" for k, v in rms.items()},
@@ -336,14 +344,16 @@ def problem_4_2(runs):
         row.update(lr=float(name[3:]), largest_loss=f"{largest:.2g}",
                    exploded=sum(max(r["train_losses"]) > 10 for r in rs),
                    dead=fmt(100 * float(np.mean(dead)), 0) if dead else "–")
-    lr = lambda rows_: [r["lr"] for r in rows_]
-    states = {s: lr(r for r in rows if r["states"][s]) for s in ("chance", "plateau", "segments")}
+    # each regime: the rates with a seed in it, and how many of its seeds
+    counted = lambda key: [{"lr": r["lr"], "k": r[key] if key == "exploded" else r["states"][key], "n": r["n"]}
+                           for r in rows if (r[key] if key == "exploded" else r["states"][key])]
     top = rows[names.index(best)]
     chance = [r for r in rows if r["states"]["chance"] and r["dead"] != "–"]
-    n = {"done": True, "rows": rows, "best": top["lr"], "budget": budget(runs[names[0]]), "states": states,
-         "exploded": lr(r for r in rows if r["exploded"]),
-         "apart_from_best": lr(r for r in rows if r["difference"] and not r["difference"]["holds_zero"]),
-         # the rates that end at chance have far more dead ReLU channels than the best one (10 points or more)
+    n = {"done": True, "rows": rows, "best": top["lr"], "best_row": top, "budget": budget(runs[names[0]]),
+         "regimes": {key: counted(key) for key in ("exploded", "chance", "plateau", "segments")},
+         "apart_from_best": [r["lr"] for r in rows if r["difference"] and not r["difference"]["holds_zero"]],
+         "untold_from_best": [r["lr"] for r in rows if r["difference"] and r["difference"]["holds_zero"]],
+         # the rates with a seed at chance have far more dead ReLU channels than the best one (10 points or more)
          "chance_dead_apart": bool(chance) and top["dead"] != "–" and
          all(float(r["dead"]) >= float(top["dead"]) + 10 for r in chance)}
     return _answer(n)
@@ -360,17 +370,23 @@ def problem_4_3(runs):
     rows = arms(runs, names, "aug_none", all_vessel_dice(runs))
     for row in rows:
         row["strategy"] = row["name"][4:]
-    strategies = sorted(rows[1:], key=lambda r: -float(r["mean"]))  # the ranking by mean test Dice
-    n = {"done": True, "rows": rows, "ranking": [r["strategy"] for r in strategies],
-         "better": [r["strategy"] for r in strategies if not r["difference"]["holds_zero"] and r["difference"]["value"] > 0],
-         "worse": [r["strategy"] for r in strategies if not r["difference"]["holds_zero"] and r["difference"]["value"] < 0],
-         "untold": [r["strategy"] for r in strategies if r["difference"]["holds_zero"]],
+    ranking = sorted(rows, key=lambda r: -float(r["mean"]))  # by mean test Dice, no augmentation included
+    told = [r for r in ranking if r["difference"] and not r["difference"]["holds_zero"]]
+    n = {"done": True, "rows": rows, "none": rows[0], "ranking": ranking,
+         "better": [r for r in told if r["difference"]["value"] > 0],
+         "worse": [r for r in told if r["difference"]["value"] < 0],
+         "untold": [r["strategy"] for r in ranking if r["difference"] and r["difference"]["holds_zero"]],
          "budget": budget(runs["aug_none"]),
          "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"]}
     return _answer(n)
 
 
-def problem_4_4(runs, profile, human=None):
+SMP_LABELS = {"smp_pretrained": "pretrained, all eyes", "smp_scratch": "from scratch, all eyes",
+              "smp_pretrained_quarter": "pretrained, a quarter of the eyes",
+              "smp_scratch_quarter": "from scratch, a quarter of the eyes"}
+
+
+def problem_4_4(runs):
     """The ImageNet-pretrained encoder against the same network from scratch, on all training
     eyes and on a quarter of them, over seeds: each pair's difference, whether the gap grows
     with less data (the interaction), and each initialisation's quarter against its full-data run."""
@@ -380,20 +396,20 @@ def problem_4_4(runs, profile, human=None):
         return _answer(n)
     pre = runs["smp_pretrained"]
     weights = pre["model_weights"]
-    n.update(done=True, rows=arms(runs, full, "smp_scratch"), budget=budget(pre), params_m=fmt(pre["n_parameters"] / 1e6, 1),
-             source=weights["source"], sha256=weights["sha256"][:16], tensors=weights["tensors_loaded"],
-             lr=pre["config"]["lr"], optimizer=pre["config"]["optimizer"], first_epoch=pre["evaluated_epochs"][0],
-             at_first={name: fmt(float(np.mean([r["valid_dice_thresholded"][0] for r in copies(runs, name)])))
-                       for name in full})
+    n.update(done=True, rows=arms(runs, full, "smp_scratch", labels=SMP_LABELS), budget=budget(pre),
+             params_m=fmt(pre["n_parameters"] / 1e6, 1), source=weights["source"], sha256=weights["sha256"][:16],
+             tensors=weights["tensors_loaded"], lr=pre["config"]["lr"], optimizer=pre["config"]["optimizer"])
     n["gain"] = n["rows"][0]["difference"]
     if _all_done(runs, quarter):
-        n["quarter"] = {"rows": arms(runs, quarter, "smp_scratch_quarter"),
+        n["quarter"] = {"rows": arms(runs, quarter, "smp_scratch_quarter", labels=SMP_LABELS),
                         "fundi": runs["smp_pretrained_quarter"]["n_train_fundi"], "all_fundi": pre["n_train_fundi"],
                         # does pretraining gain more with a quarter of the eyes? (pq - sq) - (p - s)
                         "gain_grows": difference(runs, {"smp_pretrained_quarter": 1, "smp_scratch_quarter": -1,
                                                         "smp_pretrained": -1, "smp_scratch": 1}),
                         "less_data": {name: difference(runs, {f"{name}_quarter": 1, name: -1}) for name in full}}
         n["quarter"]["gain"] = n["quarter"]["rows"][0]["difference"]
+        # a quarter of the eyes scoring higher on average than all of them: within the noise?
+        n["quarter"]["higher_with_less"] = [k for k, d in n["quarter"]["less_data"].items() if d["value"] > 0]
     claims = [("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
 
@@ -447,10 +463,10 @@ def assignment_scale(runs, profile="gpu"):
     n = {"exists": bool(rows), "rows": rows, "configurations": configurations,
          "by_question": sorted({c["problem"] for c in configurations})}
     unet = runs.get("unet", {})
-    if done(unet) and unet.get("train_whole_soft_dice"):  # the overfitting question at that scale
-        train, test = unet["train_whole_soft_dice"][-1], unet["valid_accs"][-1]
-        before = unet["valid_accs"][:-5]  # the evaluations before the last five: none in a short run
-        n["generalisation"] = {"train": fmt(train), "test": fmt(test), "gap": fmt(train - test),
+    if done(unet) and unet.get("train_whole_dice_thresholded"):  # the overfitting question at that scale
+        train, test = unet["train_whole_dice_thresholded"][-1], unet["valid_dice_thresholded"][-1]
+        before = unet["valid_dice_thresholded"][:-5]  # the evaluations before the last five: none in a short run
+        n["generalisation"] = {"train": fmt(train), "test": fmt(test), "gap": _signed(train - test),
                                "overfits": train - test > 0.05, "epochs": unet["epochs_completed"],
                                "budget": budget(unet), "still_improving": bool(before) and test > max(before)}
     return n

@@ -140,17 +140,17 @@ def figures_for(runs, gpu, root, out, numbers):
         if names:
             plots.curves(gpu, names, out / f"scale_{question}.png", human=human, ncol=2)
     if numbers["p4_2"]["done"]:  # runs stuck at a Dice of 0 still differ in soft Dice and loss
-        plots.curves(runs, registry.runs_of("4.2"), out / "lr.png", soft=True, log_loss=True, ncol=3)
+        names = registry.runs_of("4.2")
+        plots.sweep(runs, names, out / "lr.png", {name: f"lr {name[3:]}" for name in names})
+    # augmented crops and a quarter of the eyes are other training data: their test losses are compared
     if numbers["p4_3"]["done"]:
-        plots.curves(runs, registry.runs_of("4.3"), out / "augmentation_curves.png", soft=True, ncol=3)
+        plots.curves(runs, registry.runs_of("4.3"), out / "augmentation_curves.png", soft=True, test_loss=True,
+                     ncol=3)
     if numbers["p4_4"]["done"]:
-        plots.curves(runs, ["unet", *registry.COMPARISONS["4.4"]], out / "smp.png", soft=True,
-                     labels={"unet": "our UNet, from scratch"}, human=human, ncol=2)
+        plots.curves(runs, registry.COMPARISONS["4.4"], out / "smp.png", soft=True, test_loss=True,
+                     labels=answers.SMP_LABELS, human=human, ncol=2)
     numbers["panels"] = prediction_panels(runs, out)
-    source = gpu if numbers["p4_1"].get("grad_scale") == "assignment" else runs
-    if numbers["p4_1"].get("block_weights"):  # both networks' gradients measured
-        plots.gradient_norms(source, out / "gradient_norms.png", numbers["p4_1"]["block_weights"])
-    if gpu is not None and done(gpu["unet"]) and gpu["unet"].get("train_whole_soft_dice"):
+    if gpu is not None and done(gpu["unet"]) and gpu["unet"].get("train_whole_dice_thresholded"):
         plots.generalisation(gpu["unet"], out / "generalisation.png")
     if numbers["p2_6"]["available"]:
         plots.classification(runs, registry.runs_of("2.6"), out / "classification_curves.png")
@@ -234,7 +234,7 @@ def main(argv=None):
                     "p4_ref": reference, "p4_1": answers.problem_4_1(arms["4.1"], gpu_41),
                     "p4_2": answers.problem_4_2(arms["4.2"]),
                     "p4_3": answers.problem_4_3(arms["4.3"]),
-                    "p4_4": answers.problem_4_4(arms["4.4"], profile, human)}
+                    "p4_4": answers.problem_4_4(arms["4.4"])}
     failed = [claim for answer in per_question.values() for claim, holds in answer["claims"] if not holds]
     if failed:
         raise UserError("the logs no longer support these claims of the report: " + "; ".join(failed) +

@@ -50,17 +50,12 @@ def code_version(run):
     return f"commit {commit}"
 
 
-# The runs each Problem 4 answer reads besides its comparison's arms: they must come from the
-# same code too (4.4's figure draws our UNet beside the pretrained one).
-ALSO_READ = {"4.1": (), "4.2": (), "4.3": (), "4.4": ("unet",)}
-
-
 def mixed_code(runs, question):
-    """None when every finished run that Problem ``question``'s answer reads (its comparison's
-    arms, ``registry.COMPARISONS``, the runs of ``ALSO_READ``, and their seed copies) was made
-    by one version of the code; else one line that says which runs were made by which."""
+    """None when every finished run of Problem ``question``'s comparison (its arms,
+    ``registry.COMPARISONS``, and their seed copies) was made by one version of the code; else
+    one line that says which runs were made by which."""
     made_by = {}
-    for name in dict.fromkeys((*registry.COMPARISONS[question], *ALSO_READ[question])):
+    for name in registry.COMPARISONS[question]:
         for key in copy_names(runs, name):
             made_by.setdefault(code_version(runs[key]), []).append(key)
     if len(made_by) <= 1:

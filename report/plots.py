@@ -32,11 +32,12 @@ def _label(name, labels=None):
     return ((run.label if run else None) or base) + (f", seed {seed}" if seed else "")
 
 
-def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None, soft=False, log_loss=False):
+def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None, soft=False, test_loss=False):
     """Thresholded Dice of each evaluation, with ``soft`` the soft Dice beside it (it still
-    separates runs whose thresholded Dice is 0), and the training loss per epoch: on a log
-    scale with ``log_loss``, else clipped at ``LOSS_CLIP`` with diverged values written on the
-    plot. One colour and marker per configuration; its seeds are its run (solid) and its
+    separates runs whose thresholded Dice is 0), and the loss: the training loss per epoch,
+    clipped at ``LOSS_CLIP`` with diverged values written on the plot, or with ``test_loss``
+    the loss on the test images at each evaluation, where the runs' training data differ
+    (augmented, or fewer eyes) and their training losses are not comparable. One colour and marker per configuration; its seeds are its run (solid) and its
     ``NAME_seedS`` copies (dashed, dotted). ``human``: the second observer's Dice under the
     same protocol, a grey dotted line. The legend sits below the panels. No figure when none of
     ``names`` is finished."""
@@ -60,11 +61,13 @@ def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None, so
             colour = line.get_color()
             if soft:
                 axes[1].plot(ev[keep], np.array(r["valid_accs"])[keep], color=colour, **style)
-            loss = np.array(r["train_losses"])[:up_to]
-            epochs = np.arange(1, len(loss) + 1)
-            ax_loss.plot(epochs, loss if log_loss else np.minimum(loss, LOSS_CLIP), color=colour,
-                         **{**style, "marker": None})
-            if not log_loss and k == 0 and loss.max() > LOSS_CLIP:  # one note per clipped run, inside the axes
+            if test_loss:
+                loss, epochs = np.array(r["valid_losses"])[keep], ev[keep]
+            else:
+                loss = np.array(r["train_losses"])[:up_to]
+                epochs = np.arange(1, len(loss) + 1)
+            ax_loss.plot(epochs, np.minimum(loss, LOSS_CLIP), color=colour, **{**style, "marker": None})
+            if k == 0 and loss.max() > LOSS_CLIP:  # one note per clipped run, inside the axes
                 above = loss[loss > LOSS_CLIP]
                 clipped.append((f"{_label(name, labels)}: {above.min():.0e} to {above.max():.0e}"
                                 if len(above) > 1 else f"{_label(name, labels)}: {above.max():.0e}", colour))
@@ -82,10 +85,8 @@ def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None, so
     ax_dice.set(ylabel="test Dice (threshold 0.5)", ylim=(0, 0.9), xlabel="epoch")
     if soft:
         axes[1].set(ylabel="test soft Dice", ylim=(0, 0.9), xlabel="epoch")
-    if log_loss:
-        ax_loss.set(ylabel="training DiceCE loss (log)", yscale="log", xlabel="epoch")
-    else:
-        ax_loss.set(ylabel="training DiceCE loss", ylim=(0, LOSS_CLIP * (1.6 if clipped else 1.1)), xlabel="epoch")
+    ax_loss.set(ylabel=f"{'test' if test_loss else 'training'} DiceCE loss", xlabel="epoch",
+                ylim=(0, LOSS_CLIP * (1.6 if clipped else 1.1)))
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -94,41 +95,51 @@ def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None, so
     save(fig, path)
 
 
-def gradient_norms(runs, path, weights):
-    """At initialisation, on a fixed training batch, with and without skip connections: each
-    block's gradient norm (left) and the root mean square of one weight's gradient in it, the
-    norm over the square root of the block's weight count (right), against Adam's epsilon.
-    ``weights``: each network's weight count per block (``answers.block_weights``)."""
+def sweep(runs, names, path, titles):
+    """Small multiples, one column per configuration (``titles[name]`` above it) and its seeds
+    in it: thresholded and soft test Dice on one scale (top), training loss on each column's
+    own scale, logarithmic where it spans more than a factor of 20 (bottom), so that runs stuck at a thresholded Dice of 0 neither hide each
+    other nor the others, and a loss that explodes leaves the stable ones readable."""
     plt = pyplot()
-    fig, (ax_norm, ax_rms) = plt.subplots(1, 2, figsize=(WIDTH, 2.6), sharex=True)
-    measured = [name for name in ("unet", "unet_noskip") if runs[name].get("initial_gradient_norms")]
-    width = 0.8 / len(measured)
-    for i, name in enumerate(measured):
-        norms = runs[name]["initial_gradient_norms"]
-        count = weights[name]
-        blocks, offset = list(norms), (i - (len(measured) - 1) / 2) * width
-        for ax, values in ((ax_norm, list(norms.values())), (ax_rms, [norms[b] / np.sqrt(count[b]) for b in blocks])):
-            ax.bar(np.arange(len(blocks)) + offset, values, width=width, label=_label(name))
-    ax_rms.axhline(1e-8, color="black", ls=":", lw=1)
-    ax_rms.text(3.5, 2e-8, "Adam's ε", ha="center", va="bottom", fontsize=8)
-    for ax, label in ((ax_norm, "gradient norm of the block"), (ax_rms, "RMS gradient of one weight")):
-        ax.set_xticks(range(len(blocks)), [b.replace("_block", " ") for b in blocks], rotation=45, ha="right")
-        ax.set_yscale("log")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3, axis="y")
+    fig, axes = plt.subplots(2, len(names), figsize=(WIDTH, 3.6), sharex=True, squeeze=False)
+    for col, name in enumerate(names):
+        ax_dice, ax_loss = axes[:, col]
+        losses = []
+        for k, key in enumerate(copy_names(runs, name)):
+            r = runs[key]
+            ls = ("-", "--", ":")[min(k, 2)]
+            ev = r["evaluated_epochs"]
+            ax_dice.plot(ev, r["valid_dice_thresholded"], color="C0", ls=ls, lw=1.1)
+            ax_dice.plot(ev, r["valid_accs"], color="C1", ls=ls, lw=1.1)
+            ax_loss.plot(np.arange(1, len(r["train_losses"]) + 1), r["train_losses"], color="C2", ls=ls, lw=1.1)
+            losses.extend(r["train_losses"])
+        ax_dice.set_title(titles[name])
+        ax_dice.set(ylim=(-0.02, 0.9))
+        if col:  # one Dice scale for the row; each loss its own log scale (an explosion would flatten the rest)
+            ax_dice.tick_params(labelleft=False)
+        ax_loss.set(xlabel="epoch", yscale="log" if max(losses) > 20 * min(losses) else "linear")
+        for ax in (ax_dice, ax_loss):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("test Dice")
+    axes[1, 0].set_ylabel("training loss")
     fig.tight_layout()
-    fig.legend(*ax_norm.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               frameon=False, ncol=2)
+    handles = [plt.Line2D([], [], color="C0"), plt.Line2D([], [], color="C1"), plt.Line2D([], [], color="C2"),
+               plt.Line2D([], [], color="grey", ls="-"), plt.Line2D([], [], color="grey", ls="--"),
+               plt.Line2D([], [], color="grey", ls=":")]
+    seeds = [runs[k]["config"]["seed"] for k in copy_names(runs, names[0])]
+    fig.legend(handles, ["thresholded Dice", "soft Dice", "training DiceCE loss",
+                         *[f"seed {s}" for s in seeds]][:3 + len(seeds)],
+               loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, ncol=6)
     save(fig, path)
 
 
 def generalisation(run, path):
-    """Soft Dice and loss of the same network on whole training and test images, eval mode."""
+    """Thresholded Dice and loss of the same network on whole training and test images, eval mode."""
     plt = pyplot()
     ev = run["evaluated_epochs"]
     fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(WIDTH, 2.6))
     for ax, (train_key, test_key, label) in zip(
-            (ax_dice, ax_loss), (("train_whole_soft_dice", "valid_accs", "soft Dice"),
+            (ax_dice, ax_loss), (("train_whole_dice_thresholded", "valid_dice_thresholded", "Dice (threshold 0.5)"),
                                  ("train_whole_losses", "valid_losses", "DiceCE loss"))):
         ax.plot(ev, run[train_key], "o-", ms=3, label="training eyes (one copy each)")
         ax.plot(ev, run[test_key], "s-", ms=3, label="test images")

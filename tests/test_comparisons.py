@@ -59,8 +59,3 @@ def test_a_comparison_is_answered_only_with_every_seed_of_every_arm():
     assert not any(logs.done(kept[key]) for key in runs)
     runs["unet_noskip_seed43"] = finished("aaaa", seed=43)
     assert logs.comparable(runs, "4.1", seeds=(42, 43, 44), say=said.append) is runs
-
-
-def test_the_runs_an_answer_reads_beside_its_arms_must_share_their_code():
-    runs = {"smp_pretrained": finished("aaaa"), "smp_scratch": finished("aaaa"), "unet": finished("bbbb")}
-    assert "unet: " + "bbbb" * 3 in logs.mixed_code(runs, "4.4")  # 4.4's figure draws our UNet beside its arms
