@@ -32,7 +32,7 @@ def _label(name, labels=None):
     return ((run.label if run else None) or base) + (f", seed {seed}" if seed else "")
 
 
-def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None, soft=False, test_loss=False):
+def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, test_loss=False):
     """Thresholded Dice of each evaluation, with ``soft`` the soft Dice beside it (it still
     separates runs whose thresholded Dice is 0), and the loss: the training loss per epoch,
     clipped at ``LOSS_CLIP`` with diverged values written on the plot, or with ``test_loss``
@@ -56,15 +56,14 @@ def curves(runs, names, path, up_to=None, labels=None, human=None, ncol=None, so
             r = runs[key]
             style = dict(marker=marker, ms=2.5, lw=1.2 if k == 0 else 0.9, ls=("-", "--", ":")[min(k, 2)])
             ev = np.array(r["evaluated_epochs"])
-            keep = ev <= (up_to or ev.max())
-            line, = ax_dice.plot(ev[keep], np.array(r["valid_dice_thresholded"])[keep], color=colour, **style)
+            line, = ax_dice.plot(ev, r["valid_dice_thresholded"], color=colour, **style)
             colour = line.get_color()
             if soft:
-                axes[1].plot(ev[keep], np.array(r["valid_accs"])[keep], color=colour, **style)
+                axes[1].plot(ev, r["valid_accs"], color=colour, **style)
             if test_loss:
-                loss, epochs = np.array(r["valid_losses"])[keep], ev[keep]
+                loss, epochs = np.array(r["valid_losses"]), ev
             else:
-                loss = np.array(r["train_losses"])[:up_to]
+                loss = np.array(r["train_losses"])
                 epochs = np.arange(1, len(loss) + 1)
             ax_loss.plot(epochs, np.minimum(loss, LOSS_CLIP), color=colour, **{**style, "marker": None})
             if k == 0 and loss.max() > LOSS_CLIP:  # one note per clipped run, inside the axes

@@ -10,7 +10,8 @@ random-effects model ``D[s, i] = mu + a_s + b_i + e_si``::
 
     var(mean) = (MS_seed + MS_image - MS_residual) / (S I)
 
-(never below ``MS_residual / (S I)``), with Student's t at Satterthwaite's degrees of freedom.
+(never below ``MS_residual / (S I)``, which then has its own ``(S - 1)(I - 1)`` degrees of
+freedom), with Student's t at Satterthwaite's degrees of freedom.
 Resampling the ``S I`` cells as if independent would ignore that a seed moves all its images
 together; with three seeds that interval covers the true effect far too rarely
 (``tests/test_stats.py`` measures both). With one seed, or one image, it is the paired t
@@ -56,10 +57,12 @@ def difference_interval(D, level: float = 0.95) -> Interval:
         residual = D - seed_means[:, None] - image_means[None, :] + mean
         ms_residual = (residual ** 2).sum() / ((S - 1) * (I - 1))
         terms = [(ms_seed, S - 1), (ms_image, I - 1), (-ms_residual, (S - 1) * (I - 1))]
-        combined = max(sum(ms for ms, _ in terms), ms_residual)
-        denominator = sum(ms ** 2 / df for ms, df in terms)
-        variance = combined / (S * I)
-        df = combined ** 2 / denominator if denominator > 0 else np.inf
+        combined = sum(ms for ms, _ in terms)
+        variance = max(combined, ms_residual) / (S * I)
+        if combined <= ms_residual:  # no seed or image effect beyond the residual: its own degrees of freedom
+            df = (S - 1) * (I - 1)
+        else:
+            df = combined ** 2 / sum(ms ** 2 / df for ms, df in terms)
     if variance == 0:  # every cell the same: no chance left to count
         return Interval(mean, mean, mean, level, S, I)
     half = stats.t.ppf(0.5 + level / 2, df) * np.sqrt(variance)

@@ -77,6 +77,86 @@ def test_a_comparison_is_answered_exactly_when_its_arms_have_every_seed_from_one
         assert numbers[key]["done"] == answerable, (question, seeds, fingerprints)
 
 
+def complete_plan(committed_runs, shift, seeds=(42, 43, 44)):
+    """``committed_runs`` (a copy of runs/cpu) completed with every Problem 4 run of the plan
+    that is missing, each seed a copy of the reference UNet's log whose per-image test Dice
+    are moved by ``shift(name, seed)`` (clipped to [0, 1]); one code fingerprint throughout."""
+    reference = json.loads((committed_runs / "unet" / "results.json").read_text())
+    for question, names in registry.COMPARISONS.items():
+        for name in names:
+            for seed in seeds:
+                folder = committed_runs / (name if seed == 42 else f"{name}_seed{seed}")
+                if (folder / "results.json").exists():
+                    continue
+                record = json.loads(json.dumps(reference))
+                record["config"]["seed"] = seed
+                per_image = {k: min(1.0, max(0.0, v + shift(name, seed)))
+                             for k, v in record["final_metrics"]["per_image_dice"].items()}
+                record["final_metrics"].update(per_image_dice=per_image, dice=float(np.mean(list(per_image.values()))))
+                record["valid_dice_thresholded"][-1] = record["final_metrics"]["dice"]
+                if name.startswith("smp"):
+                    record.update(model_weights={"encoder": "efficientnet-lite0", "source": "lite0.pth",
+                                                 "sha256": "0" * 64, "tensors_loaded": 240},
+                                  n_train_fundi=5 if "quarter" in name else 20)
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "results.json").write_text(json.dumps(record))
+    return committed_runs
+
+
+FIGURES = ["skip.png", "skip_assignment.png", "lr.png", "augmentation_curves.png", "smp.png", "generalisation.png",
+           "convolution_speed.png", "blur.jpg", "edges.jpg", "classification_curves.png",
+           *[f"scale_4.{q}.png" for q in (2, 3, 4)], *[f"panel_{k}.png" for k in ("skip", "lr", "augmentation", "smp")]]
+
+
+def test_every_answer_of_problem_4_compiles_once_the_plan_is_complete(committed_runs, built_from_committed_logs,
+                                                                      monkeypatch, tmp_path):
+    """Every comparison answered (its text, tables and intervals), on a made-up complete plan in
+    which some arms differ and others do not; the figures are stand-ins (drawn elsewhere)."""
+    from PIL import Image
+
+    differs = {"unet_noskip": -0.6, "lr_1e-1": -0.7, "lr_1e-5": -0.65, "aug_affine": -0.1, "aug_flip": 0.05,
+               "smp_pretrained": 0.08, "smp_scratch_quarter": -0.2}
+    rng = np.random.default_rng(0)
+    complete_plan(committed_runs, lambda name, seed: differs.get(name, 0) + rng.normal(0, 0.02))
+
+    def stand_ins(runs, gpu, root, out, numbers):
+        for stale in out.glob("*.*"):
+            stale.unlink()
+        for name in FIGURES:
+            Image.new("RGB", (40, 20), "grey").save(out / name)
+        numbers["panels"] = {k: {"drawn": [], "image": None, "best_of_seeds": False}
+                             for k in ("skip", "lr", "augmentation", "smp")}
+    monkeypatch.setattr(build, "figures_for", stand_ins)
+    monkeypatch.setattr(build, "architecture_facts", lambda: built_from_committed_logs[2]["arch"])
+    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
+    numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
+    assert all(numbers[key]["done"] for key in ("p4_1", "p4_2", "p4_3", "p4_4"))
+    assert not numbers["p4_1"]["difference"]["holds_zero"] and numbers["p4_1"]["difference"]["value"] < 0
+    assert [r["strategy"] for r in numbers["p4_3"]["better"]] == ["flip"]
+    assert [r["strategy"] for r in numbers["p4_3"]["worse"]] == ["affine"]
+    assert numbers["p4_4"]["quarter"]["gain"]["value"] > 0 and not numbers["p4_4"]["gain"]["holds_zero"]
+    # every interval within what its contrast can take
+    def within(d, low, high):
+        return low <= float(d["low"].replace("−", "-")) <= float(d["high"].replace("−", "-")) <= high
+    rows = [*numbers["p4_1"]["rows"], *numbers["p4_2"]["rows"], *numbers["p4_3"]["rows"], *numbers["p4_4"]["rows"]]
+    assert all(within(r["difference"], -1, 1) for r in rows if r["difference"])
+    assert within(numbers["p4_4"]["quarter"]["gain_grows"], -2, 2)
+    assert (tmp_path / "report.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_an_interval_never_leaves_the_range_of_its_contrast(tmp_path):
+    """One seed of one arm stuck at 0 makes the seed spread, and the t interval over three seeds,
+    wide; quoted, it is clipped to what a difference of Dice can be."""
+    from report import answers
+    runs = _augmentation_runs(tmp_path, {"none": 0, "flip": [-0.9, 0, 0]})
+    d = answers.difference(runs, {"aug_flip": 1, "aug_none": -1})
+    from report.stats import contrast_matrix, difference_interval
+    raw = difference_interval(contrast_matrix({"f": (1, answers.by_seed(runs, "aug_flip")),
+                                               "n": (-1, answers.by_seed(runs, "aug_none"))}))
+    assert raw.low < -1  # what the model alone gives
+    assert d["low"] == "−1.000" and d["holds_zero"]
+
+
 BODY_VOCABULARY = [  # how the PDF is made, run plans and tools: not what a report's body talks about
     r"\bprofiles?\b", r"report\.build", r"experiments\.py", r"\btools[/.]", r"gpu_session", r"\bbench",
     r"not made yet", r"how this report was", r"\bbuild(s|ing)? (the|this) (report|pdf)", r"\bcpu\b", r"`gpu`",
@@ -199,7 +279,7 @@ def _seg_run(folder, per_image, seed=42, auc=0.9):
     dice = float(np.mean(per_image))
     return {"status": "done", "folder": str(folder), "config": {"seed": seed, "crop_size": 0, "batch_size": 2,
                                                                  "lr": 1e-4, "optimizer": "adamw", "epochs": 10},
-            "final_metrics": {"dice": dice, "auc": auc, "sensitivity": dice,
+            "final_metrics": {"dice": dice, "auc": auc, "sensitivity": dice, "loss": 0.4,
                               "per_image_dice": dict(zip(IMAGES, map(float, per_image)))},
             "n_train_images": 80, "epochs_completed": 10, "execution": {"autocast": None}, "machine": {},
             "valid_dice_thresholded": [dice], "evaluated_epochs": [10], "train_losses": [0.5] * 10,
@@ -208,15 +288,15 @@ def _seg_run(folder, per_image, seed=42, auc=0.9):
 
 def _augmentation_runs(tmp_path, shifts, seeds=(42, 43, 44), auc=None):
     """Every run of Problem 4.3 with ``seeds``: strategy ``s`` scores no augmentation's Dice on
-    each image plus ``shifts[s]`` (a number, or one per seed); every other run not made."""
+    each image plus ``shifts[s]`` (a number, or one per seed), plus noise that moves each run as
+    a whole and each of its images (sd 0.01 each); every other run not made."""
     rng = np.random.default_rng(0)
     image_effect = rng.uniform(0.5, 0.8, 20)
-    seed_effect = dict(zip(seeds, rng.normal(0, 0.03, len(seeds))))
     runs = {}
     for strategy, shift in shifts.items():
         for k, seed in enumerate(seeds):
             delta = shift[k] if isinstance(shift, (list, tuple)) else shift
-            values = np.clip(image_effect + seed_effect[seed] + delta + rng.normal(0, 0.01, 20), 0, 1)
+            values = np.clip(image_effect + delta + rng.normal(0, 0.01) + rng.normal(0, 0.01, 20), 0, 1)
             key = f"aug_{strategy}" if seed == 42 else f"aug_{strategy}_seed{seed}"
             runs[key] = _seg_run(tmp_path, values, seed, auc=(auc or {}).get(strategy, 0.9))
     for name in registry.runs():
@@ -227,8 +307,9 @@ def _augmentation_runs(tmp_path, shifts, seeds=(42, 43, 44), auc=None):
 def test_every_strategy_is_compared_with_none_image_by_image_and_seed_by_seed(tmp_path):
     from report import answers
     from report.stats import contrast_matrix, difference_interval
-    runs = _augmentation_runs(tmp_path, {"none": 0, "flip": 0.1, "affine": 0.0, "color": -0.1, "elastic": 0.002,
-                                         "combined": -0.001})
+    # flip and color move every seed alike; the others move the seeds apart, not on average
+    runs = _augmentation_runs(tmp_path, {"none": 0, "flip": 0.2, "affine": [0.05, -0.05, 0], "color": -0.2,
+                                         "elastic": [-0.04, 0.04, 0.002], "combined": [0.03, 0, -0.03]})
     numbers = answers.problem_4_3(runs)["numbers"]
     assert [r["strategy"] for r in numbers["better"]] == ["flip"]
     assert [r["strategy"] for r in numbers["worse"]] == ["color"]

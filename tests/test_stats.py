@@ -35,9 +35,10 @@ def _coverage(interval, seed_sd, image_sd, cell_sd, n=600, seeds=3, images=20):
 
 
 @pytest.mark.parametrize("seed_sd, image_sd, cell_sd", [(0.05, 0.03, 0.03), (0.0, 0.03, 0.03), (0.05, 0.0, 0.03),
-                                                         (0.02, 0.02, 0.1)])
+                                                         (0.02, 0.02, 0.1), (0.0, 0.0, 0.05)])
 def test_the_interval_covers_the_true_difference_when_seeds_and_images_vary(seed_sd, image_sd, cell_sd):
-    assert _coverage(difference_interval, seed_sd, image_sd, cell_sd) >= 0.91
+    # near the nominal 95%: not below (too narrow), and not far above (wider than the data warrant)
+    assert 0.91 <= _coverage(difference_interval, seed_sd, image_sd, cell_sd) <= 0.99
 
 
 def test_treating_the_cells_as_independent_would_not_cover_a_seed_effect():
