@@ -108,8 +108,7 @@ FIGURES = ["skip.png", "skip_assignment.png", "lr.png", "augmentation_curves.png
            *[f"scale_4.{q}.png" for q in (2, 3, 4)], *[f"panel_{k}.png" for k in ("skip", "lr", "augmentation", "smp")]]
 
 
-def test_every_answer_of_problem_4_compiles_once_the_plan_is_complete(committed_runs, built_from_committed_logs,
-                                                                      monkeypatch, tmp_path):
+def test_every_answer_of_problem_4_compiles_once_the_plan_is_complete(committed_runs, monkeypatch, tmp_path):
     """Every comparison answered (its text, tables and intervals), on a made-up complete plan in
     which some arms differ and others do not; the figures are stand-ins (drawn elsewhere)."""
     from PIL import Image
@@ -127,7 +126,6 @@ def test_every_answer_of_problem_4_compiles_once_the_plan_is_complete(committed_
         numbers["panels"] = {k: {"drawn": [], "image": None, "best_of_seeds": False}
                              for k in ("skip", "lr", "augmentation", "smp")}
     monkeypatch.setattr(build, "figures_for", stand_ins)
-    monkeypatch.setattr(build, "architecture_facts", lambda: built_from_committed_logs[2]["arch"])
     build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
     numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
     assert all(numbers[key]["done"] for key in ("p4_1", "p4_2", "p4_3", "p4_4"))
