@@ -1,4 +1,6 @@
-"""main_segmentation.py end to end on generated vessel images (tests/conftest.py)."""
+"""main_segmentation.py end to end on generated vessel images (tests/conftest.py). The tests
+whose subject is the script around the model (resuming, divergence, schedules, outputs) train
+the graded UNet's structure at a sixteenth of its width (``slim_unet``)."""
 import json
 import shutil
 
@@ -6,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import assert_picture, interrupt_at_epoch, write_retina
+from conftest import assert_picture, interrupt_at_epoch, slim_unet_class, write_retina
 from PIL import Image
 from sklearn.metrics import f1_score, roc_auc_score
 from torchvision import tv_tensors
@@ -46,6 +48,18 @@ def check_results(results):
     assert np.mean(list(per_image.values())) == pytest.approx(results["final_metrics"]["dice"])
     # the code that trained it: the graded files and the script among the files hashed
     assert {"main_segmentation.py", "unet.py", "utils.py", "medimg/retina.py"} <= set(results["code_fingerprint"]["files"])
+
+
+def test_the_slim_unet_is_the_graded_unet_narrowed():
+    """The stand-in of the plumbing tests has every module of the graded UNet, in order, and
+    its forward: the same shapes at a sixteenth of the channels."""
+    with torch.device("meta"):
+        real, slim = UNet(3, 1), slim_unet_class()()
+        x = torch.empty(2, 3, 64, 64)
+        assert slim(x).shape == real(x).shape == (2, 1, 64, 64)
+    assert [(n, type(m)) for n, m in slim.named_modules() if n] == [(n, type(m)) for n, m in real.named_modules() if n]
+    assert type(slim).forward is UNet.forward
+    assert sum(p.numel() for p in slim.parameters()) * 200 < sum(p.numel() for p in real.parameters())
 
 
 @pytest.mark.parametrize("model", ["unet", "unet_noskip"])
@@ -94,6 +108,7 @@ def test_smp_imagenet_weights_offline_fail_fast_with_a_hint(offline, monkeypatch
     assert "--encoder efficientnet-lite0" in str(err.value)
 
 
+@pytest.mark.usefixtures("slim_unet")
 @pytest.mark.parametrize("augmentation", [s for s in retina_data.STRATEGIES if s != "none"])
 def test_one_epoch_with_each_augmentation(retina, tmp_path, augmentation):
     check_results(run(retina, tmp_path / augmentation, "--augmentation", augmentation))
@@ -230,6 +245,7 @@ def test_validation_split_keeps_copies_of_one_eye_together():
     assert {retina_data.fundus_id(names[i]) for i in train}.isdisjoint({retina_data.fundus_id(names[i]) for i in val})
 
 
+@pytest.mark.usefixtures("slim_unet")
 def test_final_metrics_come_from_the_best_validation_state(retina, tmp_path, monkeypatch):
     real_evaluate, states, scores = seg.evaluate, [], iter([0.2, 0.9, 0.5])  # the best is epoch 2 of 3
 
@@ -271,6 +287,7 @@ def test_schedule_evaluation_size_precision_and_saved_weights(retina, tmp_path):
     UNet(3, 1).load_state_dict(torch.load(tmp_path / "opts" / "model.pt", weights_only=False)["model"], strict=True)
 
 
+@pytest.mark.usefixtures("slim_unet")
 def test_train_eval_never_skips_only_the_training_eyes(retina, tmp_path):
     small = ["--epochs", "2", "--image_size", "32", "--crop_size", "16", "--plain"]
     every = run(retina, tmp_path / "every", *small)
@@ -336,6 +353,7 @@ def test_pairs_are_matched_by_name_not_position_and_any_format(tmp_path):
     assert images.dtype == torch.uint8 and set(torch.unique(masks).tolist()) <= {0, 1}
 
 
+@pytest.mark.usefixtures("slim_unet")
 def test_sizes_not_divisible_by_16_are_padded_and_metrics_ignore_the_padding(tmp_path):
     root = write_retina(tmp_path / "odd", n_train_fundi=1, copies=1, n_test=1, size=50)
     names, images, masks, sizes = retina_data.load_split(root / "test")
@@ -379,6 +397,7 @@ def test_bad_inputs_give_one_clear_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "run" / "results.json").exists()
 
 
+@pytest.mark.usefixtures("slim_unet")
 def test_an_existing_run_is_never_overwritten(retina, tmp_path, capsys):
     run(retina, tmp_path / "run")
     before = (tmp_path / "run" / "results.json").read_bytes()
@@ -389,6 +408,7 @@ def test_an_existing_run_is_never_overwritten(retina, tmp_path, capsys):
     assert (tmp_path / "run" / "results.json").read_bytes() == before
 
 
+@pytest.mark.usefixtures("slim_unet")
 def test_divergence_stops_cleanly_and_records_the_history(retina, tmp_path, monkeypatch):
     real_train = seg.train
 
@@ -409,6 +429,7 @@ def test_divergence_stops_cleanly_and_records_the_history(retina, tmp_path, monk
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()
 
 
+@pytest.mark.usefixtures("slim_unet")
 def test_resume_after_an_interruption_continues_where_it_stopped(retina, tmp_path, monkeypatch):
     # one execution for both runs: a measured choice may differ between two runs, and bit for bit
     # is a promise about one execution (that a resumed run keeps its own is the next test)
@@ -431,6 +452,7 @@ def test_resume_after_an_interruption_continues_where_it_stopped(retina, tmp_pat
     assert resumed["final_metrics"]["soft_dice"] == straight["final_metrics"]["soft_dice"]
 
 
+@pytest.mark.usefixtures("slim_unet")
 def test_a_resumed_run_keeps_the_execution_it_chose(retina, tmp_path, monkeypatch):
     """A resumed run computes with the execution its interrupted part chose (kept beside the
     checkpoint), even when the machine's remembered choice was forgotten or changed since."""
@@ -453,6 +475,7 @@ def test_a_resumed_run_keeps_the_execution_it_chose(retina, tmp_path, monkeypatc
     assert not (logdir / "execution.json").exists() and not (logdir / "checkpoint.pt").exists()
 
 
+@pytest.mark.usefixtures("slim_unet")
 def test_augmentations_figure(retina, tmp_path):
     run(retina, tmp_path / "fig", "--show_augmentations", "2")
     width, height = assert_picture(tmp_path / "fig" / "augmentations.png")
@@ -499,6 +522,7 @@ def test_option_names_are_never_abbreviated(retina, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.usefixtures("slim_unet")
 def test_the_run_doubts_its_execution_choice_by_its_own_second_epoch(retina, tmp_path, monkeypatch):
     """After the second epoch (the first includes warm-up) the run hands its own seconds per
     step to ``execution.recheck``, which forgets a remembered choice it contradicts."""
