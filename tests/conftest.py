@@ -159,6 +159,11 @@ def slim_unet(monkeypatch):
     """main_segmentation.py builds the slim UNet (``slim_unet_class``) for --model unet and
     unet_noskip: for the tests whose subject is the script around the model (resuming,
     divergence, schedules, outputs), not the graded model, which tests of its own cover."""
+    use_slim_unet(monkeypatch)
+
+
+def use_slim_unet(monkeypatch):
+    """``slim_unet`` for the runs made in this process while ``monkeypatch`` holds."""
     import main_segmentation
     real, slim = main_segmentation.build_model, slim_unet_class()
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, write_retina
+from conftest import ROOT, use_slim_unet, write_retina
 from PIL import Image
 
 from medimg import retina, runner
@@ -93,7 +93,9 @@ def test_a_run_made_after_another_in_one_process_equals_a_lone_run(retina, tmp_p
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = not benchmark  # main sets it True
     try:
-        assert lease.run_in_process("a", "main_segmentation.py", first, tmp_path / "worker" / "a").startswith("done")
+        with pytest.MonkeyPatch.context() as patch:  # the run before: any UNet leaves the state it leaves
+            use_slim_unet(patch)
+            assert lease.run_in_process("a", "main_segmentation.py", first, tmp_path / "worker" / "a").startswith("done")
         assert torch.get_num_threads() == 1  # the run used --threads 2
         assert torch.backends.cudnn.benchmark is not benchmark
         assert lease.run_in_process("b", "main_segmentation.py", second, tmp_path / "worker" / "b").startswith("done")
