@@ -186,7 +186,7 @@ def _problem_4_1_at_scale(gpu):
     fit = {name: gpu[name].get("train_whole_dice_thresholded") for name in ("unet", "unet_noskip")}
     if all(fit.values()):
         numbers["fit"] = {name: {"train": fmt(fit[name][-1]), "test": fmt(gpu[name]["valid_dice_thresholded"][-1]),
-                                 "gap": _signed(fit[name][-1] - gpu[name]["valid_dice_thresholded"][-1])}
+                                 "gap": _gap(fit[name][-1], gpu[name]["valid_dice_thresholded"][-1])}
                           for name in fit}
         claims += [("at the assignment's scale the UNet without skips finds fewer vessel pixels",
                     gn["final_metrics"]["sensitivity"] < gu["final_metrics"]["sensitivity"]),
@@ -207,6 +207,12 @@ LEVEL = 0.95  # of every interval the text quotes
 
 def _signed(x):
     return f"{x:+.3f}".replace("-", "−")
+
+
+def _gap(a, b):
+    """``a - b`` as the text prints it beside ``a`` and ``b`` rounded to three decimals: the
+    difference of the rounded values, so that a reader's subtraction agrees."""
+    return _signed(round(a, 3) - round(b, 3))
 
 
 def by_seed(runs, name):
@@ -455,7 +461,7 @@ def assignment_scale(runs, profile="gpu"):
     if done(unet) and unet.get("train_whole_dice_thresholded"):  # the overfitting question at that scale
         train, test = unet["train_whole_dice_thresholded"][-1], unet["valid_dice_thresholded"][-1]
         before = unet["valid_dice_thresholded"][:-5]  # the evaluations before the last five: none in a short run
-        n["generalisation"] = {"train": fmt(train), "test": fmt(test), "gap": _signed(train - test),
+        n["generalisation"] = {"train": fmt(train), "test": fmt(test), "gap": _gap(train, test),
                                "overfits": train - test > 0.05, "epochs": unet["epochs_completed"],
                                "budget": budget(unet), "still_improving": bool(before) and test > max(before)}
     return n
