@@ -164,7 +164,7 @@ BODY_VOCABULARY = [  # how the PDF is made, run plans and tools: not what a repo
 def _body_sources():
     """The Typst text of the report's body: everything before the appendices, comments left out."""
     report = (ROOT / "report" / "report.typ").read_text()
-    body = report[:report.index("= Appendix")] + (ROOT / "report" / "problem4.typ").read_text()
+    body = report[:report.index("#heading(numbering: none)[References]")] + (ROOT / "report" / "problem4.typ").read_text()
     return "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("//"))
 
 
