@@ -1,7 +1,6 @@
 """experiments.py: the run list, skipping finished runs, and honest 'not run' records."""
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -63,9 +62,9 @@ def test_the_cpu_profile_keeps_every_hyperparameter_of_the_assignment():
     assert names.index("aug_combined_seed44") < names.index("lr_1e-1_seed43")
 
 
-def test_list_prints_one_command_per_run():
-    out = subprocess.run([sys.executable, "experiments.py", "--profile", "gpu", "--list"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+def test_list_prints_one_command_per_run(capsys):
+    experiments.main(["--profile", "gpu", "--list"])
+    out = capsys.readouterr().out.splitlines()
     assert len(out) == len(registry.plan("gpu", "x", "y"))
     assert all(line.startswith("python experiments.py --profile gpu") and "--only" in line for line in out)
 
