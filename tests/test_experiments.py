@@ -262,3 +262,22 @@ def test_a_plan_is_estimated_from_one_measured_step_per_workload(monkeypatch, tm
     assert total == pytest.approx(sum(per_run.values())) and per_run["convolution"] == preflight.CONVOLUTION_SECONDS
     assert runner.measurement_key(*plan["aug_elastic"]) == runner.measurement_key(*plan["unet"])
     assert runner.measurement_key(*plan["unet"])[0] == "unet batch 2 512x512"
+
+
+def test_collect_runs_copies_finished_runs_without_weights(tmp_path, capsys):
+    from tools import collect_runs
+    source, destination = tmp_path / "exp", tmp_path / "runs"
+    for name, files in {"done": ["results.json", "log.txt", "model.pt", "execution.json", "curves.png"],
+                        "in_flight": ["log.txt", "checkpoint.pt", "execution.json"],
+                        "there": ["results.json"]}.items():
+        (source / name).mkdir(parents=True)
+        for f in files:
+            (source / name / f).write_text(f)
+    (destination / "there").mkdir(parents=True)
+    (destination / "there" / "results.json").write_text("committed")
+    collect_runs.main([str(source), str(destination)])
+    assert capsys.readouterr().out.split() == ["done"]
+    assert sorted(p.name for p in (destination / "done").iterdir()) == ["curves.png", "log.txt", "results.json"]
+    assert not (destination / "in_flight").exists() and (destination / "there" / "results.json").read_text() == "committed"
+    with pytest.raises(collect_runs.UserError, match="no such folder"):
+        collect_runs.main([str(tmp_path / "missing"), str(destination)])
