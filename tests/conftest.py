@@ -163,8 +163,12 @@ def slim_unet(monkeypatch):
 
 
 def use_slim_unet(monkeypatch):
-    """``slim_unet`` for the runs made in this process while ``monkeypatch`` holds."""
+    """``slim_unet`` for the runs made in this process while ``monkeypatch`` holds. Its measured
+    execution choices are remembered apart: they are keyed by workload ("unet ..."), not by width."""
+    import os
+
     import main_segmentation
+    monkeypatch.setenv("XDG_CACHE_HOME", str(Path(os.environ["XDG_CACHE_HOME"]) / "slim"))
     real, slim = main_segmentation.build_model, slim_unet_class()
 
     def build_model(model, *args, **kwargs):

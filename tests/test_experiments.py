@@ -1,6 +1,7 @@
 """experiments.py: the run list, skipping finished runs, and honest 'not run' records."""
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,10 @@ def test_the_cpu_profile_keeps_every_hyperparameter_of_the_assignment():
     assert names.index("aug_combined_seed44") < names.index("lr_1e-1_seed43")
 
 
-def test_list_prints_one_command_per_run(capsys):
-    experiments.main(["--profile", "gpu", "--list"])
+def test_list_prints_one_command_per_run(capsys, monkeypatch):
+    import runpy  # the script as the README runs it (its __main__ guard), in this interpreter
+    monkeypatch.setattr(sys, "argv", ["experiments.py", "--profile", "gpu", "--list"])
+    runpy.run_path(str(ROOT / "experiments.py"), run_name="__main__")
     out = capsys.readouterr().out.splitlines()
     assert len(out) == len(registry.plan("gpu", "x", "y"))
     assert all(line.startswith("python experiments.py --profile gpu") and "--only" in line for line in out)
@@ -267,17 +270,23 @@ def test_a_plan_is_estimated_from_one_measured_step_per_workload(monkeypatch, tm
 def test_collect_runs_copies_finished_runs_without_weights(tmp_path, capsys):
     from tools import collect_runs
     source, destination = tmp_path / "exp", tmp_path / "runs"
-    for name, files in {"done": ["results.json", "log.txt", "model.pt", "execution.json", "curves.png"],
-                        "in_flight": ["log.txt", "checkpoint.pt", "execution.json"],
+    for name, files in {"done": ["results.json", "log.txt", "model.pt", "execution.json", "curves.png",
+                                 ".model.pt.x1.tmp"],
+                        "convolution": ["convolution_timings.json"],
+                        "in_flight": ["results.json", "log.txt", "checkpoint.pt", "execution.json"],
+                        "started": ["log.txt"],
                         "there": ["results.json"]}.items():
         (source / name).mkdir(parents=True)
         for f in files:
             (source / name / f).write_text(f)
-    (destination / "there").mkdir(parents=True)
-    (destination / "there" / "results.json").write_text("committed")
+    for name, f in (("there", "results.json"), ("done", "not_run.json")):  # committed: a result, a not-run record
+        (destination / name).mkdir(parents=True)
+        (destination / name / f).write_text("committed")
     collect_runs.main([str(source), str(destination)])
-    assert capsys.readouterr().out.split() == ["done"]
+    assert capsys.readouterr().out.split() == ["convolution", "done"]
     assert sorted(p.name for p in (destination / "done").iterdir()) == ["curves.png", "log.txt", "results.json"]
-    assert not (destination / "in_flight").exists() and (destination / "there" / "results.json").read_text() == "committed"
-    with pytest.raises(collect_runs.UserError, match="no such folder"):
-        collect_runs.main([str(tmp_path / "missing"), str(destination)])
+    assert not (destination / "in_flight").exists() and not (destination / "started").exists()
+    assert (destination / "there" / "results.json").read_text() == "committed"
+    for missing in ([str(tmp_path / "missing"), str(destination)], [str(source), str(tmp_path / "missing")]):
+        with pytest.raises(collect_runs.UserError, match="no such folder"):
+            collect_runs.main(missing)

@@ -50,16 +50,23 @@ def check_results(results):
     assert {"main_segmentation.py", "unet.py", "utils.py", "medimg/retina.py"} <= set(results["code_fingerprint"]["files"])
 
 
-def test_the_slim_unet_is_the_graded_unet_narrowed():
-    """The stand-in of the plumbing tests has every module of the graded UNet, in order, and
-    its forward: the same shapes at a sixteenth of the channels."""
+@pytest.mark.parametrize("skip_connections", [True, False])
+def test_the_slim_unet_is_the_graded_unet_narrowed(skip_connections):
+    """The stand-in of the plumbing tests has every module of the graded UNet, in order, each
+    convolution at a sixteenth of its channels (the image's 3 and the output's 1 kept), its
+    attributes and its forward: the same shapes."""
     with torch.device("meta"):
-        real, slim = UNet(3, 1), slim_unet_class()()
+        real, slim = UNet(3, 1, skip_connections), slim_unet_class()(skip_connections=skip_connections)
         x = torch.empty(2, 3, 64, 64)
         assert slim(x).shape == real(x).shape == (2, 1, 64, 64)
-    assert [(n, type(m)) for n, m in slim.named_modules() if n] == [(n, type(m)) for n, m in real.named_modules() if n]
-    assert type(slim).forward is UNet.forward
-    assert sum(p.numel() for p in slim.parameters()) * 200 < sum(p.numel() for p in real.parameters())
+    modules = lambda net: [(n, type(m)) for n, m in net.named_modules() if n]
+    assert modules(slim) == modules(real)
+    narrowed = lambda c: c if c in (1, 3) else c // 16
+    for (name, a), (_, b) in zip(slim.named_modules(), real.named_modules()):
+        if isinstance(b, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            assert (a.in_channels, a.out_channels) == (narrowed(b.in_channels), narrowed(b.out_channels)), name
+    public = lambda net: {k: v for k, v in vars(net).items() if not k.startswith("_")}
+    assert public(slim) == public(real) and type(slim).forward is UNet.forward
 
 
 @pytest.mark.parametrize("model", ["unet", "unet_noskip"])

@@ -4,18 +4,21 @@ checkout's runs folder, as they are committed: the logs and figures, never a che
 
     python -m tools.collect_runs /work/exp/runs/cpu runs/cpu
 
-A run is finished when its folder holds a results.json and no checkpoint.pt (a run stopped in
-flight keeps its checkpoint where it was made, to resume there). A run the destination holds
-already is left as it is. Prints the names of the runs copied.
+A run is finished when its folder holds its results (results.json, or the convolution study's
+convolution_timings.json) and no checkpoint.pt (a run stopped in flight keeps its checkpoint
+where it was made, to resume there). A finished run the destination holds already is left as it
+is; a not_run.json there (the run could not be made on another machine) goes, as when a run is
+made in place. Prints the names of the runs copied.
 """
 import argparse
 import shutil
 from pathlib import Path
 
 from medimg.cli import UserError, run_cli
-from medimg.runfiles import finished
+from medimg.runner import status
 
-LEFT_BEHIND = ("*.pt", "execution.json")  # weights, and the execution kept only for a resume
+# weights, the execution kept only for a resume, and a file being written (runfiles.atomic_write)
+LEFT_BEHIND = ("*.pt", "execution.json", ".*.tmp")
 
 
 def collect(source: Path, destination: Path) -> list:
@@ -23,9 +26,10 @@ def collect(source: Path, destination: Path) -> list:
     copied = []
     for folder in sorted(p for p in source.iterdir() if p.is_dir()):
         target = destination / folder.name
-        if not finished(folder) or (target / "results.json").exists():
+        if status(folder) != "complete" or (folder / "checkpoint.pt").exists() or status(target) == "complete":
             continue
         shutil.copytree(folder, target, ignore=shutil.ignore_patterns(*LEFT_BEHIND), dirs_exist_ok=True)
+        (target / "not_run.json").unlink(missing_ok=True)
         copied.append(folder.name)
     return copied
 
