@@ -78,16 +78,15 @@ def test_a_comparison_is_answered_exactly_when_its_arms_have_every_seed_from_one
 
 
 def complete_plan(committed_runs, shift, seeds=(42, 43, 44)):
-    """``committed_runs`` (a copy of runs/cpu) completed with every Problem 4 run of the plan
-    that is missing, each seed a copy of the reference UNet's log whose per-image test Dice
-    are moved by ``shift(name, seed)`` (clipped to [0, 1]); one code fingerprint throughout."""
+    """``committed_runs`` (a copy of runs/cpu) with every Problem 4 comparison's runs made up,
+    whichever of them have been made: each seed a copy of the reference UNet's seed-42 log whose
+    per-image test Dice are moved by ``shift(name, seed)`` (clipped to [0, 1]); one code
+    fingerprint throughout."""
     reference = json.loads((committed_runs / "unet" / "results.json").read_text())
     for question, names in registry.COMPARISONS.items():
         for name in names:
             for seed in seeds:
                 folder = committed_runs / (name if seed == 42 else f"{name}_seed{seed}")
-                if (folder / "results.json").exists():
-                    continue
                 record = json.loads(json.dumps(reference))
                 record["config"]["seed"] = seed
                 per_image = {k: min(1.0, max(0.0, v + shift(name, seed)))
