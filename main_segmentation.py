@@ -211,7 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
           f"- Test: {len(test_split)}\n")
     # whole training images to evaluate as the evaluation images are: one copy of every eye
     train_eyes = train_split.subset(one_copy_per_eye(train_split.names)) if args.train_eval == "every" else None
-    model, weights = build_model(args.model, args.encoder, args.encoder_weights)
+    model, weights = build_model(args.model, args.encoder, args.encoder_weights, args.base_channels)
     # a resumed run computes with the execution the interrupted one chose, whatever was measured since
     execution, selection = (args.resume and kept_for_resume(logdir / "execution.json", device)) or \
         workloads.for_segmentation(args, device, model, args.crop_size or train_split.images.shape[-1])

@@ -47,26 +47,30 @@ class UNet(nn.Module):
         num_classes: number of output channels (1 for binary segmentation).
         skip_connections: ``False`` builds Problem 4.1's variant, whose decoder sees
             only the upsampled path. The default is the graded UNet.
+        base_channels: the channels of the first level, doubled at each of the four levels
+            below (64, the default, is the graded UNet: 64 to 1024). A smaller one keeps every
+            module and shape and checks a training script's plumbing in seconds.
 
     Shape: ``[B, input_shape, H, W]`` -> logits ``[B, num_classes, H, W]``, for H and W
     multiples of 16 (the four 2x2 poolings must divide evenly).
     """
 
-    def __init__(self, input_shape, num_classes, skip_connections=True):
+    def __init__(self, input_shape, num_classes, skip_connections=True, base_channels=64):
         super(UNet, self).__init__()
         self.skip_connections = skip_connections
-        self.encoder_block1 = double_conv_block(input_shape, 64)
-        self.encoder_block2 = double_conv_block(64, 128)
-        self.encoder_block3 = double_conv_block(128, 256)
-        self.encoder_block4 = double_conv_block(256, 512)
-        self.encoder_block5 = double_conv_block(512, 1024)  # the bottleneck
+        c1, c2, c3, c4, c5 = (base_channels * 2 ** level for level in range(5))  # 64, 128, ..., 1024
+        self.encoder_block1 = double_conv_block(input_shape, c1)
+        self.encoder_block2 = double_conv_block(c1, c2)
+        self.encoder_block3 = double_conv_block(c2, c3)
+        self.encoder_block4 = double_conv_block(c3, c4)
+        self.encoder_block5 = double_conv_block(c4, c5)  # the bottleneck
         self.pool = nn.MaxPool2d(2)
 
-        self.decoder_block1 = DecoderBlock(1024, 512, skip_connections)
-        self.decoder_block2 = DecoderBlock(512, 256, skip_connections)
-        self.decoder_block3 = DecoderBlock(256, 128, skip_connections)
-        self.decoder_block4 = DecoderBlock(128, 64, skip_connections)
-        self.outconv = nn.Conv2d(64, num_classes, kernel_size=1)
+        self.decoder_block1 = DecoderBlock(c5, c4, skip_connections)
+        self.decoder_block2 = DecoderBlock(c4, c3, skip_connections)
+        self.decoder_block3 = DecoderBlock(c3, c2, skip_connections)
+        self.decoder_block4 = DecoderBlock(c2, c1, skip_connections)
+        self.outconv = nn.Conv2d(c1, num_classes, kernel_size=1)
 
     def forward(self, x):
         height, width = x.shape[-2:]

@@ -37,6 +37,9 @@ def parse_segmentation_args(argv: Optional[Sequence[str]] = None) -> Namespace:
     variants.add_argument('--encoder_weights', default='imagenet',
                           help="smp_unet only: 'imagenet', 'none' (from scratch) or the path of a state dict of the "
                                "encoder's ImageNet classifier (default: %(default)s).")
+    variants.add_argument('--base_channels', type=positive_int, default=64,
+                          help="unet and unet_noskip only: the first level's channels, doubled at each level below "
+                               "(default: %(default)s, the graded UNet's; a smaller one checks the plumbing in seconds).")
     variants.add_argument('--optimizer', choices=('adamw', 'adam'), default='adamw',
                           help='adam ignores --weight_decay (default: %(default)s).')
     variants.add_argument('--lr_schedule', choices=('constant', 'cosine'), default='constant',
@@ -72,7 +75,10 @@ def parse_segmentation_args(argv: Optional[Sequence[str]] = None) -> Namespace:
     machinery.add_argument('--threads', type=non_negative_int, default=0,
                            help='CPU threads for PyTorch; 0 = its default.')
     machinery.add_argument('--save_model', action='store_true', help='Keep the final weights as model.pt.')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.model == 'smp_unet' and args.base_channels != 64:
+        parser.error(f'--base_channels {args.base_channels}: only unet and unet_noskip have it, not smp_unet')
+    return args
 
 
 def parse_classification_args(argv: Optional[Sequence[str]] = None) -> Namespace:

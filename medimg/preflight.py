@@ -82,7 +82,7 @@ def step_seconds(script, arguments, device):
             _, record = workloads.for_classification(args, device, build_classifier(args.model, args.size))
         else:
             side = args.crop_size or args.image_size or 512
-            model, _ = build_model(args.model, args.encoder, "none")  # the weights do not change the time
+            model, _ = build_model(args.model, args.encoder, "none", args.base_channels)  # weights do not change the time
             _, record = workloads.for_segmentation(args, device, model, side)
     seconds = record.get("seconds_per_step", {})
     return seconds.get(record["chosen"]) or (min(seconds.values()) if seconds else None)

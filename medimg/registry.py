@@ -131,6 +131,7 @@ DRY_RUN = {"main_segmentation.py": ["--epochs", "1", "--image_size", "64", "--cr
                                     "--eval_every", "1", "--train_fraction", "0.25"],
            "main_classification.py": ["--epochs", "1", "--subset", "64"],
            "convolution.py": ["--quick"]}
+DRY_RUN_UNET = ["--base_channels", "8"]  # and the UNets at an eighth of their width (smp's have no such option)
 
 
 # Problem 4's comparisons: the runs each compares, made with every seed of a plan. The order
@@ -163,6 +164,8 @@ def plan(profile, data, data_dir, seeds=None, dry_run=False):
 
     def made(run, extra=()):
         tiny = DRY_RUN[run.script] if dry_run else []
+        if dry_run and run.script == "main_segmentation.py" and "smp_unet" not in run.arguments:
+            tiny = [*tiny, *DRY_RUN_UNET]
         return run.script, merge(merge(common[run.script], run.arguments), [*extra, *tiny])
     arms = {name for names in COMPARISONS.values() for name in names}
     planned = {}

@@ -45,14 +45,17 @@ class Normalized(torch.nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def build_model(model: str, encoder: str = "resnet18", encoder_weights: str = "none") -> tuple[torch.nn.Module, dict]:
+def build_model(model: str, encoder: str = "resnet18", encoder_weights: str = "none",
+                base_channels: int = 64) -> tuple[torch.nn.Module, dict]:
     """The network and a record of its weights: ``(module, weights_record)``. The module maps
     images ``[B, 3, H, W]`` in [0, 1] (H and W multiples of 32 for smp_unet, 16 otherwise)
-    to vessel logits ``[B, 1, H, W]``."""
-    if model == "unet":
-        return UNet(input_shape=3, num_classes=1), {"encoder": None, "weights": "random"}
-    if model == "unet_noskip":
-        return UNet(input_shape=3, num_classes=1, skip_connections=False), {"encoder": None, "weights": "random"}
+    to vessel logits ``[B, 1, H, W]``. ``base_channels``: the UNets' first-level channels
+    (64 is the graded UNet's)."""
+    if model in ("unet", "unet_noskip"):
+        net = UNet(input_shape=3, num_classes=1, skip_connections=model == "unet", base_channels=base_channels)
+        return net, {"encoder": None, "weights": "random"}
+    if base_channels != 64:
+        raise UserError(f"--base_channels {base_channels}: only the UNets (unet, unet_noskip) have it, not {model}")
     return build_smp_unet(encoder, encoder_weights)
 
 

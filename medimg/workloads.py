@@ -22,17 +22,18 @@ class Workload:
     """One training step: ``model`` by the scripts' name (mlp, mobilenet, unet, unet_noskip,
     smp_unet with ``encoder``) on a batch of ``batch_size`` RGB images of ``side`` x ``side``
     pixels; ``probabilities`` puts a classifier's loss on its softmax output (the template's
-    literal MobileNet, ``--loss_on_probabilities``)."""
+    literal MobileNet, ``--loss_on_probabilities``); ``base_channels``: the UNets' first level."""
     model: str
     batch_size: int
     side: int
     encoder: str = "resnet18"
     probabilities: bool = False
+    base_channels: int = 64
 
     @classmethod
     def of_segmentation(cls, args, side: int) -> "Workload":
         """``main_segmentation.py``'s step: its model on ``args.batch_size`` crops (or images) of ``side`` pixels."""
-        return cls(args.model, args.batch_size, side, args.encoder)
+        return cls(args.model, args.batch_size, side, args.encoder, base_channels=args.base_channels)
 
     @classmethod
     def of_classification(cls, args) -> "Workload":
@@ -45,15 +46,17 @@ class Workload:
 
     @property
     def name(self) -> str:
-        """What the execution choice is remembered under, e.g. ``unet batch 8 128x128``."""
-        model = self.model + (f"/{self.encoder}" if self.model == "smp_unet" else "")
+        """What the execution choice is remembered under, e.g. ``unet batch 8 128x128``
+        (``unet base 16 batch 8 128x128`` for a UNet of 16 base channels)."""
+        model = self.model + (f"/{self.encoder}" if self.model == "smp_unet" else "") + \
+            (f" base {self.base_channels}" if self.base_channels != 64 else "")
         return f"{model} batch {self.batch_size} {self.side}x{self.side}"
 
     def build(self) -> nn.Module:
         """A fresh network with random weights (weights do not change a step's time)."""
         if self.classifies:
             return build_classifier(self.model, self.side)
-        return build_model(self.model, self.encoder, "none")[0]
+        return build_model(self.model, self.encoder, "none", self.base_channels)[0]
 
     def loss(self) -> nn.Module:
         return nn.CrossEntropyLoss() if self.classifies else DiceCELoss()

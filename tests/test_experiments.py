@@ -96,7 +96,7 @@ def test_finished_runs_are_skipped(tmp_path):
 def test_an_interrupted_run_is_resumed(retina, tmp_path, monkeypatch):
     import main_segmentation as seg
     arguments = ["--dataset", str(retina), "--epochs", "2", "--crop_size", "32", "--batch_size", "2",
-                 "--threads", "2", "--plain"]
+                 "--threads", "2", "--plain", "--base_channels", "4"]
     logdir = tmp_path / "runs" / "cpu" / "unet"
     interrupt_at_epoch(monkeypatch, seg, 1)  # experiments.py runs the script in a process of its own
     with pytest.raises(KeyboardInterrupt):

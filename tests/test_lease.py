@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, use_slim_unet, write_retina
+from conftest import ROOT, write_retina
 from PIL import Image
 
 from medimg import retina, runner
@@ -20,7 +20,7 @@ from medimg.cli import UserError
 from tools import lease, lease_carry
 
 TINY = ["--epochs", "1", "--crop_size", "32", "--batch_size", "2", "--eval_every", "1", "--threads", "2",
-        "--plain", "--train_eval", "never"]
+        "--plain", "--train_eval", "never", "--base_channels", "4"]
 
 
 def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
@@ -93,9 +93,7 @@ def test_a_run_made_after_another_in_one_process_equals_a_lone_run(retina, tmp_p
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = not benchmark  # main sets it True
     try:
-        with pytest.MonkeyPatch.context() as patch:  # the run before: any UNet leaves the state it leaves
-            use_slim_unet(patch)
-            assert lease.run_in_process("a", "main_segmentation.py", first, tmp_path / "worker" / "a").startswith("done")
+        assert lease.run_in_process("a", "main_segmentation.py", first, tmp_path / "worker" / "a").startswith("done")
         assert torch.get_num_threads() == 1  # the run used --threads 2
         assert torch.backends.cudnn.benchmark is not benchmark
         assert lease.run_in_process("b", "main_segmentation.py", second, tmp_path / "worker" / "b").startswith("done")
@@ -277,7 +275,7 @@ def test_workers_sharing_a_device_get_the_measured_execution_fixed(retina):
     """The flags a lease adds when several workers share the device leave a run exactly one
     candidate, the one chosen for its workload: nothing is measured or rechecked in the run."""
     from medimg import execution, preflight
-    arguments = ["--dataset", str(retina), "--model", "unet", "--crop_size", "32", "--batch_size", "2"]
+    arguments = ["--dataset", str(retina), "--model", "unet", "--crop_size", "32", "--batch_size", "2", "--base_channels", "4"]
     device = torch.device("cpu")
     flags = runner.fixed_execution("main_segmentation.py", arguments, device)  # measured here, and remembered
     chosen, record = execution.from_args(preflight._args("main_segmentation.py", arguments), device,

@@ -1,6 +1,6 @@
 """main_segmentation.py end to end on generated vessel images (tests/conftest.py). The tests
 whose subject is the script around the model (resuming, divergence, schedules, outputs) train
-the graded UNet's structure at a sixteenth of its width (``slim_unet``)."""
+the graded UNet's structure at a sixteenth of its width (``SLIM``)."""
 import json
 import shutil
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import assert_picture, interrupt_at_epoch, slim_unet_class, write_retina
+from conftest import assert_picture, interrupt_at_epoch, write_retina
 from PIL import Image
 from sklearn.metrics import f1_score, roc_auc_score
 from torchvision import tv_tensors
@@ -17,6 +17,7 @@ import main_segmentation as seg
 from medimg import retina as retina_data
 from medimg.execution import Execution
 from medimg.figures import load_mask_png
+from medimg.options import parse_segmentation_args
 from medimg.segmentation_metrics import (
     constant_prediction_dice,
     pixel_metrics,
@@ -27,6 +28,10 @@ from medimg.training import Progress, skips_non_finite_steps_on_device
 from unet import UNet
 
 FAST = ["--epochs", "1", "--batch_size", "2", "--crop_size", "32", "--threads", "2"]
+# for the tests whose subject is the script around the model (resuming, divergence, schedules,
+# outputs): the graded UNet's modules at a sixteenth of its width (4 to 64 channels, 120
+# thousand weights instead of 31 million); the graded width has tests of its own
+SLIM = ["--base_channels", "4"]
 
 
 def run(retina, logdir, *extra):
@@ -51,22 +56,30 @@ def check_results(results):
 
 
 @pytest.mark.parametrize("skip_connections", [True, False])
-def test_the_slim_unet_is_the_graded_unet_narrowed(skip_connections):
-    """The stand-in of the plumbing tests has every module of the graded UNet, in order, each
-    convolution at a sixteenth of its channels (the image's 3 and the output's 1 kept), its
-    attributes and its forward: the same shapes."""
+def test_base_channels_narrow_every_level_and_keep_the_graded_structure(skip_connections):
+    """UNet(..., base_channels=4), the plumbing tests' model, has every module of the graded
+    UNet, in order, each convolution at a sixteenth of its channels (the image's 3 and the
+    output's 1 kept), the same attributes and forward, and so the same shapes; the default
+    is the graded width."""
     with torch.device("meta"):
-        real, slim = UNet(3, 1, skip_connections), slim_unet_class()(skip_connections=skip_connections)
+        graded, slim = UNet(3, 1, skip_connections), UNet(3, 1, skip_connections, base_channels=4)
         x = torch.empty(2, 3, 64, 64)
-        assert slim(x).shape == real(x).shape == (2, 1, 64, 64)
+        assert slim(x).shape == graded(x).shape == (2, 1, 64, 64)
     modules = lambda net: [(n, type(m)) for n, m in net.named_modules() if n]
-    assert modules(slim) == modules(real)
+    assert modules(slim) == modules(graded)
     narrowed = lambda c: c if c in (1, 3) else c // 16
-    for (name, a), (_, b) in zip(slim.named_modules(), real.named_modules()):
+    for (name, a), (_, b) in zip(slim.named_modules(), graded.named_modules()):
         if isinstance(b, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             assert (a.in_channels, a.out_channels) == (narrowed(b.in_channels), narrowed(b.out_channels)), name
+    assert graded.encoder_block5[0].out_channels == 1024 and graded.outconv.in_channels == 64
     public = lambda net: {k: v for k, v in vars(net).items() if not k.startswith("_")}
-    assert public(slim) == public(real) and type(slim).forward is UNet.forward
+    assert public(slim) == public(graded)
+    assert parse_segmentation_args(["--dataset", "d", "--logdir", "l"]).base_channels == 64
+
+
+def test_base_channels_are_refused_for_the_smp_unet(capsys):
+    _expect_one_line_error(capsys, ["--dataset", "d", "--logdir", "l", "--model", "smp_unet", "--base_channels", "8"],
+                           "--base_channels 8", "smp_unet")
 
 
 @pytest.mark.parametrize("model", ["unet", "unet_noskip"])
@@ -115,10 +128,9 @@ def test_smp_imagenet_weights_offline_fail_fast_with_a_hint(offline, monkeypatch
     assert "--encoder efficientnet-lite0" in str(err.value)
 
 
-@pytest.mark.usefixtures("slim_unet")
 @pytest.mark.parametrize("augmentation", [s for s in retina_data.STRATEGIES if s != "none"])
 def test_one_epoch_with_each_augmentation(retina, tmp_path, augmentation):
-    check_results(run(retina, tmp_path / augmentation, "--augmentation", augmentation))
+    check_results(run(retina, tmp_path / augmentation, *SLIM, "--augmentation", augmentation))
 
 
 @pytest.mark.parametrize("augmentation", list(retina_data.STRATEGIES))
@@ -252,7 +264,6 @@ def test_validation_split_keeps_copies_of_one_eye_together():
     assert {retina_data.fundus_id(names[i]) for i in train}.isdisjoint({retina_data.fundus_id(names[i]) for i in val})
 
 
-@pytest.mark.usefixtures("slim_unet")
 def test_final_metrics_come_from_the_best_validation_state(retina, tmp_path, monkeypatch):
     real_evaluate, states, scores = seg.evaluate, [], iter([0.2, 0.9, 0.5])  # the best is epoch 2 of 3
 
@@ -266,7 +277,7 @@ def test_final_metrics_come_from_the_best_validation_state(retina, tmp_path, mon
     names = retina_data.load_split(retina / "train")[0]
     validation_names = [names[i] for i in retina_data.split_by_fundus(names, 0.34, seed=42)[1]]
     monkeypatch.setattr(seg, "evaluate", spy)
-    results = run(retina, tmp_path / "val", "--val_fraction", "0.34", "--epochs", "3", "--save_model")
+    results = run(retina, tmp_path / "val", *SLIM, "--val_fraction", "0.34", "--epochs", "3", "--save_model")
     assert results["evaluated_on"] == "validation" and results["final_metrics_model"] == "best validation epoch"
     assert results["n_train_images"] == 4 and results["best_epoch"] == 2
     assert results["valid_dice_thresholded"] == [0.2, 0.9, 0.5]
@@ -294,11 +305,10 @@ def test_schedule_evaluation_size_precision_and_saved_weights(retina, tmp_path):
     UNet(3, 1).load_state_dict(torch.load(tmp_path / "opts" / "model.pt", weights_only=False)["model"], strict=True)
 
 
-@pytest.mark.usefixtures("slim_unet")
 def test_train_eval_never_skips_only_the_training_eyes(retina, tmp_path):
     small = ["--epochs", "2", "--image_size", "32", "--crop_size", "16", "--plain"]
-    every = run(retina, tmp_path / "every", *small)
-    never = run(retina, tmp_path / "never", *small, "--train_eval", "never")
+    every = run(retina, tmp_path / "every", *SLIM, *small)
+    never = run(retina, tmp_path / "never", *SLIM, *small, "--train_eval", "never")
     whole = ("train_whole_losses", "train_whole_soft_dice", "train_whole_dice_thresholded")
     assert all(len(every[key]) == 2 for key in whole) and all(never[key] == [] for key in whole)
     assert list(never) == list(every) and never["measures"] == every["measures"]  # the same keys, meaning the same
@@ -360,12 +370,11 @@ def test_pairs_are_matched_by_name_not_position_and_any_format(tmp_path):
     assert images.dtype == torch.uint8 and set(torch.unique(masks).tolist()) <= {0, 1}
 
 
-@pytest.mark.usefixtures("slim_unet")
 def test_sizes_not_divisible_by_16_are_padded_and_metrics_ignore_the_padding(tmp_path):
     root = write_retina(tmp_path / "odd", n_train_fundi=1, copies=1, n_test=1, size=50)
     names, images, masks, sizes = retina_data.load_split(root / "test")
     assert images.shape[-2:] == (64, 64) and sizes == [(50, 50)]
-    results = run(root, tmp_path / "run")
+    results = run(root, tmp_path / "run", *SLIM)
     vessels = masks[0, 0, :50, :50].sum().item()
     assert results["baselines"]["all_vessel_dice"] == pytest.approx(2 * vessels / (2500 + vessels))
 
@@ -404,18 +413,16 @@ def test_bad_inputs_give_one_clear_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "run" / "results.json").exists()
 
 
-@pytest.mark.usefixtures("slim_unet")
 def test_an_existing_run_is_never_overwritten(retina, tmp_path, capsys):
-    run(retina, tmp_path / "run")
+    run(retina, tmp_path / "run", *SLIM)
     before = (tmp_path / "run" / "results.json").read_bytes()
-    _expect_one_line_error(capsys, ["--dataset", str(retina), "--logdir", str(tmp_path / "run"), *FAST],
+    _expect_one_line_error(capsys, ["--dataset", str(retina), "--logdir", str(tmp_path / "run"), *FAST, *SLIM],
                            "already holds a run", "--resume")
     assert (tmp_path / "run" / "results.json").read_bytes() == before
-    seg.main(["--dataset", str(retina), "--logdir", str(tmp_path / "run"), *FAST, "--resume"])  # complete: no-op
+    seg.main(["--dataset", str(retina), "--logdir", str(tmp_path / "run"), *FAST, *SLIM, "--resume"])  # complete: no-op
     assert (tmp_path / "run" / "results.json").read_bytes() == before
 
 
-@pytest.mark.usefixtures("slim_unet")
 def test_divergence_stops_cleanly_and_records_the_history(retina, tmp_path, monkeypatch):
     real_train = seg.train
 
@@ -425,7 +432,7 @@ def test_divergence_stops_cleanly_and_records_the_history(retina, tmp_path, monk
         return real_train(epoch, model, loader, optimizer, scaler, loss_fn, *rest)
 
     monkeypatch.setattr(seg, "train", exploding_from_epoch_2)
-    results = run(retina, tmp_path / "nan", "--epochs", "5", "--crops_per_image", "2", "--save_model")
+    results = run(retina, tmp_path / "nan", *SLIM, "--epochs", "5", "--crops_per_image", "2", "--save_model")
     assert results["diverged"] is True
     assert results["epochs_completed"] == 2 and len(results["train_losses"]) == 2
     # the NaN steps were skipped: the final weights and metrics are the last finite ones
@@ -436,11 +443,10 @@ def test_divergence_stops_cleanly_and_records_the_history(retina, tmp_path, monk
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()
 
 
-@pytest.mark.usefixtures("slim_unet")
 def test_resume_after_an_interruption_continues_where_it_stopped(retina, tmp_path, monkeypatch):
     # one execution for both runs: a measured choice may differ between two runs, and bit for bit
     # is a promise about one execution (that a resumed run keeps its own is the next test)
-    argv = ["--dataset", str(retina), *FAST, "--epochs", "2", "--amp", "off", "--channels_last", "off",
+    argv = ["--dataset", str(retina), *FAST, *SLIM, "--epochs", "2", "--amp", "off", "--channels_last", "off",
             "--train_eval", "never"]
     seg.main([*argv, "--logdir", str(tmp_path / "straight")])
     straight = json.loads((tmp_path / "straight" / "results.json").read_text())
@@ -459,12 +465,11 @@ def test_resume_after_an_interruption_continues_where_it_stopped(retina, tmp_pat
     assert resumed["final_metrics"]["soft_dice"] == straight["final_metrics"]["soft_dice"]
 
 
-@pytest.mark.usefixtures("slim_unet")
 def test_a_resumed_run_keeps_the_execution_it_chose(retina, tmp_path, monkeypatch):
     """A resumed run computes with the execution its interrupted part chose (kept beside the
     checkpoint), even when the machine's remembered choice was forgotten or changed since."""
     logdir = tmp_path / "kept"
-    argv = ["--dataset", str(retina), *FAST, "--epochs", "2", "--logdir", str(logdir)]
+    argv = ["--dataset", str(retina), *FAST, *SLIM, "--epochs", "2", "--logdir", str(logdir)]
     restore = interrupt_at_epoch(monkeypatch, seg, 1)
     with pytest.raises(KeyboardInterrupt):
         seg.main(argv)
@@ -482,9 +487,8 @@ def test_a_resumed_run_keeps_the_execution_it_chose(retina, tmp_path, monkeypatc
     assert not (logdir / "execution.json").exists() and not (logdir / "checkpoint.pt").exists()
 
 
-@pytest.mark.usefixtures("slim_unet")
 def test_augmentations_figure(retina, tmp_path):
-    run(retina, tmp_path / "fig", "--show_augmentations", "2")
+    run(retina, tmp_path / "fig", *SLIM, "--show_augmentations", "2")
     width, height = assert_picture(tmp_path / "fig" / "augmentations.png")
     # one row per strategy, the original and two draws per row
     assert height / width == pytest.approx((2.45 * len(retina_data.STRATEGIES)) / (2.3 * 3), rel=0.15)
@@ -529,11 +533,10 @@ def test_option_names_are_never_abbreviated(retina, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.usefixtures("slim_unet")
 def test_the_run_doubts_its_execution_choice_by_its_own_second_epoch(retina, tmp_path, monkeypatch):
     """After the second epoch (the first includes warm-up) the run hands its own seconds per
     step to ``execution.recheck``, which forgets a remembered choice it contradicts."""
     calls = []
     monkeypatch.setattr(seg, "recheck", lambda selection, seconds, tolerance: calls.append((selection, seconds)))
-    run(retina, tmp_path / "two", "--epochs", "2")
+    run(retina, tmp_path / "two", *SLIM, "--epochs", "2")
     assert len(calls) == 1 and calls[0][1] > 0 and "chosen" in calls[0][0]

@@ -28,8 +28,9 @@ finished run in ``$OUT/runs_gpu.tar.gz``. How to call it: ``tools/README.md``.
    gpu_session.sh's ``LEASE_STARTED``, so the wheels' install and Python's start count;
    less ``PACK_MARGIN`` to stop the workers and pack).
 
-``--dry_run`` makes every run tiny (one epoch on 64-px images) into ``runs/gpu-dry``, on any
-machine: the rehearsal of a lease (tests/test_lease.py runs one).
+``--dry_run`` makes every run tiny (one epoch on 64-px images, the UNets at an eighth of their
+width) into ``runs/gpu-dry``, on any machine: the rehearsal of a lease (tests/test_lease.py
+runs one).
 """
 import argparse
 import contextlib
