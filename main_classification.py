@@ -23,7 +23,6 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.metrics import confusion_matrix, roc_auc_score
 from torch import optim
 from torchvision import transforms
 from tqdm import tqdm
@@ -142,6 +141,7 @@ def test(model: Scores, loader: torch.utils.data.DataLoader, criterion: Callable
 def test_metrics(loss: float, acc: float, probs: np.ndarray, labels: np.ndarray) -> dict:
     """Loss, accuracy, macro one-vs-rest ROC AUC (None unless every class is present) and
     the confusion matrix (rows: true class) of class probabilities ``[N, 9]`` and labels ``[N]``."""
+    from sklearn.metrics import confusion_matrix, roc_auc_score  # imported when first needed: a second at every start
     probs = probs.astype(np.float64)
     probs /= probs.sum(axis=1, keepdims=True)  # bf16 softmax outputs sum to 1 only within ~1e-3
     present = np.unique(labels)

@@ -10,7 +10,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from utils import DiceLoss
 
@@ -33,6 +32,7 @@ def pixel_metrics(probs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) ->
     ``thresholded_dice``'s masks: logit > 0) of
     lists of probability maps and binary masks, each ``[H, W]`` (sizes may differ between
     images); AUC is NaN when the masks hold a single class."""
+    from sklearn.metrics import roc_auc_score  # imported when first needed: it adds a second to every start
     p, t = np.concatenate([x.ravel() for x in probs]), np.concatenate([x.ravel() for x in targets]).astype(bool)
     pred = p > 0.5
     tp, tn = np.sum(pred & t), np.sum(~pred & ~t)
