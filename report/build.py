@@ -99,11 +99,11 @@ def _block_inputs(model, x):
     return sides
 
 
-def prediction_panels(runs, out):
+def prediction_panels(runs, out, augmentation_arms):
     """Each comparison's predictions side by side on one test image (``plots.prediction_panels``),
     drawn where at least two of its configurations wrote their masks and one of them predicts
     vessels. Each configuration is shown by its seed with the highest test Dice that wrote its
-    masks (the caption says so)."""
+    masks (the caption says so). ``augmentation_arms``: the runs 4.3 compares."""
     has_masks = lambda key: bool(list(Path(runs.get(key, {}).get("folder", "/none")).glob("example_*")))
 
     def best(name):  # the seed with the highest test Dice, where that run wrote its masks
@@ -112,7 +112,7 @@ def prediction_panels(runs, out):
         return top if top and has_masks(top) else None
 
     comparisons = {"skip": registry.COMPARISONS["4.1"], "lr": registry.runs_of("4.2"),
-                   "augmentation": registry.runs_of("4.3"), "smp": ("smp_scratch", "smp_pretrained")}
+                   "augmentation": augmentation_arms, "smp": ("smp_scratch", "smp_pretrained")}
     panels = {}
     for key, names in comparisons.items():
         chosen = [k for k in map(best, names) if k]
@@ -150,13 +150,15 @@ def figures_for(runs, gpu, root, out, numbers):
         names = registry.runs_of("4.2")
         plots.sweep(runs, names, out / "lr.png", {name: f"lr {name[3:]}" for name in names})
     # augmented crops and a quarter of the eyes are other training data: their test losses are compared
+    # 4.3's compared arms: every strategy, or all but one whose seeds are not made yet
+    augmentation_arms = [r["name"] for r in numbers["p4_3"]["rows"]] if numbers["p4_3"]["done"] \
+        else registry.runs_of("4.3")
     if numbers["p4_3"]["done"]:
-        plots.curves(runs, registry.runs_of("4.3"), out / "augmentation_curves.png", soft=True, test_loss=True,
-                     ncol=3)
+        plots.curves(runs, augmentation_arms, out / "augmentation_curves.png", soft=True, test_loss=True, ncol=3)
     if numbers["p4_4"]["done"]:
         plots.curves(runs, registry.COMPARISONS["4.4"], out / "smp.png", soft=True, test_loss=True,
                      labels=answers.SMP_LABELS, human=human, ncol=2)
-    numbers["panels"] = prediction_panels(runs, out)
+    numbers["panels"] = prediction_panels(runs, out, augmentation_arms)
     if gpu is not None and done(gpu["unet"]) and gpu["unet"].get("train_whole_dice_thresholded"):
         plots.generalisation(gpu["unet"], out / "generalisation.png")
     if numbers["p2_6"]["available"]:

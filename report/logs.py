@@ -65,26 +65,38 @@ def mixed_code(runs, question):
         "); make them again with one version"
 
 
-def missing_seeds(runs, question, seeds):
-    """None when every arm of Problem ``question``'s comparison is finished with every seed of
-    ``seeds``; else one line that says which arms lack which seeds."""
+def lacking_seeds(runs, question, seeds):
+    """The arms of Problem ``question``'s comparison not finished with every seed of ``seeds``:
+    name -> the seeds it lacks."""
     lacking = {}
     for name in registry.COMPARISONS[question]:
         made = {runs[key]["config"]["seed"] for key in copy_names(runs, name)}
         if set(seeds) - made:
             lacking[name] = sorted(set(seeds) - made)
-    if not lacking:
-        return None
-    return f"{question} not answered yet: " + "; ".join(
-        f"{name} lacks seed {', '.join(map(str, s))}" for name, s in lacking.items())
+    return lacking
+
+
+def _lacks(lacking):
+    return "; ".join(f"{name} lacks seed {', '.join(map(str, s))}" for name, s in lacking.items())
 
 
 def comparable(runs, question, seeds=(), say=print):
     """``runs`` as Problem ``question``'s answer may read them: as they are when every arm of its
     comparison is finished with every seed of ``seeds`` and one version of the code made all it
     reads; otherwise with the comparison's runs recorded as not made, the reason said once
-    through ``say``. Arms made by different code are never compared."""
-    problem = mixed_code(runs, question) or missing_seeds(runs, question, seeds)
+    through ``say``. Arms made by different code are never compared. An arm of
+    ``registry.LEFT_OUT_UNTIL_SEEDED`` that lacks seeds is left out alone (recorded as not made,
+    with why), and the others are compared."""
+    lacking = lacking_seeds(runs, question, seeds)
+    left_out = {name: s for name, s in lacking.items() if name in registry.LEFT_OUT_UNTIL_SEEDED.get(question, ())}
+    if left_out and len(left_out) == len(lacking):
+        reason = f"left out of {question}'s comparison until its seeds are made: {_lacks(left_out)}"
+        say(f"{question}: {', '.join(left_out)} {reason}")
+        gone = {key for name in left_out for key in copy_names(runs, name)} | set(left_out)
+        runs = {key: ({"status": "not run", "reason": reason, "command": ""} if key in gone else run)
+                for key, run in runs.items()}
+        lacking = {}
+    problem = mixed_code(runs, question) or (f"{question} not answered yet: {_lacks(lacking)}" if lacking else None)
     if problem is None:
         return runs
     say(problem)

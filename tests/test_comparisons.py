@@ -1,6 +1,7 @@
 """The report compares the arms of a Problem 4 comparison only when one version of the code
 made them all (``report.logs.comparable``): arms whose code fingerprints differ are said in one
 line, named, and left out of the answer, never compared and never a traceback."""
+from medimg import registry
 from report import logs
 
 
@@ -59,3 +60,30 @@ def test_a_comparison_is_answered_only_with_every_seed_of_every_arm():
     assert not any(logs.done(kept[key]) for key in runs)
     runs["unet_noskip_seed43"] = finished("aaaa", seed=43)
     assert logs.comparable(runs, "4.1", seeds=(42, 43, 44), say=said.append) is runs
+
+
+def seeded(names, seeds=(42, 43, 44), fingerprint="aaaa"):
+    return {(name if seed == 42 else f"{name}_seed{seed}"): finished(fingerprint, seed=seed)
+            for name in names for seed in seeds}
+
+
+def test_the_fifth_strategy_without_its_seeds_is_left_out_and_the_rest_compared():
+    """4.3's fifth strategy comes after 4.4 in the plan's seeds: until they are made, 4.3 compares
+    no augmentation and the four others, and says which is left out; any other arm lacking a
+    seed still holds the whole answer back."""
+    strategies = registry.COMPARISONS["4.3"]
+    fifth = registry.LEFT_OUT_UNTIL_SEEDED["4.3"][0]
+    assert fifth == strategies[-1] and strategies[0] == "aug_none"
+    runs = {**seeded(strategies[:-1]), fifth: finished("aaaa")}
+    said = []
+    kept = logs.comparable(runs, "4.3", (42, 43, 44), say=said.append)
+    assert not logs.done(kept[fifth]) and "43, 44" in kept[fifth]["reason"]
+    assert all(kept[key] is runs[key] for key in runs if key != fifth)
+    assert len(said) == 1 and fifth in said[0] and "left out" in said[0]
+    del runs["aug_flip_seed44"]  # one of the first four lacks a seed: nothing is compared
+    kept = logs.comparable(runs, "4.3", (42, 43, 44), say=said.append)
+    assert not any(logs.done(kept[key]) for key in runs) and "aug_flip lacks seed 44" in said[-1]
+    # the left-out arm's single run still counts for one version of the code
+    runs = {**seeded(strategies[:-1]), fifth: finished("bbbb")}
+    kept = logs.comparable(runs, "4.3", (42, 43, 44), say=said.append)
+    assert logs.done(kept["aug_none"]) and not logs.done(kept[fifth])
