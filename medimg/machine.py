@@ -2,6 +2,8 @@
 bf16, the GPU, the thread count and the library versions, recorded with every result."""
 import os
 import platform
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -43,11 +45,20 @@ def machine_info(device=None):
     return info
 
 
+# a module's distribution, where its name differs (the version is read from the distribution)
+DISTRIBUTIONS = {"sklearn": "scikit-learn"}
+
+
 def library_versions(*names):
+    """Python's version and each library's: an imported module's ``__version__``, else the
+    installed distribution's, read without importing it (scikit-learn, timm and smp take
+    seconds to import, and a run that does not use them should not pay it); None where
+    missing."""
     versions = {"python": platform.python_version()}
     for name in ("torch", "torchvision", "numpy", *names):
+        module = sys.modules.get(name)
         try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # a missing optional library is recorded, not fatal
+            versions[name] = module.__version__ if module else metadata.version(DISTRIBUTIONS.get(name, name))
+        except (AttributeError, metadata.PackageNotFoundError):  # a missing optional library is recorded, not fatal
             versions[name] = None
     return versions

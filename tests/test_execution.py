@@ -214,3 +214,19 @@ def test_a_gpu_run_gets_the_fused_optimizer_and_an_exact_scaler(monkeypatch):
     scaler = cuda.grad_scaler()
     assert scaler.is_enabled() and scaler._init_scale == 1.0 and cuda.optimizer_options() == {"fused": True}
     assert Execution.plain(CPU).optimizer_options() == {} and not Execution.plain(CPU).grad_scaler().is_enabled()
+
+
+def test_library_versions_are_the_installed_ones_whether_imported_or_not(monkeypatch):
+    """A run records each library's version; one it has not imported is read from its
+    distribution (scikit-learn's name differs from its module's), not imported for it."""
+    import sys
+
+    import numpy
+    import sklearn
+
+    from medimg.machine import library_versions
+    versions = library_versions("sklearn", "no_such_library")
+    assert versions["numpy"] == numpy.__version__ and versions["torch"] == torch.__version__
+    assert versions["sklearn"] == sklearn.__version__ and versions["no_such_library"] is None
+    monkeypatch.delitem(sys.modules, "sklearn")  # as in a run that never imported it
+    assert library_versions("sklearn")["sklearn"] == sklearn.__version__ and "sklearn" not in sys.modules

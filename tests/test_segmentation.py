@@ -288,7 +288,7 @@ def test_final_metrics_come_from_the_best_validation_state(retina, tmp_path, mon
 
 
 def test_schedule_evaluation_size_precision_and_saved_weights(retina, tmp_path):
-    results = run(retina, tmp_path / "opts", "--epochs", "3", "--eval_every", "2", "--lr_schedule", "cosine",
+    results = run(retina, tmp_path / "opts", *SLIM, "--epochs", "3", "--eval_every", "2", "--lr_schedule", "cosine",
                   "--lr", "1e-3", "--image_size", "32", "--crop_size", "16", "--plain", "--save_model")
     np.testing.assert_allclose(results["learning_rates"], [1e-3 * (1 + np.cos(np.pi * e / 3)) / 2 for e in range(3)])
     assert results["evaluated_epochs"] == [2, 3] and len(results["valid_losses"]) == 2
@@ -302,7 +302,10 @@ def test_schedule_evaluation_size_precision_and_saved_weights(retina, tmp_path):
         constant_prediction_dice(small[2], small[3], vessel=True))
     assert results["baselines"]["all_vessel_dice"] != pytest.approx(
         constant_prediction_dice(masks, [(64, 64)] * len(masks), vessel=True))
-    UNet(3, 1).load_state_dict(torch.load(tmp_path / "opts" / "model.pt", weights_only=False)["model"], strict=True)
+    # the saved weights are the trained UNet's, every tensor (that the script builds the graded
+    # width is test_one_epoch_of_each_unet_variant's)
+    saved = torch.load(tmp_path / "opts" / "model.pt", weights_only=False)["model"]
+    UNet(3, 1, base_channels=4).load_state_dict(saved, strict=True)
 
 
 def test_train_eval_never_skips_only_the_training_eyes(retina, tmp_path):
