@@ -243,7 +243,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # parts, the random streams and the progress: a resumed run continues bit for bit.
     checkpoint = logdir / "checkpoint.pt"
     parts = {"model": model, "optimizer": optimizer, "scaler": scaler, "scheduler": scheduler}
-    progress = Progress.load(checkpoint, parts, shuffle_rng) if args.resume and checkpoint.exists() else Progress()
+    code = record["code_fingerprint"]["sha256"]
+    progress = Progress.load(checkpoint, parts, shuffle_rng, code) if args.resume and checkpoint.exists() \
+        else Progress(code=code)
     for epoch in tqdm(range(progress.epochs_done, args.epochs), desc="epochs", initial=progress.epochs_done,
                       total=args.epochs, dynamic_ncols=True):
         learning_rate = optimizer.param_groups[0]["lr"]

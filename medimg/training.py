@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from medimg.cli import UserError
 from medimg.execution import Execution
 from medimg.runfiles import load_training_state, save_training_state
 
@@ -100,6 +101,7 @@ class Progress:
     diverged: bool = False
     resumed_at_epoch: Optional[int] = None
     earlier_seconds: float = 0.0         # the epochs' time in the processes before a resume
+    code: Optional[str] = None           # the fingerprint of the code that trains it (runfiles.code_fingerprint)
     started: float = field(default_factory=time.perf_counter, repr=False)
 
     def update_best(self, epoch: int, score: float, model: nn.Module) -> bool:
@@ -118,18 +120,25 @@ class Progress:
         """Checkpoint the progress, the state of every part that is not None, and the random streams."""
         # "epoch" is the last epoch done, 0-based, as in checkpoints written before Progress existed
         save_training_state(path, _present(parts), shuffle_rng, history=dict(self.history),
-                            epoch=self.epochs_done - 1,
+                            epoch=self.epochs_done - 1, code=self.code,
                             best={"epoch": self.best_epoch, "state": self.best_state, "score": self.best_score})
 
     @classmethod
-    def load(cls, path: Path, parts: Parts, shuffle_rng: torch.Generator) -> "Progress":
-        """Restore the parts and random streams that ``save`` wrote; the progress to continue from."""
+    def load(cls, path: Path, parts: Parts, shuffle_rng: torch.Generator, code: Optional[str] = None) -> "Progress":
+        """Restore the parts and random streams that ``save`` wrote; the progress to continue from.
+        ``code``: this process's code fingerprint, which must be the one that trained the epochs
+        so far (a run is one version of the code, the one its results.json records)."""
         state = load_training_state(path, _present(parts), shuffle_rng)
+        if state.get("code") != code:
+            made_by = (state.get("code") or "none recorded")[:12]
+            raise UserError(f"{path}: its epochs were trained by other code (fingerprint {made_by}, this code's "
+                            f"{(code or 'none')[:12]}); resume it with that code, or delete the folder to start afresh")
         history, best = History(state["history"]), state["best"]
         done = state["epoch"] + 1
         print(f"Resuming {path.parent} at epoch {done}")
         return cls(history, done, best["epoch"], best["score"], best["state"], resumed_at_epoch=done,
-                   earlier_seconds=sum(history.get("train_times", [])) + sum(history.get("valid_times", [])))
+                   earlier_seconds=sum(history.get("train_times", [])) + sum(history.get("valid_times", [])),
+                   code=code)
 
 
 def _present(parts: Parts) -> Parts:

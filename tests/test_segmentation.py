@@ -490,6 +490,30 @@ def test_a_resumed_run_keeps_the_execution_it_chose(retina, tmp_path, monkeypatc
     assert not (logdir / "execution.json").exists() and not (logdir / "checkpoint.pt").exists()
 
 
+def test_a_run_is_resumed_only_by_the_code_that_trained_its_epochs(retina, tmp_path, monkeypatch, capsys):
+    """results.json records one code fingerprint: a checkpoint written by other code (an edit
+    since the interruption) is refused in one line, and the run's folder is left as it was."""
+    logdir = tmp_path / "edited"
+    argv = ["--dataset", str(retina), *FAST, *SLIM, "--epochs", "2", "--plain", "--logdir", str(logdir)]
+    restore = interrupt_at_epoch(monkeypatch, seg, 1)
+    with pytest.raises(KeyboardInterrupt):
+        seg.main(argv)
+    restore()
+    checkpoint = (logdir / "checkpoint.pt").read_bytes()
+    real = seg.run_record
+
+    def after_an_edit(*args, **kwargs):
+        record = real(*args, **kwargs)
+        record["code_fingerprint"] = {**record["code_fingerprint"], "sha256": "e" * 64}
+        return record
+    monkeypatch.setattr(seg, "run_record", after_an_edit)
+    _expect_one_line_error(capsys, [*argv, "--resume"], "trained by other code", "eeeeeeeeeeee")
+    assert (logdir / "checkpoint.pt").read_bytes() == checkpoint and not (logdir / "results.json").exists()
+    monkeypatch.setattr(seg, "run_record", real)
+    seg.main([*argv, "--resume"])  # the code that made it resumes it
+    assert json.loads((logdir / "results.json").read_text())["resumed_at_epoch"] == 1
+
+
 def test_augmentations_figure(retina, tmp_path):
     run(retina, tmp_path / "fig", *SLIM, "--show_augmentations", "2")
     width, height = assert_picture(tmp_path / "fig" / "augmentations.png")
