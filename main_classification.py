@@ -40,7 +40,7 @@ from medimg.execution import (
     seed_everything,
 )
 from medimg.options import parse_classification_args
-from medimg.runfiles import run_folder, run_record, write_json
+from medimg.runfiles import check_resumable, code_fingerprint, run_folder, run_record, write_json
 from medimg.training import Progress, Timer, epoch_summary, training_step
 
 ZENODO = "https://zenodo.org/records/10519652"
@@ -161,6 +161,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     logdir = run_folder(args.logdir, args.resume)
     if logdir is None:
         return
+    code = code_fingerprint(__file__)  # what trains this run: a resume must be made by the same code
+    if args.resume:
+        check_resumable(logdir, code)
     device = pick_device(args.device)
     seed_everything(args.seed)
     torch.backends.cudnn.benchmark = True
@@ -191,15 +194,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     scaler, criterion = execution.grad_scaler(), nn.CrossEntropyLoss()
     scores = Scores(model, args.loss_on_probabilities)
     forward_model = torch.compile(scores) if args.compile else scores
-    record = run_record(__file__, argv, args, execution.device, "medmnist", "sklearn")
+    record = run_record(__file__, argv, args, execution.device, "medmnist", "sklearn", code=code)
 
     # The epoch loop: train, evaluate, keep the best, checkpoint. The checkpoint holds the
     # parts, the random streams and the progress: a resumed run continues bit for bit.
     checkpoint = logdir / "checkpoint.pt"
     parts = {"model": model, "optimizer": optimizer, "scaler": scaler}
-    code = record["code_fingerprint"]["sha256"]
-    progress = Progress.load(checkpoint, parts, shuffle_rng, code) if args.resume and checkpoint.exists() \
-        else Progress(code=code)
+    progress = Progress.load(checkpoint, parts, shuffle_rng, code["sha256"]) if args.resume and checkpoint.exists() \
+        else Progress(code=code["sha256"])
     for epoch in tqdm(range(progress.epochs_done, args.epochs), desc="epochs", initial=progress.epochs_done,
                       total=args.epochs, dynamic_ncols=True):
         learning_rate = optimizer.param_groups[0]["lr"]

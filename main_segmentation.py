@@ -40,7 +40,7 @@ from medimg.retina import (
     split_by_fundus,
     subset_of_fundi,
 )
-from medimg.runfiles import run_folder, run_record, save_checkpoint, write_json
+from medimg.runfiles import check_resumable, code_fingerprint, run_folder, run_record, save_checkpoint, write_json
 from medimg.segmentation_metrics import (
     constant_prediction_dice,
     pixel_metrics,
@@ -199,6 +199,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     logdir = run_folder(args.logdir, args.resume)
     if logdir is None:
         return
+    code = code_fingerprint(__file__)  # what trains this run: a resume must be made by the same code
+    if args.resume:
+        check_resumable(logdir, code)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -236,16 +239,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     optimizer, scheduler = make_optimizer(model, args, execution.optimizer_options())
     scaler, loss_fn = execution.grad_scaler(), DiceCELoss()
     forward_model = torch.compile(model) if args.compile else model
-    record = run_record(__file__, argv, args, execution.device, "segmentation_models_pytorch", "sklearn", "timm")
+    record = run_record(__file__, argv, args, execution.device, "segmentation_models_pytorch", "sklearn", "timm",
+                        code=code)
     record["initial_gradient_norms"] = initial_gradient_norms(model, train_split, args, loss_fn, execution)
 
     # The epoch loop: train, evaluate, keep the best, checkpoint. The checkpoint holds the
     # parts, the random streams and the progress: a resumed run continues bit for bit.
     checkpoint = logdir / "checkpoint.pt"
     parts = {"model": model, "optimizer": optimizer, "scaler": scaler, "scheduler": scheduler}
-    code = record["code_fingerprint"]["sha256"]
-    progress = Progress.load(checkpoint, parts, shuffle_rng, code) if args.resume and checkpoint.exists() \
-        else Progress(code=code)
+    progress = Progress.load(checkpoint, parts, shuffle_rng, code["sha256"]) if args.resume and checkpoint.exists() \
+        else Progress(code=code["sha256"])
     for epoch in tqdm(range(progress.epochs_done, args.epochs), desc="epochs", initial=progress.epochs_done,
                       total=args.epochs, dynamic_ncols=True):
         learning_rate = optimizer.param_groups[0]["lr"]

@@ -58,7 +58,8 @@ class UNet(nn.Module):
     def __init__(self, input_shape, num_classes, skip_connections=True, base_channels=64):
         super(UNet, self).__init__()
         self.skip_connections = skip_connections
-        c1, c2, c3, c4, c5 = (base_channels * 2 ** level for level in range(5))  # 64, 128, ..., 1024
+        c1 = base_channels                                # 64
+        c2, c3, c4, c5 = 2 * c1, 4 * c1, 8 * c1, 16 * c1  # 128, 256, 512, 1024
         self.encoder_block1 = double_conv_block(input_shape, c1)
         self.encoder_block2 = double_conv_block(c1, c2)
         self.encoder_block3 = double_conv_block(c2, c3)

@@ -82,9 +82,27 @@ def code_fingerprint(script, project=PROJECT):
     return {"sha256": digest.hexdigest(), "files": files}
 
 
-def run_record(script, argv, args, device, *libraries):
+def check_resumable(logdir, code):
+    """Refuse, in one line and before anything is touched, to resume the run in ``logdir`` with
+    code other than the one that trained its checkpoint's epochs (``code``: this process's
+    ``code_fingerprint``): its results.json will record one fingerprint."""
+    checkpoint = Path(logdir) / "checkpoint.pt"
+    if not checkpoint.exists():
+        return
+    try:  # memory-mapped: only the small entry is read, not the weights
+        made_by = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False).get("code")
+    except Exception as err:
+        raise UserError(f"{checkpoint}: cannot load the checkpoint ({err}); delete it to start the run afresh")
+    if made_by != code["sha256"]:
+        raise UserError(f"{checkpoint}: its epochs were trained by other code (fingerprint "
+                        f"{(made_by or 'none recorded')[:12]}, this code's {code['sha256'][:12]}); resume it "
+                        f"with that code, or delete the folder to start afresh")
+
+
+def run_record(script, argv, args, device, *libraries, code=None):
     """Everything needed to reproduce and judge a run, stored in its results.json.
-    ``argv``: the script's arguments (None: this process's command line)."""
+    ``argv``: the script's arguments (None: this process's command line); ``code``: its
+    ``code_fingerprint``, when already taken."""
     argv = sys.argv[1:] if argv is None else argv
     return {
         "command": shlex.join(["python", Path(script).name, *argv]),
@@ -92,7 +110,7 @@ def run_record(script, argv, args, device, *libraries):
         "machine": machine_info(device),
         "versions": library_versions(*libraries),
         "project_version": project_version(),
-        "code_fingerprint": code_fingerprint(script),
+        "code_fingerprint": code or code_fingerprint(script),
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 

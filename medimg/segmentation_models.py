@@ -55,7 +55,7 @@ def build_model(model: str, encoder: str = "resnet18", encoder_weights: str = "n
         net = UNet(input_shape=3, num_classes=1, skip_connections=model == "unet", base_channels=base_channels)
         return net, {"encoder": None, "weights": "random"}
     if base_channels != 64:
-        raise UserError(f"--base_channels {base_channels}: only the UNets (unet, unet_noskip) have it, not {model}")
+        raise ValueError(f"base_channels={base_channels}: only the UNets (unet, unet_noskip) have it, not {model}")
     return build_smp_unet(encoder, encoder_weights)
 
 

@@ -12,7 +12,6 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from medimg.cli import UserError
 from medimg.execution import Execution
 from medimg.runfiles import load_training_state, save_training_state
 
@@ -124,15 +123,12 @@ class Progress:
                             best={"epoch": self.best_epoch, "state": self.best_state, "score": self.best_score})
 
     @classmethod
-    def load(cls, path: Path, parts: Parts, shuffle_rng: torch.Generator, code: Optional[str] = None) -> "Progress":
+    def load(cls, path: Path, parts: Parts, shuffle_rng: torch.Generator, code: str) -> "Progress":
         """Restore the parts and random streams that ``save`` wrote; the progress to continue from.
-        ``code``: this process's code fingerprint, which must be the one that trained the epochs
-        so far (a run is one version of the code, the one its results.json records)."""
+        ``code``: this process's code fingerprint (SHA-256), which must be the one that trained the
+        epochs so far (``runfiles.check_resumable`` says so before anything is touched)."""
         state = load_training_state(path, _present(parts), shuffle_rng)
-        if state.get("code") != code:
-            made_by = (state.get("code") or "none recorded")[:12]
-            raise UserError(f"{path}: its epochs were trained by other code (fingerprint {made_by}, this code's "
-                            f"{(code or 'none')[:12]}); resume it with that code, or delete the folder to start afresh")
+        assert state.get("code") == code, f"{path}: trained by other code (runfiles.check_resumable first)"
         history, best = History(state["history"]), state["best"]
         done = state["epoch"] + 1
         print(f"Resuming {path.parent} at epoch {done}")

@@ -93,8 +93,9 @@ def comparable(runs, question, seeds=(), say=print):
         reason = f"left out of {question}'s comparison until its seeds are made: {_lacks(left_out)}"
         say(f"{question}: {', '.join(left_out)} {reason}")
         gone = {key for name in left_out for key in copy_names(runs, name)} | set(left_out)
-        runs = {key: ({"status": "not run", "reason": reason, "command": ""} if key in gone else run)
-                for key, run in runs.items()}
+        lacks = {key: s for name, s in left_out.items() for key in gone if key == name or key.startswith(f"{name}_seed")}
+        runs = {key: ({"status": "not run", "reason": reason, "command": "", "lacking_seeds": lacks[key]}
+                      if key in gone else run) for key, run in runs.items()}
         lacking = {}
     problem = mixed_code(runs, question) or (f"{question} not answered yet: {_lacks(lacking)}" if lacking else None)
     if problem is None:

@@ -83,7 +83,7 @@ def test_the_fifth_strategy_without_its_seeds_is_left_out_and_the_rest_compared(
     del runs["aug_flip_seed44"]  # one of the first four lacks a seed: nothing is compared
     kept = logs.comparable(runs, "4.3", (42, 43, 44), say=said.append)
     assert not any(logs.done(kept[key]) for key in runs) and "aug_flip lacks seed 44" in said[-1]
-    # the left-out arm's single run still counts for one version of the code
+    # the left-out arm is not compared, so other code in its one run does not hold the rest back
     runs = {**seeded(strategies[:-1]), fifth: finished("bbbb")}
     kept = logs.comparable(runs, "4.3", (42, 43, 44), say=said.append)
     assert logs.done(kept["aug_none"]) and not logs.done(kept[fifth])

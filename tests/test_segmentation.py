@@ -15,9 +15,11 @@ from torchvision import tv_tensors
 
 import main_segmentation as seg
 from medimg import retina as retina_data
+from medimg.cli import UserError
 from medimg.execution import Execution
 from medimg.figures import load_mask_png
 from medimg.options import parse_segmentation_args
+from medimg.runfiles import check_resumable
 from medimg.segmentation_metrics import (
     constant_prediction_dice,
     pixel_metrics,
@@ -84,12 +86,14 @@ def test_base_channels_are_refused_for_the_smp_unet(capsys):
 
 @pytest.mark.parametrize("model", ["unet", "unet_noskip"])
 def test_one_epoch_of_each_unet_variant(retina, tmp_path, model):
-    results = run(retina, tmp_path / model, "--model", model)
+    results = run(retina, tmp_path / model, "--model", model, "--save_model")
     check_results(results)
     assert results["config"]["model"] == model
     assert len(results["train_whole_soft_dice"]) == len(results["valid_accs"]) == 1  # --train_eval every, the default
     expected = UNet(3, 1, skip_connections=model == "unet")
     assert results["n_parameters"] == sum(p.numel() for p in expected.parameters())
+    # the saved weights are the graded network's, every tensor
+    expected.load_state_dict(torch.load(tmp_path / model / "model.pt", weights_only=False)["model"], strict=True)
     # without skips the decoder's blocks see only the upsampled path: fewer input channels
     assert (sum(p.numel() for p in UNet(3, 1, skip_connections=False).parameters())
             < sum(p.numel() for p in UNet(3, 1).parameters()))
@@ -302,8 +306,8 @@ def test_schedule_evaluation_size_precision_and_saved_weights(retina, tmp_path):
         constant_prediction_dice(small[2], small[3], vessel=True))
     assert results["baselines"]["all_vessel_dice"] != pytest.approx(
         constant_prediction_dice(masks, [(64, 64)] * len(masks), vessel=True))
-    # the saved weights are the trained UNet's, every tensor (that the script builds the graded
-    # width is test_one_epoch_of_each_unet_variant's)
+    # the saved weights are the trained UNet's, every tensor (the graded width's are
+    # test_one_epoch_of_each_unet_variant's)
     saved = torch.load(tmp_path / "opts" / "model.pt", weights_only=False)["model"]
     UNet(3, 1, base_channels=4).load_state_dict(saved, strict=True)
 
@@ -325,7 +329,7 @@ def test_progress_keeps_a_copy_of_the_best_weights_and_survives_a_checkpoint(tmp
     net = torch.nn.Linear(2, 1)
     optimizer = torch.optim.AdamW(net.parameters())
     parts = {"model": net, "optimizer": optimizer, "scheduler": None}
-    progress = Progress()
+    progress = Progress(code="c" * 64)
     assert progress.update_best(1, 0.5, net) and not progress.update_best(2, 0.5, net)
     with torch.no_grad():
         net.weight.add_(1.0)  # training goes on: the kept weights must not follow
@@ -333,7 +337,11 @@ def test_progress_keeps_a_copy_of_the_best_weights_and_survives_a_checkpoint(tmp
     progress.history.append(train_losses=0.25, train_times=3.0)
     progress.epochs_done = 2
     progress.save(tmp_path / "checkpoint.pt", parts, torch.Generator().manual_seed(0))
-    loaded = Progress.load(tmp_path / "checkpoint.pt", parts, torch.Generator())
+    check_resumable(tmp_path, {"sha256": "c" * 64})  # the code that wrote it
+    with pytest.raises(UserError, match="trained by other code"):
+        check_resumable(tmp_path, {"sha256": "d" * 64})
+    loaded = Progress.load(tmp_path / "checkpoint.pt", parts, torch.Generator(), "c" * 64)
+    assert loaded.code == "c" * 64
     assert (loaded.epochs_done, loaded.resumed_at_epoch, loaded.best_epoch, loaded.best_score) == (2, 2, 1, 0.5)
     assert loaded.history == {"train_losses": [0.25], "train_times": [3.0]} and loaded.earlier_seconds == 3.0
     assert torch.equal(loaded.best_state["weight"], progress.best_state["weight"])
@@ -350,11 +358,10 @@ def test_the_device_skips_a_non_finite_step_only_with_a_fused_optimizer_and_an_e
 
 
 def test_bf16_autocast_training_runs_and_is_recorded(retina, tmp_path):
-    # the smallest segmentation network (EfficientNet-Lite0 UNet, 5M weights against the UNet's 31M) on
-    # 32-px images, nothing measured, no training-eye evaluation: seconds where bf16 is emulated
-    results = run(retina, tmp_path / "bf16", "--amp", "bf16", "--channels_last", "off", "--image_size", "32",
-                  "--crop_size", "0", "--train_eval", "never", "--model", "smp_unet", "--encoder", "efficientnet-lite0",
-                  "--encoder_weights", "none")
+    # the slim UNet on 32-px images, nothing measured, no training-eye evaluation: a second where
+    # bf16 is emulated (the fast paths' arithmetic on full networks is tests/test_bench.py's)
+    results = run(retina, tmp_path / "bf16", *SLIM, "--amp", "bf16", "--channels_last", "off", "--image_size", "32",
+                  "--crop_size", "0", "--train_eval", "never")
     check_results(results)
     assert results["execution"]["autocast"] == "bfloat16"
 
@@ -499,17 +506,12 @@ def test_a_run_is_resumed_only_by_the_code_that_trained_its_epochs(retina, tmp_p
     with pytest.raises(KeyboardInterrupt):
         seg.main(argv)
     restore()
-    checkpoint = (logdir / "checkpoint.pt").read_bytes()
-    real = seg.run_record
-
-    def after_an_edit(*args, **kwargs):
-        record = real(*args, **kwargs)
-        record["code_fingerprint"] = {**record["code_fingerprint"], "sha256": "e" * 64}
-        return record
-    monkeypatch.setattr(seg, "run_record", after_an_edit)
+    before = {p.name: p.read_bytes() for p in logdir.iterdir()}
+    real = seg.code_fingerprint
+    monkeypatch.setattr(seg, "code_fingerprint", lambda script: {**real(script), "sha256": "e" * 64})  # an edit
     _expect_one_line_error(capsys, [*argv, "--resume"], "trained by other code", "eeeeeeeeeeee")
-    assert (logdir / "checkpoint.pt").read_bytes() == checkpoint and not (logdir / "results.json").exists()
-    monkeypatch.setattr(seg, "run_record", real)
+    assert {p.name: p.read_bytes() for p in logdir.iterdir()} == before  # nothing touched
+    monkeypatch.setattr(seg, "code_fingerprint", real)
     seg.main([*argv, "--resume"])  # the code that made it resumes it
     assert json.loads((logdir / "results.json").read_text())["resumed_at_epoch"] == 1
 
