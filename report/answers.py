@@ -380,7 +380,16 @@ def problem_4_3(runs):
          "left_out": [{"strategy": name[4:], "lacks": runs[name].get("lacking_seeds", [])}
                       for name in every if name not in names],
          "family": _family(len(names) - 1)}
-    return _answer(n)
+    # is there overfitting to regularise? the reference UNet's fit of its training eyes (whole,
+    # as the test eyes are evaluated) against the test eyes at the end, over its seeds
+    fits = [(r["train_whole_dice_thresholded"][-1], r["valid_dice_thresholded"][-1])
+            for r in copies(runs, "unet") if r.get("train_whole_dice_thresholded")]
+    claims = []
+    if fits:
+        train, test = (float(np.mean(v)) for v in zip(*fits))
+        n["fit"] = {"train": fmt(train), "test": fmt(test), "seeds": len(fits)}
+        claims.append(("the reference UNet fits its training eyes no better than the test eyes", train - test < 0.02))
+    return _answer(n, claims)
 
 
 def _family(k):
