@@ -498,5 +498,7 @@ def cpu_runs_made(runs):
     return {"n": len(made), "hours": fmt(sum(r["timings"]["total_seconds"] for r in made) / 3600, 1),
             "cpus": sorted({r["machine"]["cpu"] for r in made}),
             "threads": sorted({r["machine"].get("torch_threads") for r in made} - {None}),
-            "autocast": sorted({str((r.get("execution") or {}).get("autocast")) for r in made}),
+            # each run's arithmetic, as its measured execution chose it (autocast None: float32)
+            "precision": sorted({"bfloat16 autocast" if (r.get("execution") or {}).get("autocast") == "bfloat16"
+                                 else "float32" for r in made}),
             "patch": registry.CPU_PATCH}
