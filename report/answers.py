@@ -229,8 +229,9 @@ def difference(runs, terms):
     iv = difference_interval(contrast_matrix({n: (w, by_seed(runs, n)) for n, w in terms.items()}), LEVEL)
     # each Dice lies in [0, 1], so the contrast lies between the sums of its negative and positive weights
     lowest, highest = sum(min(w, 0) for w in terms.values()), sum(max(w, 0) for w in terms.values())
-    return {"mean": _signed(iv.mean), "low": _signed(max(iv.low, lowest)), "high": _signed(min(iv.high, highest)),
-            "value": iv.mean, "holds_zero": iv.holds_zero}
+    low, high = max(iv.low, lowest), min(iv.high, highest)
+    return {"mean": _signed(iv.mean), "low": _signed(low), "high": _signed(high), "value": iv.mean,
+            "holds_zero": iv.holds_zero, "half_width": (high - low) / 2}
 
 
 def end_state(run, all_vessel=None):
@@ -285,7 +286,7 @@ def problem_4_1(runs, gpu=None):
     rows = arms(runs, ["unet", "unet_noskip"], "unet", all_vessel)
     first = {name: [first_vessel_epoch(r, all_vessel) for r in copies(runs, name)] for name in ("unet", "unet_noskip")}
     n.update(done=True, rows=rows, unet=rows[0], noskip=rows[1], difference=rows[1]["difference"],
-             budget=budget(runs["unet_noskip"]),
+             budget=budget(runs["unet_noskip"]), never=all(f is None for f in first["unet_noskip"]),
              # every seed without skips predicts vessels later than every seed with them, or never
              later=None not in first["unet"] and all(f is None or f > max(first["unet"]) for f in first["unet_noskip"]))
     return _answer(n, claims)
@@ -379,7 +380,13 @@ def problem_4_3(runs):
          # a strategy whose seeds are not all made yet (report.logs.comparable): named, not compared
          "left_out": [{"strategy": name[4:], "lacks": runs[name].get("lacking_seeds", [])}
                       for name in every if name not in names],
-         "family": _family(len(names) - 1)}
+         "family": _family(len(names) - 1),
+         # what three seeds can resolve: the intervals' half-widths, the largest spread of one
+         # configuration's seeds, and the largest move of a run's Dice between its last two evaluations
+         "widths": {"low": fmt(min(r["difference"]["half_width"] for r in rows if r["difference"])),
+                    "high": fmt(max(r["difference"]["half_width"] for r in rows if r["difference"])),
+                    "sd": max((r["sd"] for r in rows), key=float)},
+         "swing": _last_swing(runs, names)}
     # is there overfitting to regularise? the reference UNet's fit of its training eyes (whole,
     # as the test eyes are evaluated) against the test eyes at the end, over its seeds
     fits = [(r["train_whole_dice_thresholded"][-1], r["valid_dice_thresholded"][-1])
@@ -390,6 +397,20 @@ def problem_4_3(runs):
         n["fit"] = {"train": fmt(train), "test": fmt(test), "seeds": len(fits)}
         claims.append(("the reference UNet fits its training eyes no better than the test eyes", train - test < 0.02))
     return _answer(n, claims)
+
+
+def _last_swing(runs, names):
+    """The run of ``names`` (seed copies included) whose test Dice moved most between its last
+    two evaluations, and by how much; None where no run was evaluated twice."""
+    def move(r):
+        return abs(r["valid_dice_thresholded"][-1] - r["valid_dice_thresholded"][-2])
+    evaluated = [r for name in names for r in copies(runs, name) if len(r["valid_dice_thresholded"]) > 1]
+    if not evaluated:
+        return None
+    r = max(evaluated, key=move)
+    d, e = r["valid_dice_thresholded"], r["evaluated_epochs"]
+    return {"by": fmt(move(r)), "strategy": r["config"]["augmentation"], "seed": r["config"]["seed"],
+            "from": fmt(d[-2]), "to": fmt(d[-1]), "before": e[-2], "after": e[-1]}
 
 
 def _family(k):

@@ -204,10 +204,14 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     crop = (slice(top, top + size), slice(left, left + size))
     import textwrap
     columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
-        (f"{textwrap.fill(_label(n, labels), 24)}\n"
-         f"Dice on this image {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
+        (f"{textwrap.fill(_label(n, labels), 18)}\n"
+         f"Dice {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
          error_image(p, truth)) for n, p in drawn]
-    fig, axes = plt.subplots(2, len(columns), figsize=(1.8 * len(columns), 4.0), squeeze=False)
+    # drawn at the size it is printed (problem4.typ's panel: a quarter of the text width a
+    # column, at most the whole), so its 8-pt titles print at about 8 pt however many columns
+    width = min(1.0, 0.25 * len(columns)) * WIDTH
+    side = width / len(columns)
+    fig, axes = plt.subplots(2, len(columns), figsize=(width, 2 * side + 0.8), squeeze=False)
     for col, (title, rgb) in enumerate(columns):
         axes[0, col].imshow(rgb, interpolation="antialiased")
         axes[0, col].add_patch(plt.Rectangle((left, top), size, size, fill=False, ec="yellow", lw=1))
@@ -216,7 +220,7 @@ def prediction_panels(runs, names, path, labels=None, size=96):
         for ax in axes[:, col]:
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[1, 0].set_ylabel(f"the yellow {size}×{size}-px square", fontsize=8)
+    axes[1, 0].set_ylabel(f"the yellow\n{size}×{size} px", fontsize=8)
     fig.tight_layout()
     save(fig, path)
     return [n for n, _ in drawn], image_name
