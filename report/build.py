@@ -178,8 +178,9 @@ def figures_for(runs, gpu, root, out, numbers):
 
 def crop_to_panels(source, path):
     """Copy a figure of image panels (``augmentations.png``) cropped to its panels, without the
-    title and row labels it was drawn with (too small in print; the report sets them as text).
-    Returns its height over width and its rows, the strategies in the order drawn."""
+    title and row labels it was drawn with (too small in print; the report sets them as text),
+    and without its first row, ``none`` (the original, repeated). Returns its height over width
+    and its rows, the strategies in the order drawn."""
     import numpy as np
     from PIL import Image
 
@@ -190,10 +191,12 @@ def crop_to_panels(source, path):
     # a row or column through the panels is inked nearly across (about 0.9 of it); one through
     # the title's densest letters reaches half
     cols, rows = np.where(ink.mean(0) > 0.75)[0], np.where(ink.mean(1) > 0.75)[0]
-    box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+    starts = rows[np.r_[True, np.diff(rows) > 1]]  # the first pixel row of each row of panels
+    assert len(starts) == len(STRATEGIES) and list(STRATEGIES)[0] == "none", (source, len(starts))
+    box = (int(cols.min()), int(starts[1]), int(cols.max()) + 1, int(rows.max()) + 1)
     cropped = rgb.crop(box)
     cropped.save(path)
-    return {"ratio": cropped.height / cropped.width, "rows": list(STRATEGIES)}
+    return {"ratio": cropped.height / cropped.width, "rows": list(STRATEGIES)[1:]}
 
 
 def write_human_baseline(drive, runs_parent, retina=None):

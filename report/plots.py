@@ -46,7 +46,7 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
     plt = pyplot()
     fig, axes = plt.subplots(1, 3 if soft else 2, figsize=(WIDTH, 2.5 if soft else 2.7))
     ax_dice, ax_loss = axes[0], axes[-1]
-    handles, clipped = [], []
+    handles, clipped, highest = [], [], 0.0
     for name, marker in zip(names, "osd^vxP*" * 2):
         keys = copy_names(runs, name)
         if not keys:
@@ -66,6 +66,7 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
                 loss = np.array(r["train_losses"])
                 epochs = np.arange(1, len(loss) + 1)
             ax_loss.plot(epochs, np.minimum(loss, LOSS_CLIP), color=colour, **{**style, "marker": None})
+            highest = max(highest, min(float(loss.max()), LOSS_CLIP))
             if k == 0 and loss.max() > LOSS_CLIP:  # one note per clipped run, inside the axes
                 above = loss[loss > LOSS_CLIP]
                 clipped.append((f"{_label(name, labels)}: {above.min():.0e} to {above.max():.0e}"
@@ -84,8 +85,9 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
     ax_dice.set(ylabel="test Dice (threshold 0.5)", ylim=(0, 0.9), xlabel="epoch")
     if soft:
         axes[1].set(ylabel="test soft Dice", ylim=(0, 0.9), xlabel="epoch")
+    # the losses' own range, or room above the clip line for the notes of the runs drawn at it
     ax_loss.set(ylabel=f"{'test' if test_loss else 'training'} DiceCE loss", xlabel="epoch",
-                ylim=(0, LOSS_CLIP * (1.6 if clipped else 1.1)))
+                ylim=(0, LOSS_CLIP * 1.6 if clipped else highest * 1.1))
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
