@@ -37,8 +37,9 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
     separates runs whose thresholded Dice is 0), and the loss: the training loss per epoch,
     clipped at ``LOSS_CLIP`` with diverged values written on the plot, or with ``test_loss``
     the loss on the test images at each evaluation, where the runs' training data differ
-    (augmented, or fewer eyes) and their training losses are not comparable. One colour and marker per configuration; its seeds are its run (solid) and its
-    ``NAME_seedS`` copies (dashed, dotted). ``human``: the second observer's Dice under the
+    (augmented, or fewer eyes) and their training losses are not comparable. One colour and
+    marker per configuration: with several seeds (its run and its ``NAME_seedS`` copies) each
+    seed a thin faint line and their mean over it with markers. ``human``: the second observer's Dice under the
     same protocol, a grey dotted line. The legend sits below the panels. No figure when none of
     ``names`` is finished."""
     if not any(copy_names(runs, name) for name in names):
@@ -47,31 +48,41 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
     fig, axes = plt.subplots(1, 3 if soft else 2, figsize=(WIDTH, 2.5 if soft else 2.7))
     ax_dice, ax_loss = axes[0], axes[-1]
     handles, clipped, highest = [], [], 0.0
+    drawn = 0
     for name, marker in zip(names, "osd^vxP*" * 2):
         keys = copy_names(runs, name)
         if not keys:
             continue
-        colour = None
+        colour, drawn = f"C{drawn % 10}", drawn + 1
+        several = len(keys) > 1  # then each seed thin and faint, their mean over it with markers
+        seed_style = dict(color=colour, lw=0.7, alpha=0.45) if several else dict(color=colour, lw=1.2)
+        curves_of_seeds = []
         for k, key in enumerate(keys):
             r = runs[key]
-            style = dict(marker=marker, ms=2.5, lw=1.2 if k == 0 else 0.9, ls=("-", "--", ":")[min(k, 2)])
             ev = np.array(r["evaluated_epochs"])
-            line, = ax_dice.plot(ev, r["valid_dice_thresholded"], color=colour, **style)
-            colour = line.get_color()
-            if soft:
-                axes[1].plot(ev, r["valid_accs"], color=colour, **style)
             if test_loss:
                 loss, epochs = np.array(r["valid_losses"]), ev
             else:
                 loss = np.array(r["train_losses"])
                 epochs = np.arange(1, len(loss) + 1)
-            ax_loss.plot(epochs, np.minimum(loss, LOSS_CLIP), color=colour, **{**style, "marker": None})
+            panels = [(ax_dice, ev, np.array(r["valid_dice_thresholded"]))] + \
+                ([(axes[1], ev, np.array(r["valid_accs"]))] if soft else []) + \
+                [(ax_loss, epochs, np.minimum(loss, LOSS_CLIP))]
+            for ax, x, y in panels:
+                ax.plot(x, y, **seed_style, **({} if several or ax is ax_loss else dict(marker=marker, ms=2.5)))
+            curves_of_seeds.append(panels)
             highest = max(highest, min(float(loss.max()), LOSS_CLIP))
             if k == 0 and loss.max() > LOSS_CLIP:  # one note per clipped run, inside the axes
                 above = loss[loss > LOSS_CLIP]
                 clipped.append((f"{_label(name, labels)}: {above.min():.0e} to {above.max():.0e}"
                                 if len(above) > 1 else f"{_label(name, labels)}: {above.max():.0e}", colour))
-        seeds = f" (seeds {', '.join(str(runs[k]['config']['seed']) for k in keys)})" if len(keys) > 1 else ""
+        same_epochs = all(len(c[i][1]) == len(curves_of_seeds[0][i][1]) for c in curves_of_seeds
+                          for i in range(len(c)))
+        if several and same_epochs:  # the configuration's mean over its seeds, epoch by epoch
+            for i, (ax, x, _) in enumerate(curves_of_seeds[0]):
+                ax.plot(x, np.mean([c[i][2] for c in curves_of_seeds], axis=0), color=colour, lw=1.4,
+                        **({} if ax is ax_loss else dict(marker=marker, ms=2.5)))
+        seeds = f" (mean of seeds {', '.join(str(runs[k]['config']['seed']) for k in keys)})" if several else ""
         handles.append((plt.Line2D([], [], color=colour, marker=marker, ms=3), _label(name, labels) + seeds))
     if clipped:
         ax_loss.text(0.97, 0.93, "drawn at 1.2, losses:", transform=ax_loss.transAxes, ha="right", va="top",
