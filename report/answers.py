@@ -448,6 +448,11 @@ def problem_4_4(runs):
                                         "smp_pretrained": -1, "smp_scratch": 1}),
         # each initialisation with a quarter of the eyes against all of them
         "less_data": less_data, "higher_with_less": [k for k, d in less_data.items() if d["value"] > 0]})
+    # the two over training: each arm's mean test Dice at each evaluation, over seeds
+    pre_curve, scratch_curve = (np.mean([r["valid_dice_thresholded"] for r in copies(runs, name)], axis=0)
+                                for name in full)
+    n["start"] = {"epoch": pre["evaluated_epochs"][0], "pretrained": fmt(pre_curve[0]),
+                  "scratch": fmt(scratch_curve[0]), "ahead_throughout": bool(np.all(pre_curve > scratch_curve))}
     claims = [("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
 

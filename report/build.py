@@ -120,7 +120,8 @@ def prediction_panels(runs, out, augmentation_arms):
         if len(chosen) < 2 or not learned:
             panels[key] = {"drawn": [], "image": None, "best_of_seeds": False}
             continue
-        drawn, image = plots.prediction_panels(runs, chosen, out / f"panel_{key}.png")
+        drawn, image = plots.prediction_panels(runs, chosen, out / f"panel_{key}.png",
+                                               labels=answers.SMP_LABELS if key == "smp" else None)
         panels[key] = {"drawn": drawn, "image": image, "missing": [n for n in names if not best(n)],
                        "best_of_seeds": any(len(copy_names(runs, n)) > 1 for n in names)}
     return panels
