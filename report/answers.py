@@ -231,7 +231,7 @@ def difference(runs, terms):
     lowest, highest = sum(min(w, 0) for w in terms.values()), sum(max(w, 0) for w in terms.values())
     low, high = max(iv.low, lowest), min(iv.high, highest)
     return {"mean": _signed(iv.mean), "low": _signed(low), "high": _signed(high), "value": iv.mean,
-            "holds_zero": iv.holds_zero, "half_width": (high - low) / 2}
+            "holds_zero": iv.holds_zero, "half_width": (high - low) / 2, "half": fmt((high - low) / 2)}
 
 
 def end_state(run, all_vessel=None):

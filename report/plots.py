@@ -21,13 +21,13 @@ def save(fig, path):
 
 
 def _label(name, labels=None):
-    """What a legend or title calls a run: ``labels[name]`` where given, else the registry's
-    label of its configuration (a ``NAME_seedS`` copy: NAME's, with ", seed S"), looked up
+    """What a legend or title calls a run: ``labels[name]`` where given, else its configuration's
+    label, from ``labels`` or the registry (a ``NAME_seedS`` copy: NAME's, with ", seed S"), looked up
     among the ``gpu`` profile's runs, then the ``cpu`` profile's (the recipe runs exist only
     at the assignment's scale)."""
-    if (labels or {}).get(name):
-        return labels[name]
     base, _, seed = name.partition("_seed")
+    if (labels or {}).get(name) or (labels or {}).get(base):
+        return labels.get(name) or labels[base] + (f", seed {seed}" if seed else "")
     run = registry.runs("gpu").get(base) or registry.runs("cpu").get(base)
     return ((run.label if run else None) or base) + (f", seed {seed}" if seed else "")
 
