@@ -82,8 +82,7 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
             for i, (ax, x, _) in enumerate(curves_of_seeds[0]):
                 ax.plot(x, np.mean([c[i][2] for c in curves_of_seeds], axis=0), color=colour, lw=1.4,
                         **({} if ax is ax_loss else dict(marker=marker, ms=2.5)))
-        seeds = f" (mean of seeds {', '.join(str(runs[k]['config']['seed']) for k in keys)})" if several else ""
-        handles.append((plt.Line2D([], [], color=colour, marker=marker, ms=3), _label(name, labels) + seeds))
+        handles.append((plt.Line2D([], [], color=colour, marker=marker, ms=3), _label(name, labels)))
     if clipped:
         ax_loss.text(0.97, 0.93, "drawn at 1.2, losses:", transform=ax_loss.transAxes, ha="right", va="top",
                      fontsize=7.5)
@@ -216,8 +215,11 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     top, left = thin_vessel_window(truth, size)
     crop = (slice(top, top + size), slice(left, left + size))
     import textwrap
+    def title(name):  # a run with seed copies is named with its seed, as its copies are
+        seeded = "_seed" not in name and any(k.startswith(f"{name}_seed") for k in runs)
+        return _label(name, labels) + (f", seed {runs[name]['config']['seed']}" if seeded else "")
     columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
-        (f"{textwrap.fill(_label(n, labels), 18)}\n"
+        (f"{textwrap.fill(title(n), 18)}\n"
          f"Dice {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
          error_image(p, truth)) for n, p in drawn]
     # drawn at the size it is printed (problem4.typ's panel: a quarter of the text width a
