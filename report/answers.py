@@ -231,7 +231,7 @@ def difference(runs, terms):
     lowest, highest = sum(min(w, 0) for w in terms.values()), sum(max(w, 0) for w in terms.values())
     low, high = max(iv.low, lowest), min(iv.high, highest)
     return {"mean": _signed(iv.mean), "low": _signed(low), "high": _signed(high), "value": iv.mean,
-            "holds_zero": iv.holds_zero, "half_width": (high - low) / 2, "half": fmt((high - low) / 2)}
+            "holds_zero": iv.holds_zero, "half_width": (high - low) / 2, "reach": fmt(max(abs(low), abs(high)))}
 
 
 def end_state(run, all_vessel=None):
@@ -287,6 +287,7 @@ def problem_4_1(runs, gpu=None):
     first = {name: [first_vessel_epoch(r, all_vessel) for r in copies(runs, name)] for name in ("unet", "unet_noskip")}
     n.update(done=True, rows=rows, unet=rows[0], noskip=rows[1], difference=rows[1]["difference"],
              budget=budget(runs["unet_noskip"]), never=all(f is None for f in first["unet_noskip"]),
+             with_all=None not in first["unet"],
              # every seed without skips predicts vessels later than every seed with them, or never
              later=None not in first["unet"] and all(f is None or f > max(first["unet"]) for f in first["unet_noskip"]))
     return _answer(n, claims)
@@ -383,9 +384,9 @@ def problem_4_3(runs):
          "family": _family(len(names) - 1),
          # what three seeds can resolve: the intervals' half-widths, the largest spread of one
          # configuration's seeds, and the largest move of a run's Dice between its last two evaluations
-         "widths": {"low": fmt(min(r["difference"]["half_width"] for r in rows if r["difference"])),
-                    "high": fmt(max(r["difference"]["half_width"] for r in rows if r["difference"])),
-                    "sd": max((r["sd"] for r in rows), key=float)},
+         "widths": {"low": fmt(min(2 * r["difference"]["half_width"] for r in rows if r["difference"])),
+                    "high": fmt(max(2 * r["difference"]["half_width"] for r in rows if r["difference"])),
+                    "sd": max((r["sd"] for r in rows if r["sd"] != "–"), key=float, default=None)},
          "swing": _last_swing(runs, names)}
     # is there overfitting to regularise? the reference UNet's fit of its training eyes (whole,
     # as the test eyes are evaluated) against the test eyes at the end, over its seeds
@@ -449,7 +450,8 @@ def problem_4_4(runs):
         # each initialisation with a quarter of the eyes against all of them
         "less_data": less_data, "higher_with_less": [k for k, d in less_data.items() if d["value"] > 0]})
     # the two over training: each arm's mean test Dice at each evaluation, over seeds
-    pre_curve, scratch_curve = (np.mean([r["valid_dice_thresholded"] for r in copies(runs, name)], axis=0)
+    shared = min(len(r["valid_dice_thresholded"]) for name in full for r in copies(runs, name))
+    pre_curve, scratch_curve = (np.mean([r["valid_dice_thresholded"][:shared] for r in copies(runs, name)], axis=0)
                                 for name in full)
     n["start"] = {"epoch": pre["evaluated_epochs"][0], "pretrained": fmt(pre_curve[0]),
                   "scratch": fmt(scratch_curve[0]), "ahead_throughout": bool(np.all(pre_curve > scratch_curve))}

@@ -54,7 +54,10 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
         if not keys:
             continue
         colour, drawn = f"C{drawn % 10}", drawn + 1
-        several = len(keys) > 1  # then each seed thin and faint, their mean over it with markers
+        # several seeds evaluated alike: each seed thin and faint, their mean over it with markers
+        several = len(keys) > 1 and all(
+            runs[k]["evaluated_epochs"] == runs[keys[0]]["evaluated_epochs"] and
+            len(runs[k]["train_losses"]) == len(runs[keys[0]]["train_losses"]) for k in keys)
         seed_style = dict(color=colour, lw=0.7, alpha=0.45) if several else dict(color=colour, lw=1.2)
         curves_of_seeds = []
         for k, key in enumerate(keys):
@@ -71,14 +74,13 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
             for ax, x, y in panels:
                 ax.plot(x, y, **seed_style, **({} if several or ax is ax_loss else dict(marker=marker, ms=2.5)))
             curves_of_seeds.append(panels)
-            highest = max(highest, min(float(loss.max()), LOSS_CLIP))
+            finite = loss[np.isfinite(loss)]
+            highest = max(highest, min(float(finite.max()), LOSS_CLIP) if finite.size else 0.0)
             if k == 0 and loss.max() > LOSS_CLIP:  # one note per clipped run, inside the axes
                 above = loss[loss > LOSS_CLIP]
                 clipped.append((f"{_label(name, labels)}: {above.min():.0e} to {above.max():.0e}"
                                 if len(above) > 1 else f"{_label(name, labels)}: {above.max():.0e}", colour))
-        same_epochs = all(len(c[i][1]) == len(curves_of_seeds[0][i][1]) for c in curves_of_seeds
-                          for i in range(len(c)))
-        if several and same_epochs:  # the configuration's mean over its seeds, epoch by epoch
+        if several:  # the configuration's mean over its seeds, epoch by epoch
             for i, (ax, x, _) in enumerate(curves_of_seeds[0]):
                 ax.plot(x, np.mean([c[i][2] for c in curves_of_seeds], axis=0), color=colour, lw=1.4,
                         **({} if ax is ax_loss else dict(marker=marker, ms=2.5)))
@@ -97,7 +99,7 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
         axes[1].set(ylabel="test soft Dice", ylim=(0, 0.9), xlabel="epoch")
     # the losses' own range, or room above the clip line for the notes of the runs drawn at it
     ax_loss.set(ylabel=f"{'test' if test_loss else 'training'} DiceCE loss", xlabel="epoch",
-                ylim=(0, LOSS_CLIP * 1.6 if clipped else highest * 1.1))
+                ylim=(0, LOSS_CLIP * 1.6 if clipped else (highest or LOSS_CLIP) * 1.1))
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -215,11 +217,11 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     top, left = thin_vessel_window(truth, size)
     crop = (slice(top, top + size), slice(left, left + size))
     import textwrap
-    def title(name):  # a run with seed copies is named with its seed, as its copies are
-        seeded = "_seed" not in name and any(k.startswith(f"{name}_seed") for k in runs)
+    def heading(name):  # a run with finished seed copies is named with its seed, as its copies are
+        seeded = "_seed" not in name and len(copy_names(runs, name)) > 1
         return _label(name, labels) + (f", seed {runs[name]['config']['seed']}" if seeded else "")
     columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
-        (f"{textwrap.fill(title(n), 18)}\n"
+        (f"{textwrap.fill(heading(n), 18)}\n"
          f"Dice {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
          error_image(p, truth)) for n, p in drawn]
     # drawn at the size it is printed (problem4.typ's panel: a quarter of the text width a
