@@ -89,10 +89,7 @@ def check_resumable(logdir, code):
     checkpoint = Path(logdir) / "checkpoint.pt"
     if not checkpoint.exists():
         return
-    try:  # memory-mapped: only the small entry is read, not the weights
-        made_by = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False).get("code")
-    except Exception as err:
-        raise UserError(f"{checkpoint}: cannot load the checkpoint ({err}); delete it to start the run afresh")
+    made_by = load_checkpoint(checkpoint, mmap=True).get("code")  # mapped: the weights stay on disk
     if made_by != code["sha256"]:
         raise UserError(f"{checkpoint}: its epochs were trained by other code (fingerprint "
                         f"{(made_by or 'none recorded')[:12]}, this code's {code['sha256'][:12]}); resume it "
@@ -225,9 +222,9 @@ def save_checkpoint(path, **state):
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, mmap=False):
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
     except Exception as err:
         raise UserError(f"{path}: cannot load the checkpoint ({err}); delete it to start the run afresh")
 
