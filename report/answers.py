@@ -116,8 +116,7 @@ def human_numbers(human):
                                        "min": fmt(human["min_dice"]), "max": fmt(human["max_dice"]),
                                        "n": human["n_images"], "value": human["mean_dice"],
                                        "resampling_exact": human.get("resampling_check", {}).get("pixels_differing") == 0,
-                                       "template": fmt(human["template_dice_of_a_perfect_prediction"]["mean"], 2)
-                                       if "template_dice_of_a_perfect_prediction" in human else None}
+                                       "template": fmt(human["template_dice_of_a_perfect_prediction"]["mean"], 2)}
 
 
 def problem_4_reference(runs, human=None):
@@ -129,18 +128,11 @@ def problem_4_reference(runs, human=None):
     n = {"done": True, "dice": fmt(dice(unet)), "epochs": c["epochs"], "budget": b, "seeds": over_seeds(runs, "unet"),
          "train_minutes": fmt(sum(unet["timings"]["train_seconds_per_epoch"]) / 60, 0),
          "sensitivity": fmt(unet["final_metrics"]["sensitivity"]), "auc": fmt(unet["final_metrics"]["auc"]),
-         "vessel_percent": _vessel_percent(runs), "human": human_numbers(human)}
+         "vessel_percent": fmt(100 * unet["baselines"]["vessel_fraction"], 1), "human": human_numbers(human)}
     if done(cosine):
         n["cosine"] = {"dice": fmt(dice(cosine)), "epochs": cosine["config"]["epochs"],
                        "better": dice(cosine) > dice(unet), "budget": budget(cosine)}
     return _answer(n)
-
-
-def _vessel_percent(runs):
-    """The test images' vessel fraction, from any run that measured it (they share the test set)."""
-    fractions = [r["baselines"]["vessel_fraction"] for r in runs.values()
-                 if done(r) and "vessel_fraction" in r.get("baselines", {})]
-    return fmt(100 * fractions[0], 1) if fractions else None
 
 
 def over_seeds(runs, name, all_vessel=None):
