@@ -331,11 +331,14 @@ def problem_4_2(runs):
         rs = copies(runs, name)
         largest = max(max(r["train_losses"]) for r in rs)
         dead = [r["dead_relu_fraction"]["overall"] for r in rs if r.get("dead_relu_fraction")]
-        row.update(lr=float(name[3:]), largest_loss=f"{largest:.2g}",
+        row.update(lr=float(name[3:]), largest_loss=f"{largest:#.2g}",
                    exploded=sum(r["diverged"] or max(r["train_losses"]) > 10 for r in rs),
                    dead=fmt(100 * float(np.mean(dead)), 0) if dead else "–")
     # each regime: the rates with a seed in it, and how many of its seeds
-    counted = lambda key: [{"lr": r["lr"], "k": r[key] if key == "exploded" else r["states"][key], "n": r["n"]}
+    # (with whether its loss exploded, and how far Adam's steps, each about the rate, reach in the budget)
+    steps = budget(runs[names[0]])["steps"]
+    counted = lambda key: [{"lr": r["lr"], "k": r[key] if key == "exploded" else r["states"][key], "n": r["n"],
+                            "exploded": r["exploded"] > 0, "reach": f"{steps * r['lr']:.2g}"}
                            for r in rows if (r[key] if key == "exploded" else r["states"][key])]
     top = rows[names.index(best)]
     chance = [r for r in rows if r["states"]["chance"] and r["dead"] != "–"]
