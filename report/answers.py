@@ -450,6 +450,9 @@ def problem_4_4(runs):
                                 for name in full)
     n["start"] = {"epoch": pre["evaluated_epochs"][0], "pretrained": fmt(pre_curve[0]),
                   "scratch": fmt(scratch_curve[0]), "ahead_throughout": bool(np.all(pre_curve > scratch_curve))}
+    resnet = runs.get("smp_resnet18_scratch", {})  # the assignment's encoder, whose ImageNet weights were out of reach
+    if done(resnet):
+        n["resnet18_scratch"] = {"dice": fmt(dice(resnet)), "seed": resnet["config"]["seed"]}
     claims = [("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
 
