@@ -326,24 +326,34 @@ def problem_4_2(runs):
     if not _all_done(runs, names):
         return _answer({"done": False})
     best = max(names, key=lambda name: float(np.mean([dice(r) for r in copies(runs, name)])))
-    rows = arms(runs, names, best, all_vessel_dice(runs))
+    all_vessel = all_vessel_dice(runs)
+    rows = arms(runs, names, best, all_vessel)
+
+    def exploded(run):  # an epoch's mean loss above 10, or a non-finite loss
+        return run["diverged"] or max(run["train_losses"]) > 10
+
     for name, row in zip(names, rows):
         rs = copies(runs, name)
         largest = max(max(r["train_losses"]) for r in rs)
         dead = [r["dead_relu_fraction"]["overall"] for r in rs if r.get("dead_relu_fraction")]
-        row.update(lr=float(name[3:]), largest_loss=f"{largest:#.2g}",
-                   exploded=sum(r["diverged"] or max(r["train_losses"]) > 10 for r in rs),
-                   dead=fmt(100 * float(np.mean(dead)), 0) if dead else "–")
-    # each regime: the rates with a seed in it, and how many of its seeds
-    # (with whether its loss exploded, and how far Adam's steps, each about the rate, reach in the budget)
+        plateau = [r for r in rs if end_state(r, all_vessel) == "plateau"]
+        row.update(lr=float(name[3:]), largest_loss=f"{largest:#.2g}" if largest < 1 else f"{largest:.2g}",
+                   exploded=sum(map(exploded, rs)), dead=fmt(100 * float(np.mean(dead)), 0) if dead else "–",
+                   # the seeds on the plateau: left there after an explosion, or never moved far enough
+                   thrown=sum(map(exploded, plateau)), slow=sum(not exploded(r) for r in plateau))
+    # each regime: the rates with a seed in it, and how many of its seeds (with how far Adam's
+    # steps, each of about the rate, reach in the budget)
     steps = budget(runs[names[0]])["steps"]
-    counted = lambda key: [{"lr": r["lr"], "k": r[key] if key == "exploded" else r["states"][key], "n": r["n"],
-                            "exploded": r["exploded"] > 0, "reach": f"{steps * r['lr']:.2g}"}
-                           for r in rows if (r[key] if key == "exploded" else r["states"][key])]
+
+    def counted(key):
+        k = {r["lr"]: r[key] if key in r else r["states"][key] for r in rows}
+        return [{"lr": r["lr"], "k": k[r["lr"]], "n": r["n"], "reach": f"{steps * r['lr']:.2g}"}
+                for r in rows if k[r["lr"]]]
+
     top = rows[names.index(best)]
     chance = [r for r in rows if r["states"]["chance"] and r["dead"] != "–"]
     n = {"done": True, "rows": rows, "best": top["lr"], "best_row": top, "budget": budget(runs[names[0]]),
-         "regimes": {key: counted(key) for key in ("exploded", "chance", "plateau", "segments")},
+         "regimes": {key: counted(key) for key in ("exploded", "chance", "slow", "thrown", "segments")},
          "apart_from_best": [r["lr"] for r in rows if r["difference"] and not r["difference"]["holds_zero"]],
          "untold_from_best": [r["lr"] for r in rows if r["difference"] and r["difference"]["holds_zero"]],
          # the rates with a seed at chance have most ReLU channels dead, 10 points or more above the best rate
