@@ -347,6 +347,12 @@ def test_progress_keeps_a_copy_of_the_best_weights_and_survives_a_checkpoint(tmp
     assert torch.equal(loaded.best_state["weight"], progress.best_state["weight"])
 
 
+def test_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"cut short by a full disk")
+    with pytest.raises(UserError, match="cannot load the checkpoint.*delete it to start the run afresh"):
+        check_resumable(tmp_path, {"sha256": "c" * 64})
+
+
 def test_the_device_skips_a_non_finite_step_only_with_a_fused_optimizer_and_an_enabled_scaler():
     parameters = [torch.nn.Parameter(torch.zeros(2))]
     enabled = torch.amp.GradScaler("cpu", init_scale=1.0)
