@@ -86,7 +86,9 @@ def test_base_channels_are_refused_for_the_smp_unet(capsys):
 
 @pytest.mark.parametrize("model", ["unet", "unet_noskip"])
 def test_one_epoch_of_each_unet_variant(retina, tmp_path, model):
-    results = run(retina, tmp_path / model, "--model", model, "--save_model")
+    # the execution fixed: timing the candidates on 31M weights is half this test's time, and the
+    # choice has tests of its own (test_bench, the doubted choice below)
+    results = run(retina, tmp_path / model, "--model", model, "--save_model", "--amp", "off", "--channels_last", "off")
     check_results(results)
     assert results["config"]["model"] == model
     assert len(results["train_whole_soft_dice"]) == len(results["valid_accs"]) == 1  # --train_eval every, the default
