@@ -128,11 +128,20 @@ def problem_4_reference(runs, human=None):
     n = {"done": True, "dice": fmt(dice(unet)), "epochs": c["epochs"], "budget": b, "seeds": over_seeds(runs, "unet"),
          "train_minutes": fmt(sum(unet["timings"]["train_seconds_per_epoch"]) / 60, 0),
          "sensitivity": fmt(unet["final_metrics"]["sensitivity"]), "auc": fmt(unet["final_metrics"]["auc"]),
-         "vessel_percent": fmt(100 * unet["baselines"]["vessel_fraction"], 1), "human": human_numbers(human)}
+         "vessel_percent": fmt(100 * unet["baselines"]["vessel_fraction"], 1), "human": human_numbers(human),
+         "plateau_first": _on_the_plateau_first(runs)}
     if done(cosine):
         n["cosine"] = {"dice": fmt(dice(cosine)), "epochs": cosine["config"]["epochs"],
                        "better": dice(cosine) > dice(unet), "budget": budget(cosine)}
     return _answer(n)
+
+
+def _on_the_plateau_first(runs):
+    """How many of the finished UNet runs (the graded network, with or without skips) predict
+    no vessel at their first evaluation, by ``first_vessel_epoch``'s rule, of how many."""
+    all_vessel = all_vessel_dice(runs)
+    unets = [r for r in runs.values() if done(r) and r["config"].get("model") in ("unet", "unet_noskip")]
+    return {"k": sum(first_vessel_epoch(r, all_vessel) != r["evaluated_epochs"][0] for r in unets), "n": len(unets)}
 
 
 def over_seeds(runs, name, all_vessel=None):
@@ -355,6 +364,9 @@ def problem_4_2(runs):
     n = {"done": True, "rows": rows, "best": top["lr"], "best_row": top, "budget": budget(runs[names[0]]),
          "regimes": {key: counted(key) for key in ("exploded", "chance", "slow", "thrown", "segments")},
          "apart_from_best": [r["lr"] for r in rows if r["difference"] and not r["difference"]["holds_zero"]],
+         # the rate told apart from the best by the smallest difference, with its interval
+         "closest": min((r for r in rows if r["difference"] and not r["difference"]["holds_zero"]),
+                        key=lambda r: abs(r["difference"]["value"]), default=None),
          "untold_from_best": [r["lr"] for r in rows if r["difference"] and r["difference"]["holds_zero"]],
          # the rates with a seed at chance have most ReLU channels dead, 10 points or more above the best rate
          "chance_dead_apart": bool(chance) and top["dead"] != "–" and

@@ -217,17 +217,21 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     top, left = thin_vessel_window(truth, size)
     crop = (slice(top, top + size), slice(left, left + size))
     import textwrap
-    def heading(name):  # a run with finished seed copies is named with its seed, as its copies are
-        seeded = "_seed" not in name and len(copy_names(runs, name)) > 1
-        return _label(name, labels) + (f", seed {runs[name]['config']['seed']}" if seeded else "")
-    columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
-        (f"{textwrap.fill(heading(n), 18)}\n"
-         f"Dice {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
-         error_image(p, truth)) for n, p in drawn]
     # drawn at the size it is printed (problem4.typ's panel: a quarter of the text width a
-    # column, at most the whole), so its 8-pt titles print at about 8 pt however many columns
-    width = min(1.0, 0.25 * len(columns)) * WIDTH
-    side = width / len(columns)
+    # column, at most the whole), so its 8-pt titles print at about 8 pt however many columns;
+    # a title is wrapped to its column (an 8-pt character is up to about 5.5 pt wide), its seed
+    # on a line of its own (a run with finished seed copies is named with its seed, as they are)
+    width = min(1.0, 0.25 * (len(drawn) + 1)) * WIDTH
+    side = width / (len(drawn) + 1)
+
+    def heading(name):
+        base, _, seed = name.partition("_seed")
+        if not seed and len(copy_names(runs, name)) > 1:
+            seed = runs[name]["config"]["seed"]
+        return textwrap.fill(_label(base, labels), max(10, int(side * 72 / 5.5))) + (f"\nseed {seed}" if seed else "")
+    columns = [("ground truth", np.stack([truth] * 3, -1).astype(float))] + [
+        (f"{heading(n)}\nDice {thresholded_dice(torch.from_numpy(p), torch.from_numpy(truth)):.3f}",
+         error_image(p, truth)) for n, p in drawn]
     fig, axes = plt.subplots(2, len(columns), figsize=(width, 2 * side + 0.8), squeeze=False)
     for col, (title, rgb) in enumerate(columns):
         axes[0, col].imshow(rgb, interpolation="antialiased")
