@@ -356,7 +356,7 @@ def problem_4_2(runs):
 
     def counted(key):
         k = {r["lr"]: r[key] if key in r else r["states"][key] for r in rows}
-        return [{"lr": r["lr"], "k": k[r["lr"]], "n": r["n"], "reach": f"{steps * r['lr']:.2g}"}
+        return [{"lr": r["lr"], "k": k[r["lr"]], "n": r["n"], "reach": f"{steps * r['lr']:.2g}", "test_loss": r["test_loss"]}
                 for r in rows if k[r["lr"]]]
 
     top = rows[names.index(best)]
@@ -369,6 +369,8 @@ def problem_4_2(runs):
                         key=lambda r: abs(r["difference"]["value"]), default=None),
          "untold_from_best": [r["lr"] for r in rows if r["difference"] and r["difference"]["holds_zero"]],
          # the rates with a seed at chance have most ReLU channels dead, 10 points or more above the best rate
+         # the best rate with most of its ReLU channels dead: dead channels are not what the rates differ by
+         "best_mostly_dead": top["dead"] != "–" and float(top["dead"]) > 50,
          "chance_dead_apart": bool(chance) and top["dead"] != "–" and
          all(float(r["dead"]) > 50 and float(r["dead"]) >= float(top["dead"]) + 10 for r in chance)}
     return _answer(n)
@@ -532,7 +534,7 @@ def assignment_scale(runs, profile="gpu"):
         train, test = unet["train_whole_dice_thresholded"][-1], unet["valid_dice_thresholded"][-1]
         before = unet["valid_dice_thresholded"][:-5]  # the evaluations before the last five: none in a short run
         n["generalisation"] = {"train": fmt(train), "test": fmt(test), "gap": _gap(train, test),
-                               "overfits": train - test > 0.05, "epochs": unet["epochs_completed"],
+                               "overfits": train - test > 0.05, "test_as_high": test >= train, "epochs": unet["epochs_completed"],
                                "budget": budget(unet), "still_improving": bool(before) and test > max(before)}
     return n
 
