@@ -346,10 +346,13 @@ def problem_4_2(runs):
         largest = max(max(r["train_losses"]) for r in rs)
         dead = [r["dead_relu_fraction"]["overall"] for r in rs if r.get("dead_relu_fraction")]
         plateau = [r for r in rs if end_state(r, all_vessel) == "plateau"]
+        at_chance = [r for r in rs if end_state(r, all_vessel) == "chance"]
         row.update(lr=float(name[3:]), largest_loss=f"{largest:#.2g}" if largest < 1 else f"{largest:.2g}",
                    exploded=sum(map(exploded, rs)), dead=fmt(100 * float(np.mean(dead)), 0) if dead else "–",
                    # the seeds on the plateau: left there after an explosion, or never moved far enough
-                   thrown=sum(map(exploded, plateau)), slow=sum(not exploded(r) for r in plateau))
+                   thrown=sum(map(exploded, plateau)), slow=sum(not exploded(r) for r in plateau),
+                   # seeds at chance that had predicted vessels at some evaluation before
+                   lost=sum(first_vessel_epoch(r, all_vessel) is not None for r in at_chance))
     # each regime: the rates with a seed in it, and how many of its seeds (with how far Adam's
     # steps, each of about the rate, reach in the budget)
     steps = budget(runs[names[0]])["steps"]
@@ -362,7 +365,7 @@ def problem_4_2(runs):
     top = rows[names.index(best)]
     chance = [r for r in rows if r["states"]["chance"] and r["dead"] != "–"]
     n = {"done": True, "rows": rows, "best": top["lr"], "best_row": top, "budget": budget(runs[names[0]]),
-         "regimes": {key: counted(key) for key in ("exploded", "chance", "slow", "thrown", "segments")},
+         "regimes": {key: counted(key) for key in ("exploded", "chance", "slow", "thrown", "segments", "lost")},
          "apart_from_best": [r["lr"] for r in rows if r["difference"] and not r["difference"]["holds_zero"]],
          # the rate told apart from the best by the smallest difference, with its interval
          "closest": min((r for r in rows if r["difference"] and not r["difference"]["holds_zero"]),
