@@ -347,12 +347,15 @@ def problem_4_2(runs):
         dead = [r["dead_relu_fraction"]["overall"] for r in rs if r.get("dead_relu_fraction")]
         plateau = [r for r in rs if end_state(r, all_vessel) == "plateau"]
         at_chance = [r for r in rs if end_state(r, all_vessel) == "chance"]
+        constant = [r for r in at_chance if r["final_metrics"]["auc"] is not None and abs(r["final_metrics"]["auc"] - 0.5) < 1e-9]
         row.update(lr=float(name[3:]), largest_loss=f"{largest:#.2g}" if largest < 1 else f"{largest:.2g}",
                    exploded=sum(map(exploded, rs)), dead=fmt(100 * float(np.mean(dead)), 0) if dead else "–",
                    # the seeds on the plateau: left there after an explosion, or never moved far enough
                    thrown=sum(map(exploded, plateau)), slow=sum(not exploded(r) for r in plateau),
                    # seeds at chance that had predicted vessels at some evaluation before
-                   lost=sum(first_vessel_epoch(r, all_vessel) is not None for r in at_chance))
+                   lost=sum(first_vessel_epoch(r, all_vessel) is not None for r in at_chance),
+                   # seeds at chance whose output is one value everywhere: an AUC of exactly 0.5
+                   constant=len(constant))
     # each regime: the rates with a seed in it, and how many of its seeds (with how far Adam's
     # steps, each of about the rate, reach in the budget)
     steps = budget(runs[names[0]])["steps"]
@@ -367,6 +370,7 @@ def problem_4_2(runs):
     n = {"done": True, "rows": rows, "best": top["lr"], "best_row": top, "budget": budget(runs[names[0]]),
          "regimes": {key: counted(key) for key in ("exploded", "chance", "slow", "thrown", "segments", "lost")},
          "apart_from_best": [r["lr"] for r in rows if r["difference"] and not r["difference"]["holds_zero"]],
+         "constant": sum(r["constant"] for r in rows), "at_chance": sum(r["states"]["chance"] for r in rows),
          # the rate told apart from the best by the smallest difference, with its interval
          "closest": min((r for r in rows if r["difference"] and not r["difference"]["holds_zero"]),
                         key=lambda r: abs(r["difference"]["value"]), default=None),
@@ -376,6 +380,15 @@ def problem_4_2(runs):
          "best_mostly_dead": top["dead"] != "–" and float(top["dead"]) > 50,
          "chance_dead_apart": bool(chance) and top["dead"] != "–" and
          all(float(r["dead"]) > 50 and float(r["dead"]) >= float(top["dead"]) + 10 for r in chance)}
+    # the sweep's rate that the reference UNet trains at: the two differ only in AdamW's weight
+    # decay (the reference's evaluation of the training eyes draws no random number)
+    ref = runs.get("unet", {})
+    same = [r for r in rows if done(ref) and r["lr"] == ref["config"]["lr"] and _all_done(runs, ["unet"])]
+    if same and ref["config"]["optimizer"] == "adamw":
+        n["versus_reference"] = {"lr": same[0]["lr"], "row": same[0], "reference": over_seeds(runs, "unet", all_vessel),
+                                 "weight_decay": ref["config"]["weight_decay"],
+                                 "shrink": f"{ref['config']['lr'] * ref['config']['weight_decay']:.0e}",
+                                 "difference": difference(runs, {same[0]["name"]: 1, "unet": -1})}
     return _answer(n)
 
 

@@ -16,6 +16,7 @@ The speed study lives in ``docs/performance.md`` (``python -m report.performance
 """
 import argparse
 import datetime
+import math
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -149,7 +150,7 @@ def figures_for(runs, gpu, root, out, numbers):
             plots.curves(gpu, names, out / f"scale_{question}.png", human=human, ncol=2)
     if numbers["p4_2"]["done"]:  # runs stuck at a Dice of 0 still differ in soft Dice and loss
         names = registry.runs_of("4.2")
-        plots.sweep(runs, names, out / "lr.png", {name: f"lr {name[3:]}" for name in names})
+        plots.sweep(runs, names, out / "lr.png", {name: f"lr $10^{{{round(math.log10(float(name[3:])))}}}$" for name in names})
     # augmented crops and a quarter of the eyes are other training data: their test losses are compared
     # 4.3's compared arms: every strategy, or all but one whose seeds are not made yet
     augmentation_arms = [r["name"] for r in numbers["p4_3"]["rows"]] if numbers["p4_3"]["done"] \

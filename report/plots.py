@@ -122,8 +122,9 @@ def sweep(runs, names, path, titles):
             r = runs[key]
             ls = ("-", "--", ":")[min(k, 2)]
             ev = r["evaluated_epochs"]
-            ax_dice.plot(ev, r["valid_dice_thresholded"], color="C0", ls=ls, lw=1.1)
+            # the thresholded Dice over the soft one: where the outputs saturate the two coincide
             ax_dice.plot(ev, r["valid_accs"], color="C1", ls=ls, lw=1.1)
+            ax_dice.plot(ev, r["valid_dice_thresholded"], color="C0", ls=ls, lw=1.1)
             ax_loss.plot(np.arange(1, len(r["train_losses"]) + 1), r["train_losses"], color="C2", ls=ls, lw=1.1)
             losses.extend(r["train_losses"])
         ax_dice.set_title(titles[name])
