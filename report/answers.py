@@ -345,8 +345,9 @@ def problem_4_2(runs):
         rs = copies(runs, name)
         largest = max(max(r["train_losses"]) for r in rs)
         dead = [r["dead_relu_fraction"]["overall"] for r in rs if r.get("dead_relu_fraction")]
-        plateau = [r for r in rs if end_state(r, all_vessel) == "plateau"]
-        at_chance = [r for r in rs if end_state(r, all_vessel) == "chance"]
+        ends = [end_state(r, all_vessel) for r in rs]
+        plateau = [r for r, end in zip(rs, ends) if end == "plateau"]
+        at_chance = [r for r, end in zip(rs, ends) if end == "chance"]
         constant = [r for r in at_chance if r["final_metrics"]["auc"] is not None and abs(r["final_metrics"]["auc"] - 0.5) < 1e-9]
         row.update(lr=float(name[3:]), largest_loss=f"{largest:#.2g}" if largest < 1 else f"{largest:.2g}",
                    exploded=sum(map(exploded, rs)), dead=fmt(100 * float(np.mean(dead)), 0) if dead else "–",
@@ -358,7 +359,8 @@ def problem_4_2(runs):
                    constant=len(constant))
     # each regime: the rates with a seed in it, and how many of its seeds (with how far Adam's
     # steps, each of about the rate, reach in the budget)
-    steps = budget(runs[names[0]])["steps"]
+    b = budget(runs[names[0]])
+    steps = b["steps"]
 
     def counted(key):
         k = {r["lr"]: r[key] if key in r else r["states"][key] for r in rows}
@@ -367,7 +369,7 @@ def problem_4_2(runs):
 
     top = rows[names.index(best)]
     chance = [r for r in rows if r["states"]["chance"] and r["dead"] != "–"]
-    n = {"done": True, "rows": rows, "best": top["lr"], "best_row": top, "budget": budget(runs[names[0]]),
+    n = {"done": True, "rows": rows, "best": top["lr"], "best_row": top, "budget": b,
          "regimes": {key: counted(key) for key in ("exploded", "chance", "slow", "thrown", "segments", "lost")},
          "apart_from_best": [r["lr"] for r in rows if r["difference"] and not r["difference"]["holds_zero"]],
          "constant": sum(r["constant"] for r in rows), "at_chance": sum(r["states"]["chance"] for r in rows),
@@ -375,20 +377,20 @@ def problem_4_2(runs):
          "closest": min((r for r in rows if r["difference"] and not r["difference"]["holds_zero"]),
                         key=lambda r: abs(r["difference"]["value"]), default=None),
          "untold_from_best": [r["lr"] for r in rows if r["difference"] and r["difference"]["holds_zero"]],
-         # the rates with a seed at chance have most ReLU channels dead, 10 points or more above the best rate
          # the best rate with most of its ReLU channels dead: dead channels are not what the rates differ by
          "best_mostly_dead": top["dead"] != "–" and float(top["dead"]) > 50,
+         # the rates with a seed at chance have most ReLU channels dead, 10 points or more above the best rate
          "chance_dead_apart": bool(chance) and top["dead"] != "–" and
          all(float(r["dead"]) > 50 and float(r["dead"]) >= float(top["dead"]) + 10 for r in chance)}
     # the sweep's rate that the reference UNet trains at: the two differ only in AdamW's weight
     # decay (the reference's evaluation of the training eyes draws no random number)
-    ref = runs.get("unet", {})
-    same = [r for r in rows if done(ref) and r["lr"] == ref["config"]["lr"] and _all_done(runs, ["unet"])]
-    if same and ref["config"]["optimizer"] == "adamw":
-        n["versus_reference"] = {"lr": same[0]["lr"], "row": same[0], "reference": over_seeds(runs, "unet", all_vessel),
+    ref = runs["unet"]
+    same = next((r for r in rows if r["lr"] == ref["config"]["lr"]), None) if done(ref) else None
+    if same is not None and ref["config"]["optimizer"] == "adamw":
+        n["versus_reference"] = {"lr": same["lr"], "row": same, "reference": over_seeds(runs, "unet", all_vessel),
                                  "weight_decay": ref["config"]["weight_decay"],
                                  "shrink": f"{ref['config']['lr'] * ref['config']['weight_decay']:.0e}",
-                                 "difference": difference(runs, {same[0]["name"]: 1, "unet": -1})}
+                                 "difference": difference(runs, {same["name"]: 1, "unet": -1})}
     return _answer(n)
 
 
