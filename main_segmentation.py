@@ -11,11 +11,14 @@ a flag: ``--model unet_noskip`` (4.1), ``--optimizer adam --lr ...`` (4.2),
     python main_segmentation.py --dataset data/retina --logdir runs/unet
 
 Writes ``LOGDIR/results.json`` (curves, final metrics, configuration, command,
-machine, versions, timings), ``curves.png``, ``predictions.png`` and the first test image's
-thresholded prediction and truth as 1-bit PNGs (``example_*.png``, for side-by-side figures).
+machine, versions, timings), ``curves.png``, ``predictions.png``, every test image's
+thresholded prediction as a page of ``test_predictions.tif`` (1-bit, in the order of
+``final_metrics.per_image_dice``), and the first test image's thresholded prediction and truth
+as 1-bit PNGs (``example_*.png``, for side-by-side figures).
 
 Credits: the course template by Johan Obando, Jerry Huang and Pierre-Louis Benveniste.
 """
+import hashlib
 import math
 import time
 from argparse import Namespace
@@ -179,6 +182,15 @@ def initial_gradient_norms(model: nn.Module, split: Split, args: Namespace, loss
     return block_gradient_norms(model, images, masks, loss_fn, execution)
 
 
+def weights_digest(model: nn.Module) -> str:
+    """The SHA-256 of the model's weights (names, shapes and values), the first 16 hex digits."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode() + str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def make_optimizer(model: nn.Module, args: Namespace,
                    options: dict) -> tuple[optim.Optimizer, Optional[optim.lr_scheduler.LRScheduler]]:
     """``--optimizer`` over the model's parameters with the execution's ``options`` (fused on
@@ -241,6 +253,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     forward_model = torch.compile(model) if args.compile else model
     record = run_record(__file__, argv, args, execution.device, "segmentation_models_pytorch", "sklearn", "timm",
                         code=code)
+    # what the seed decides, so a test can show two seeds differ and one seed repeats: the initial
+    # weights, then (in the first epoch) the order of the samples and each sample as augmented
+    record["seed_trace"] = {"initial_weights_sha256": weights_digest(model)}
     record["initial_gradient_norms"] = initial_gradient_norms(model, train_split, args, loss_fn, execution)
 
     # The epoch loop: train, evaluate, keep the best, checkpoint. The checkpoint holds the
@@ -252,9 +267,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for epoch in tqdm(range(progress.epochs_done, args.epochs), desc="epochs", initial=progress.epochs_done,
                       total=args.epochs, dynamic_ncols=True):
         learning_rate = optimizer.param_groups[0]["lr"]
+        train_set.trace = {} if epoch == 0 else None
         with Timer() as train_timer:
             loss, dice = train(epoch, forward_model, train_loader, optimizer, scaler, loss_fn, execution,
                                args.print_every)
+        if epoch == 0:
+            record["seed_trace"].update(first_epoch_order=list(train_set.trace),
+                                        first_epoch_samples_sha256=list(train_set.trace.values()))
         if not math.isfinite(loss):  # its non-finite steps were skipped: the weights are the last finite ones
             tqdm.write(f"Non-finite loss at epoch {epoch}: the run diverged; stopping (lr {learning_rate})")
             progress.diverged = True
@@ -270,7 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 metrics = evaluate_epoch(forward_model, eval_split, train_eyes, loss_fn, execution)
             progress.history.append(evaluated_epochs=epoch + 1, valid_times=eval_timer.seconds, **metrics)
             tqdm.write(epoch_summary(epoch, loss, dice, metrics, train_timer.seconds, eval_timer.seconds))
-            if args.val_fraction:  # select on the held-out eyes; never on the test images
+            if args.val_fraction and args.final_weights == "best":  # select on held-out eyes, never on test images
                 progress.update_best(epoch + 1, metrics["valid_dice_thresholded"], model)
         progress.epochs_done = epoch + 1
         if progress.epochs_done < args.epochs:
@@ -282,6 +301,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         model.load_state_dict(progress.best_state)
     with Timer() as timer:
         final, logits = test(model, test_split, loss_fn, execution)
+        # the same weights on whole training eyes and held-out eyes, per image: the generalisation gap
+        eyes = train_split.subset(one_copy_per_eye(train_split.names))
+        final["per_image_dice_train_eyes"] = dict(zip(eyes.names, evaluate(model, eyes, loss_fn, execution)[0]
+                                                      ["per_image_dice"]))
+        if eval_name == "validation":
+            final["per_image_dice_validation"] = dict(zip(eval_split.names, evaluate(
+                model, eval_split, loss_fn, execution)[0]["per_image_dice"]))
         record["dead_relu_fraction"] = dead_relu_fraction(model, test_split.images[:4], execution)
     print(f"Test: thresholded Dice {final['dice']:.4f}, accuracy {final['accuracy']:.4f}, AUC {final['auc']:.4f}")
     write_outputs(logdir, args, progress, final, logits, test_split, train_seconds, timer.seconds, {
@@ -306,6 +332,8 @@ def write_outputs(logdir: Path, args: Namespace, progress: Progress, final: dict
                        h["evaluated_epochs"][int(np.argmax(valid_dice))] if valid_dice else None),
         "final_metrics": final,
         "final_metrics_model": "best validation epoch" if progress.best_state is not None else "last epoch",
+        "final_metrics_images": {"per_image_dice": "test images", "per_image_dice_train_eyes":
+                                 "one copy of every training eye", "per_image_dice_validation": "held-out eyes"},
         "baselines": {"vessel_fraction": float(np.mean([mask[0, :height, :width].float().mean().item()
                                                         for mask, (height, width)
                                                         in zip(test_split.masks, test_split.sizes)])),
@@ -339,6 +367,8 @@ def write_outputs(logdir: Path, args: Namespace, progress: Progress, final: dict
     figures.save_mask_png(logdir / f"example_{name}_prediction.png", (logits[0, 0, :height, :width] > 0).numpy())
     figures.save_mask_png(logdir / f"example_{name}_truth.png",
                           test_split.masks[0, 0, :height, :width].numpy().astype(bool))
+    figures.save_mask_pages(logdir / "test_predictions.tif", [(l[0, :h, :w] > 0).numpy() for l, (h, w)
+                                                               in zip(logits, test_split.sizes)])
     write_json(logdir / "results.json", results)
     (logdir / "checkpoint.pt").unlink(missing_ok=True)
     (logdir / "execution.json").unlink(missing_ok=True)

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from medimg.retina import STRATEGIES, RetinaTrainSet
 from medimg.runfiles import atomic_write
@@ -110,6 +110,19 @@ def save_mask_png(path: Path, mask: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(np.asarray(mask, dtype=bool)).save(tmp, format="PNG", optimize=True))
 
 
+def save_mask_pages(path: Path, masks: Sequence[np.ndarray]) -> None:
+    """Binary masks as the pages of one 1-bit TIFF (CCITT group 4: a few kB a page)."""
+    pages = [Image.fromarray(np.asarray(m, dtype=bool)) for m in masks]
+    atomic_write(path, lambda tmp: pages[0].save(tmp, format="TIFF", compression="group4", save_all=True,
+                                                  append_images=pages[1:]))
+
+
+def load_mask_pages(path: Path) -> list[np.ndarray]:
+    """The masks of ``save_mask_pages``, boolean, in order."""
+    with Image.open(path) as image:
+        return [np.array(page.convert("1"), dtype=bool) for page in ImageSequence.Iterator(image)]
+
+
 def load_mask_png(path: Path) -> np.ndarray:
     """A mask that ``save_mask_png`` wrote, as a boolean ``[H, W]`` array."""
     with Image.open(path) as image:
@@ -129,19 +142,17 @@ def vessel_window(mask: torch.Tensor, size: int) -> tuple[tuple[int, int], int]:
 def save_augmentations_figure(path: Path, image: torch.Tensor, mask: torch.Tensor, count: int, seed: int,
                               window: int = 128) -> None:
     """Each strategy of ``retina.STRATEGIES`` (a row) applied ``count`` times (columns) to one
-    ``window``-pixel patch of a training image, shown at full resolution: the transformed
-    patch itself, with the transformed mask's outline in cyan over the original's in yellow,
-    so that a displacement shows even where it is small. The first column is the untouched
-    patch. As in training, a transform sees more than the patch (here the square of twice its
-    side around it, the one with the most vessel), so no border comes in that training would
-    not see; the patch is its centre, which a flip or a rotation maps onto itself."""
+    ``window``-pixel patch of a training image, shown at full resolution (one image pixel is
+    several printed pixels, so a resampling or a displaced vessel shows). The first column is
+    the untouched patch. As in training, a transform sees more than the patch (here the
+    square of twice its side around it, the one with the most vessel), so no border comes in
+    that training would not see; the patch is its centre."""
     plt = pyplot()
     (top, left), context = vessel_window(mask, 2 * window)
     around = (..., slice(top, top + context), slice(left, left + context))
     size = min(window, context)
     start = (context - size) // 2
     centre = (..., slice(start, start + size), slice(start, start + size))
-    patch_mask = mask[around][centre]
     fig, axes = plt.subplots(len(STRATEGIES), count + 1, figsize=(2.3 * (count + 1), 2.45 * len(STRATEGIES)),
                              squeeze=False)
     with torch.random.fork_rng():  # leave the training's random stream untouched
@@ -152,16 +163,13 @@ def save_augmentations_figure(path: Path, image: torch.Tensor, mask: torch.Tenso
             for col, (x, y) in enumerate(samples):
                 x, y = x[centre], y[centre]
                 ax = axes[row, col]
-                ax.imshow(x.permute(1, 2, 0).numpy(), interpolation="nearest")
-                ax.contour(patch_mask[0].numpy(), levels=[0.5], colors="yellow", linewidths=0.4)
-                ax.contour(y[0].numpy(), levels=[0.5], colors="cyan", linewidths=0.5)
+                ax.imshow(x.clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if col == 0:
                     ax.set_ylabel(name, fontsize=11)
                     ax.set_title("original" if row == 0 else "", fontsize=9)
-    fig.suptitle(f"Each strategy on one {size}x{size} training patch at full resolution "
-                 f"(cyan: the transformed vessel outline; yellow: the original's)", fontsize=10)
+    fig.suptitle(f"Each strategy on one {size}x{size} training patch at full resolution", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=100, colours=256)
 

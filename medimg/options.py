@@ -66,6 +66,10 @@ def parse_segmentation_args(argv: Optional[Sequence[str]] = None) -> Namespace:
                       help='Train on this fraction of the training eyes (whole eyes, chosen with the seed), '
                            'e.g. 0.25 to see what pretraining brings with little data (default: %(default)s).')
     data.add_argument('--eval_every', type=positive_int, default=1, help='Evaluate every N epochs (default: %(default)s).')
+    data.add_argument('--final_weights', choices=('best', 'last'), default='best',
+                      help="With --val_fraction: the weights the test images measure, those of the best evaluation "
+                           "on the held-out eyes (best) or of the last epoch (last, a fixed budget for every arm of a "
+                           "comparison). Without it always the last (default: %(default)s).")
     data.add_argument('--train_eval', choices=('every', 'never'), default='every',
                       help="every: each evaluation also measures one copy of every training eye on whole images, "
                            "as the evaluation images are (results.json's train_whole_* curves); never: skip it, "

@@ -5,6 +5,8 @@ The course's training set holds four copies of each of the 20 DRIVE training eye
 (original, flipped, rotated): ``21_training_0`` ... ``21_training_3``. Every split here
 keeps the copies of one eye together, so no eye is on both sides of a split.
 """
+import hashlib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +24,30 @@ from medimg.strategies import STRATEGIES, describe  # noqa: F401 (describe: the 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".ppm"}
 
-class SmoothElastic:
-    """Elastic deformation: a random displacement drawn at control points ``spacing`` pixels
-    apart (normal, ``displacement`` pixels standard deviation per axis), interpolated
-    bicubically to every pixel, then applied to the image (bilinear) and the mask (nearest
-    neighbour, so it stays binary) with the same field."""
+def _smooth_field(channels: int, height: int, width: int, spacing: float, sd: float, device) -> torch.Tensor:
+    """A smooth random field ``[1, channels, H, W]``: normal draws of standard deviation ``sd``
+    at control points ``spacing`` (a fraction of the image's longer side) apart, interpolated
+    bicubically. Drawn from the CPU stream whatever the device, so a seed gives the same field
+    on a GPU."""
+    step = max(1.0, spacing * max(height, width))
+    grid = (int(height // step) + 2, int(width // step) + 2)
+    field = (torch.randn(1, channels, *grid) * sd).to(device)
+    return torch.nn.functional.interpolate(field, size=(height, width), mode="bicubic", align_corners=True)
 
-    def __init__(self, displacement, spacing):
+
+class SmoothElastic:
+    """Elastic deformation: a random displacement drawn at control points ``spacing`` apart
+    (normal, ``displacement`` standard deviation per axis; both fractions of the image side),
+    interpolated bicubically to every pixel, then applied to the image (bilinear) and the mask
+    (nearest neighbour, so it stays binary) with the same field."""
+
+    def __init__(self, displacement: float, spacing: float):
         self.displacement, self.spacing = displacement, spacing
 
     def __call__(self, image, mask=None):
         height, width = image.shape[-2:]
-        grid = (height // self.spacing + 2, width // self.spacing + 2)
-        # drawn from the CPU stream whatever the image's device, so a seed gives the same fields on a GPU
-        field = (torch.randn(1, 2, *grid) * self.displacement).to(image.device)
-        field = torch.nn.functional.interpolate(field, size=(height, width), mode="bicubic", align_corners=True)
+        side = max(height, width)
+        field = _smooth_field(2, height, width, self.spacing, self.displacement * side, image.device)
         # torchvision's displacement: [1, H, W, 2], x then y, in units of the [-1, 1] grid
         field = (field[0].permute(1, 2, 0) * torch.tensor([2.0 / width, 2.0 / height], device=image.device))[None]
         image = tv_tensors.wrap(F.elastic(image, field, interpolation=InterpolationMode.BILINEAR), like=image)
@@ -45,18 +56,54 @@ class SmoothElastic:
         return image, tv_tensors.wrap(F.elastic(mask, field, interpolation=InterpolationMode.NEAREST), like=mask)
 
 
+class RandomGamma:
+    """``image ** gamma`` with ``gamma`` drawn log-uniformly from ``gamma`` (a range) for a
+    float image in [0, 1]; the mask passes unchanged."""
+
+    def __init__(self, gamma: tuple[float, float]):
+        self.low, self.high = math.log(gamma[0]), math.log(gamma[1])
+
+    def __call__(self, image, mask=None):
+        gamma = math.exp(self.low + (self.high - self.low) * float(torch.rand(())))
+        image = tv_tensors.wrap(image.clamp(0, 1) ** gamma, like=image)
+        return image if mask is None else (image, mask)
+
+
+class Illumination:
+    """Uneven illumination: the image multiplied by ``exp`` of a smooth random field (normal,
+    ``strength`` standard deviation at control points ``spacing``, a fraction of the side,
+    apart), one field for all colour channels, clamped to [0, 1]; the mask passes unchanged."""
+
+    def __init__(self, strength: float, spacing: float):
+        self.strength, self.spacing = strength, spacing
+
+    def __call__(self, image, mask=None):
+        height, width = image.shape[-2:]
+        gain = _smooth_field(1, height, width, self.spacing, self.strength, image.device)[0].exp()
+        image = tv_tensors.wrap((image * gain).clamp(0, 1), like=image)
+        return image if mask is None else (image, mask)
+
+
+CUSTOM = {"SmoothElastic": SmoothElastic, "RandomGamma": RandomGamma, "Illumination": Illumination}
+INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}
+
+
 def build_augmentation(name: str) -> Optional[v2.Compose]:
     """A ``torchvision.transforms.v2`` pipeline that moves image and mask together, or None.
 
-    The mask is a ``tv_tensors.Mask``: geometric transforms resample it with nearest
-    neighbour (so it stays binary and aligned) and colour transforms leave it alone."""
+    The image is made float in [0, 1] first, so that resampling and colour changes do not
+    round to 8 bits between steps. The mask is a ``tv_tensors.Mask``: geometric transforms
+    resample it with nearest neighbour (so it stays binary and aligned) and colour transforms
+    leave it alone."""
     steps = []
     for class_name, kwargs in STRATEGIES[name]:
         kwargs = dict(kwargs)
         p = kwargs.pop("p", None)
-        transform = (SmoothElastic if class_name == "SmoothElastic" else getattr(v2, class_name))(**kwargs)
+        if "interpolation" in kwargs:
+            kwargs["interpolation"] = INTERPOLATION[kwargs["interpolation"]]
+        transform = (CUSTOM[class_name] if class_name in CUSTOM else getattr(v2, class_name))(**kwargs)
         steps.append(v2.RandomApply([transform], p=p) if p is not None else transform)
-    return v2.Compose(steps) if steps else None
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), *steps]) if steps else None
 
 
 def _read(path, mode):
@@ -216,6 +263,13 @@ class RetinaTrainSet(torch.utils.data.Dataset):
         self.images, self.masks = images, masks
         self.transform = build_augmentation(augmentation)
         self.crop_size, self.repeats = crop_size, crops_per_image if crop_size else 1
+        self.trace = None  # a dict: index -> SHA-256 of each sample drawn, in the order drawn
+
+    def _traced(self, index, image, mask):
+        if self.trace is not None:
+            digest = hashlib.sha256(image.detach().cpu().numpy().tobytes() + mask.detach().cpu().numpy().tobytes())
+            self.trace[index] = digest.hexdigest()[:12]
+        return image, mask
 
     def __len__(self):
         return len(self.images) * self.repeats
@@ -230,4 +284,6 @@ class RetinaTrainSet(torch.utils.data.Dataset):
             left = int(torch.randint(0, width - self.crop_size + 1, ()))
             window = (..., slice(top, top + self.crop_size), slice(left, left + self.crop_size))
             image, mask = image[window], mask[window]
-        return image.as_subclass(torch.Tensor).float() / 255.0, mask.as_subclass(torch.Tensor).float()
+        image = image.as_subclass(torch.Tensor)
+        image = image.float() / 255.0 if image.dtype == torch.uint8 else image  # augmented: float already
+        return self._traced(index, image, mask.as_subclass(torch.Tensor).float())
