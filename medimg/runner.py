@@ -2,6 +2,7 @@
 estimated duration of the rest, and each run as its script in a subprocess with its log.
 (The GPU lease's workers make several runs in one process instead: ``tools/lease.py``.)"""
 import datetime
+import json
 import os
 import shlex
 import subprocess
@@ -49,12 +50,38 @@ def record_not_run(logdir, script, arguments, reason):
     return "not run: " + reason
 
 
+# the options that make a run's setting: a committed run that differs in one of them is another experiment
+SETTING = ("model", "image_size", "crop_size", "val_fraction", "train_fraction", "epochs", "augmentation",
+           "final_weights", "optimizer", "lr")
+
+
+def other_setting(logdir, script, arguments):
+    """How the complete segmentation run in ``logdir`` differs from the one ``arguments`` plan
+    ("image_size 0, planned 256"), or None (the same, or not a segmentation run). Options its
+    results.json does not record (added since) are not compared."""
+    path = Path(logdir) / "results.json"
+    if script != "main_segmentation.py" or not path.exists():
+        return None
+    from medimg.options import parse_segmentation_args
+    planned = vars(parse_segmentation_args([*arguments, "--logdir", str(logdir)]))
+    made = json.loads(path.read_text()).get("config", {})
+    differs = [f"{key} {made[key]}, planned {planned[key]}" for key in SETTING
+               if key in made and made[key] != planned[key]]
+    return "; ".join(differs) or None
+
+
 def check_and_estimate(selected, root, profile, estimate=True):
     """Say once which runs this machine cannot make (and record them), and which lack the
     dataset (said only: the user supplies it), then the estimated duration of every other run
     and of the plan. Returns the runs to make, and the reason of each run that cannot be made
     here (the runs without their dataset are in neither)."""
     todo = {name: run for name, run in selected.items() if status(root / name) != "complete"}
+    stale = {name: other_setting(root / name, *run) for name, run in selected.items() if name not in todo}
+    stale = {name: why for name, why in stale.items() if why}
+    if stale:  # kept, as every complete run is, but said: the plan does not make them again
+        first = next(iter(stale))
+        print(f"kept ({len(stale)}), made in another setting than planned: {', '.join(stale)} (e.g. {first}: "
+              f"{stale[first]}); move them out of {root} to make them as planned")
     absent = {}
     for name, (script, arguments) in list(todo.items()):
         reason = preflight.absent_dataset(script, arguments)

@@ -32,9 +32,9 @@ def test_arms_made_by_different_code_are_named_and_left_out(capsys):
 
 
 def test_runs_logged_before_fingerprints_compare_by_their_recorded_commit():
-    same = {"aug_none": finished(commit="610de4f"), "aug_flip": finished(commit="610de4f")}
+    same = {"aug_none": finished(commit="610de4f"), "aug_affine": finished(commit="610de4f")}
     assert logs.mixed_code(same, "4.3") is None
-    mixed = {"aug_none": finished(commit="6cad1c7+changes"), "aug_flip": finished(commit="3d2f1e7+changes"),
+    mixed = {"aug_none": finished(commit="6cad1c7+changes"), "aug_affine": finished(commit="3d2f1e7+changes"),
              "aug_color": finished("dddd")}
     problem = logs.mixed_code(mixed, "4.3")
     assert "commit 6cad1c7+changes" in problem and "commit 3d2f1e7+changes" in problem and "dddd" in problem
@@ -80,9 +80,9 @@ def test_the_fifth_strategy_without_its_seeds_is_left_out_and_the_rest_compared(
     assert not logs.done(kept[fifth]) and "43, 44" in kept[fifth]["reason"]
     assert all(kept[key] is runs[key] for key in runs if key != fifth)
     assert len(said) == 1 and fifth in said[0] and "left out" in said[0]
-    del runs["aug_flip_seed44"]  # one of the first four lacks a seed: nothing is compared
+    del runs["aug_affine_seed44"]  # one of the first four lacks a seed: nothing is compared
     kept = logs.comparable(runs, "4.3", (42, 43, 44), say=said.append)
-    assert not any(logs.done(kept[key]) for key in runs) and "aug_flip lacks seed 44" in said[-1]
+    assert not any(logs.done(kept[key]) for key in runs) and "aug_affine lacks seed 44" in said[-1]
     # the left-out arm is not compared, so other code in its one run does not hold the rest back
     runs = {**seeded(strategies[:-1]), fifth: finished("bbbb")}
     kept = logs.comparable(runs, "4.3", (42, 43, 44), say=said.append)

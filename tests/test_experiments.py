@@ -23,44 +23,71 @@ def test_every_question_has_its_runs_in_both_profiles():
         assert sum(name.startswith("aug_") for name in runs) >= 4
 
 
+def training_steps(args, eyes=20, copies=4):
+    """The optimiser steps of a whole-image run on the course's training set (20 eyes, four
+    copies each): the held-out eyes and the kept fraction removed as ``retina`` rounds them."""
+    if args["val_fraction"]:
+        eyes -= max(1, round(eyes * args["val_fraction"]))
+    if args["train_fraction"] < 1:
+        eyes = max(1, round(eyes * args["train_fraction"]))
+    return args["epochs"] * (eyes * copies // args["batch_size"])
+
+
+def parse(arguments):
+    from medimg.options import parse_segmentation_args
+    return vars(parse_segmentation_args([*arguments, "--logdir", "x"]))
+
+
 def test_gpu_profile_uses_the_assignments_hyperparameters():
+    """Every gpu run is the assignment's (whole 512-px images, 40 epochs, 1600 steps), but for
+    4.3's arms and the quarter-data arms, which train on fewer eyes for the same 1600 steps."""
     runs = registry.plan("gpu", "data/retina", "data")
     for name, (script, arguments) in runs.items():
         if name.startswith("recipe_"):  # our own recipe: longer on purpose (test_the_lease_plan...)
             continue
-        for scaled in ("--crop_size", "--subset", "--epochs", "--image_size"):
+        fewer_eyes = name.startswith("aug_") or name.endswith("_quarter")
+        for scaled in ("--crop_size", "--subset", "--image_size", *(() if fewer_eyes else ("--epochs",))):
             assert scaled not in arguments, (name, scaled)
+        if script == "main_segmentation.py":
+            assert training_steps(parse(arguments)) == 1600, name
     assert runs["lr_1e-3"][1][-4:] == ["--optimizer", "adam", "--lr", "1e-3"]
 
 
 def test_later_arguments_override_the_profiles():
-    from medimg.options import parse_segmentation_args
     script, arguments = registry.plan("cpu", "data/retina", "data")["lr_1e-5"]
-    args = parse_segmentation_args([*arguments, "--logdir", "x"])
-    assert args.lr == 1e-5 and args.optimizer == "adam" and args.crop_size == registry.CPU_PATCH > 0
+    args = parse(arguments)
+    assert args["lr"] == 1e-5 and args["optimizer"] == "adam" and args["crop_size"] == registry.CPU_PATCH > 0
+    assert args["image_size"] == 0 and args["val_fraction"] == 0  # the sweep keeps its patch setting
 
 
 def test_the_cpu_profile_keeps_every_hyperparameter_of_the_assignment():
-    """The cpu profile differs from the gpu one (the assignment's) only in the patch a step sees
-    and in how often the whole images are evaluated; every comparison has its three seeds."""
-    from medimg.options import parse_segmentation_args
+    """The cpu profile differs from the gpu one (the assignment's) only in the image size, the
+    held-out eyes (and so the epochs that make the same 1600 steps), how often it evaluates and
+    which weights the test measures; the sweep keeps its patches. Every comparison has its
+    three seeds."""
     cpu, gpu = registry.plan("cpu", "D", "d"), registry.plan("gpu", "D", "d", seeds=(43, 44))
-    parse = lambda arguments: vars(parse_segmentation_args([*arguments, "--logdir", "x"]))
     for name, (script, arguments) in cpu.items():
-        if script == "main_segmentation.py":
-            ours, theirs = parse(arguments), parse(gpu[name][1])
-            assert {k for k in ours if ours[k] != theirs[k]} <= {"crop_size", "eval_every", "train_eval"}, name
-            assert ours["crop_size"] == registry.CPU_PATCH and ours["batch_size"] == 2 and ours["epochs"] == 40
+        if script != "main_segmentation.py":
+            continue
+        ours, theirs = parse(arguments), parse(gpu[name][1])
+        assert ours["batch_size"] == 2 and (ours["lr"], ours["optimizer"]) == (theirs["lr"], theirs["optimizer"])
+        if name.startswith("lr_"):
+            assert ours["crop_size"] == registry.CPU_PATCH and ours["epochs"] == 40 and ours["image_size"] == 0
+            continue
+        assert {k for k in ours if ours[k] != theirs[k]} <= {"image_size", "val_fraction", "epochs", "eval_every",
+                                                             "train_eval", "final_weights"}, name
+        assert ours["image_size"] == registry.CPU_IMAGE and ours["crop_size"] == 0 and ours["val_fraction"] == 0.2
+        assert ours["final_weights"] == "last" and training_steps(ours) == 1600, name
     for arms in registry.COMPARISONS.values():
         for name in arms:
             assert {parse(cpu[f"{name}_seed{s}"][1])["seed"] for s in (43, 44)} | {parse(cpu[name][1])["seed"]} \
                 == {42, 43, 44}
-    # the reference UNet's three seeds first (they check the patch size), one seed of every other
+    # the reference UNet's three seeds first (the pilot reads them), one seed of every other
     # arm before any other seed, and 4.2's seeds last
     names = [name for name in cpu if name != "convolution"]
     assert names[:3] == ["unet", "unet_seed43", "unet_seed44"]
     assert max(names.index(n) for arms in registry.COMPARISONS.values() for n in arms) < names.index("unet_noskip_seed43")
-    assert names.index("aug_combined_seed44") < names.index("lr_1e-1_seed43")
+    assert names.index("aug_combined_seed44") < names.index("smp_resnet18_scratch_seed43") < names.index("lr_1e-1_seed43")
 
 
 def test_list_prints_one_command_per_run(capsys, monkeypatch):
@@ -154,9 +181,9 @@ def test_estimates_follow_the_runs_budget():
     cpu = registry.plan("cpu", "absent", "data")
     short, reference = preflight.estimate_seconds(*cpu["unet_noskip"], step=1.0), \
         preflight.estimate_seconds(*cpu["unet"], step=1.0)
-    # 80 / 2 = 40 steps an epoch for 40 epochs, plus evaluations of whole images, which the
-    # reference UNet makes of the training eyes too
-    assert 1600 <= short < 2400 and 1.05 < reference / short < 1.5
+    # 64 / 2 = 32 steps an epoch for 50 epochs, plus evaluations of whole images (the training and
+    # held-out eyes, every run alike)
+    assert 1600 <= short < 2400 and reference == short
     gpu = registry.plan("gpu", "absent", "data")
     assert preflight.estimate_seconds(*gpu["unet"], step=1.0) >= 40 * 40  # 40 epochs of 40 whole-image batches
 
@@ -178,7 +205,7 @@ def test_the_gpu_plan_runs_as_a_dry_run_on_this_machine(retina, pathmnist_dir, t
 
 def test_seeds_repeat_only_the_problem_4_runs():
     runs = registry.plan("gpu", "D", "d", seeds=[43, 44])
-    assert {"unet_seed43", "unet_seed44", "aug_flip_seed44", "lr_1e-3_seed43"} <= set(runs)
+    assert {"unet_seed43", "unet_seed44", "aug_affine_seed44", "lr_1e-3_seed43"} <= set(runs)
     assert "mlp_seed43" not in runs and "convolution_seed43" not in runs
     assert runs["unet_seed44"][1][-2:] == ["--seed", "44"]
 
@@ -224,22 +251,22 @@ def test_the_lease_plan_makes_the_most_valuable_runs_first():
                       "smp_pretrained", "smp_scratch"}
     position = {name: i for i, name in enumerate(names)}
     assert position["aug_combined_seed44"] < position["unet_noskip_seed43"] < position["smp_scratch_seed44"] \
-        < position["lr_1e-1_seed43"] < position["recipe_flip"] < position["mlp"]
+        < position["lr_1e-1_seed43"] < position["recipe_affine"] < position["mlp"]
     # 4.2 is Adam at every rate; the recipe candidates choose on held-out training eyes
     assert all(lease[f"lr_{lr}"][1][-4:] == ["--optimizer", "adam", "--lr", lr] for lr in registry.LEARNING_RATES)
-    for name in ("recipe_flip", "recipe_combined"):
+    for name in ("recipe_affine", "recipe_combined"):
         arguments = lease[name][1]
         assert arguments[arguments.index("--val_fraction") + 1] == "0.2" and "imagenet" in arguments
-    assert "recipe_flip" not in registry.plan("cpu", "D", "data")  # the recipe needs the assignment's scale
+    assert "recipe_affine" not in registry.plan("cpu", "D", "data")  # the recipe needs the assignment's scale
 
 
 def test_the_recipe_is_chosen_on_held_out_eyes_never_on_test(tmp_path):
     assert registry.choose_recipe(tmp_path) is None
-    for name, validation, test in (("recipe_flip", [0.70, 0.78], 0.70), ("recipe_combined", [0.75, 0.76], 0.90)):
+    for name, validation, test in (("recipe_affine", [0.70, 0.78], 0.70), ("recipe_combined", [0.75, 0.76], 0.90)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(
             {"evaluated_on": "validation", "valid_dice_thresholded": validation, "final_metrics": {"dice": test}}))
-    assert registry.choose_recipe(tmp_path) == "recipe_flip"
+    assert registry.choose_recipe(tmp_path) == "recipe_affine"
 
 
 def test_pathmnist_runs_are_recorded_not_run_on_an_offline_gpu_machine(tmp_path, monkeypatch, offline):
@@ -259,7 +286,7 @@ def test_a_plan_is_estimated_from_one_measured_step_per_workload(monkeypatch, tm
     monkeypatch.setattr(preflight, "step_seconds",
                         lambda script, arguments, device: measured.append(arguments) or 0.01)
     plan = registry.lease_plan(str(tmp_path), seeds=(43,))
-    todo = {k: plan[k] for k in ("unet", "lr_1e-3", "aug_elastic", "aug_flip_seed43", "smp_scratch", "convolution")}
+    todo = {k: plan[k] for k in ("unet", "lr_1e-3", "aug_elastic", "aug_affine_seed43", "smp_scratch", "convolution")}
     total, per_run = runner.estimate_plan(todo, torch.device("cpu"))
     assert len(measured) == 2 and set(per_run) == set(todo)
     assert total == pytest.approx(sum(per_run.values())) and per_run["convolution"] == preflight.CONVOLUTION_SECONDS

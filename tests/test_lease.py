@@ -8,8 +8,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,7 +32,7 @@ def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
     lease_carry.compact_data(write_retina(tmp_path / "retina", n_train_fundi=2), data)
     out, runs = tmp_path / "out", tmp_path / "runs"
     out.mkdir()
-    names = ["unet_noskip", "aug_flip_seed43"]  # two workers' worth: a run of the plan and a seed copy
+    names = ["unet_noskip", "aug_affine_seed43"]  # two workers' worth: a run of the plan and a seed copy
     env = dict(os.environ, OUT=str(out), DATA=str(data), WHL=str(tmp_path / "no-wheels"), PYTHON=sys.executable)
     proc = subprocess.run(["bash", "tools/gpu_session.sh", "120", "--dry_run", "--plain", "--jobs", "2",
                            "--runs", str(runs), "--work", str(tmp_path / "work"),
@@ -57,7 +57,7 @@ def test_a_rehearsed_lease_returns_every_run_within_the_devices_rules(tmp_path):
         results = json.loads((clone / "runs" / "gpu-dry" / name / "results.json").read_text())
         assert results["config"]["epochs"] == 1 and results["config"]["dataset"] == str(tmp_path / "rebuilt")
     assert not list(clone.rglob("*.pt"))
-    assert json.loads((clone / "runs/gpu-dry/aug_flip_seed43/results.json").read_text())["config"]["seed"] == 43
+    assert json.loads((clone / "runs/gpu-dry/aug_affine_seed43/results.json").read_text())["config"]["seed"] == 43
 
     assert not runs.exists()  # the runs are made outside the checkout
 

@@ -119,7 +119,7 @@ def test_every_answer_of_problem_4_compiles_once_the_plan_is_complete(committed_
     which some arms differ and others do not; the figures are stand-ins (drawn elsewhere)."""
     from PIL import Image
 
-    differs = {"unet_noskip": -0.6, "lr_1e-1": -0.7, "lr_1e-5": -0.65, "aug_affine": -0.1, "aug_flip": 0.05,
+    differs = {"unet_noskip": -0.6, "lr_1e-1": -0.7, "lr_1e-5": -0.65, "aug_affine": -0.1, "aug_camera": 0.05,
                "smp_pretrained": 0.08, "smp_scratch_quarter": -0.2}
     rng = np.random.default_rng(0)
     complete_plan(committed_runs, lambda name, seed: differs.get(name, 0) + rng.normal(0, 0.02))
@@ -136,7 +136,7 @@ def test_every_answer_of_problem_4_compiles_once_the_plan_is_complete(committed_
     numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
     assert all(numbers[key]["done"] for key in ("p4_1", "p4_2", "p4_3", "p4_4"))
     assert not numbers["p4_1"]["difference"]["holds_zero"] and numbers["p4_1"]["difference"]["value"] < 0
-    assert [r["strategy"] for r in numbers["p4_3"]["better"]] == ["flip"]
+    assert [r["strategy"] for r in numbers["p4_3"]["better"]] == ["camera"]
     assert [r["strategy"] for r in numbers["p4_3"]["worse"]] == ["affine"]
     assert numbers["p4_4"]["quarter"]["gain"]["value"] > 0 and not numbers["p4_4"]["gain"]["holds_zero"]
     # every interval within what its contrast can take
@@ -161,10 +161,10 @@ def test_an_interval_never_leaves_the_range_of_its_contrast(tmp_path):
     """One seed of one arm stuck at 0 makes the seed spread, and the t interval over three seeds,
     wide; quoted, it is clipped to what a difference of Dice can be."""
     from report import answers
-    runs = _augmentation_runs(tmp_path, {"none": 0, "flip": [-0.9, 0, 0]})
-    d = answers.difference(runs, {"aug_flip": 1, "aug_none": -1})
+    runs = _augmentation_runs(tmp_path, {"none": 0, "camera": [-0.9, 0, 0]})
+    d = answers.difference(runs, {"aug_camera": 1, "aug_none": -1})
     from report.stats import contrast_matrix, difference_interval
-    raw = difference_interval(contrast_matrix({"f": (1, answers.by_seed(runs, "aug_flip")),
+    raw = difference_interval(contrast_matrix({"f": (1, answers.by_seed(runs, "aug_camera")),
                                                "n": (-1, answers.by_seed(runs, "aug_none"))}))
     assert raw.low < -1  # what the model alone gives
     assert d["low"] == "−1.000" and d["holds_zero"]
@@ -320,22 +320,22 @@ def _augmentation_runs(tmp_path, shifts, seeds=(42, 43, 44), auc=None):
 def test_every_strategy_is_compared_with_none_image_by_image_and_seed_by_seed(tmp_path):
     from report import answers
     from report.stats import contrast_matrix, difference_interval
-    # flip and color move every seed alike; the others move the seeds apart, not on average
-    runs = _augmentation_runs(tmp_path, {"none": 0, "flip": 0.2, "affine": [0.05, -0.05, 0], "color": -0.2,
+    # camera and color move every seed alike; the others move the seeds apart, not on average
+    runs = _augmentation_runs(tmp_path, {"none": 0, "camera": 0.2, "affine": [0.05, -0.05, 0], "color": -0.2,
                                          "elastic": [-0.04, 0.04, 0.002], "combined": [0.03, 0, -0.03]})
     numbers = answers.problem_4_3(runs)["numbers"]
-    assert [r["strategy"] for r in numbers["better"]] == ["flip"]
+    assert [r["strategy"] for r in numbers["better"]] == ["camera"]
     assert [r["strategy"] for r in numbers["worse"]] == ["color"]
     assert set(numbers["untold"]) == {"affine", "elastic", "combined"}
     ranking = [r["strategy"] for r in numbers["ranking"]]
-    assert ranking[0] == "flip" and ranking[-1] == "color" and "none" in ranking
+    assert ranking[0] == "camera" and ranking[-1] == "color" and "none" in ranking
     rows = {row["strategy"]: row for row in numbers["rows"]}
-    assert rows["none"]["difference"] is None and rows["flip"]["seeds"] == [42, 43, 44]
+    assert rows["none"]["difference"] is None and rows["camera"]["seeds"] == [42, 43, 44]
     by_seed = lambda name: {s: runs[k] for k in runs if k.startswith(name) and runs[k].get("status") == "done"
                             for s in [runs[k]["config"]["seed"]]}
-    D = contrast_matrix({"flip": (1, by_seed("aug_flip")), "none": (-1, by_seed("aug_none"))})
+    D = contrast_matrix({"camera": (1, by_seed("aug_camera")), "none": (-1, by_seed("aug_none"))})
     expected = difference_interval(D)
-    got = rows["flip"]["difference"]
+    got = rows["camera"]["difference"]
     assert got["value"] == pytest.approx(expected.mean) and float(got["low"].replace("−", "-")) == pytest.approx(
         expected.low, abs=6e-4)
 
@@ -344,7 +344,7 @@ def test_seeds_that_end_on_the_plateau_or_at_chance_are_counted(tmp_path):
     """A seed that never leaves the all-background output is counted where it ends, not
     averaged in silence: ``plateau`` where it ranks vessels (AUC of at least 0.6), else ``chance``."""
     from report import answers
-    runs = _augmentation_runs(tmp_path, {"none": 0, "flip": 0, "affine": [-0.9, -0.9, 0], "color": 0, "elastic": 0,
+    runs = _augmentation_runs(tmp_path, {"none": 0, "camera": 0, "affine": [-0.9, -0.9, 0], "color": 0, "elastic": 0,
                                          "combined": 0})
     runs["aug_affine"]["final_metrics"].update(dice=0.0, auc=0.7)
     runs["aug_affine_seed43"]["final_metrics"].update(dice=0.0, auc=0.5)
@@ -399,14 +399,14 @@ def test_runs_at_the_assignment_scale_are_read_over_seeds(committed_runs, tmp_pa
 
     copy("unet_seed43", 0.7111, 43)
     copy("aug_none", 0.7222, 42, augmentation="none")
-    copy("aug_flip", 0.7333, 42, augmentation="flip")
-    copy("aug_flip_seed43", 0.0, 43, augmentation="flip")
+    copy("aug_camera", 0.7333, 42, augmentation="camera")
+    copy("aug_camera_seed43", 0.0, 43, augmentation="camera")
     build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
     numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
     cited = {row["name"]: row["dice"] for row in numbers["scale"]["rows"]}
-    assert {"unet_seed43": "0.711", "aug_flip": "0.733", "aug_flip_seed43": "0.000"}.items() <= cited.items()
-    flip = next(c for c in numbers["scale"]["configurations"] if c["name"] == "aug_flip")
-    assert (flip["n"], flip["ends_with_vessels"], flip["runs"]) == (2, 1, "0.733, 0.000")
+    assert {"unet_seed43": "0.711", "aug_camera": "0.733", "aug_camera_seed43": "0.000"}.items() <= cited.items()
+    camera = next(c for c in numbers["scale"]["configurations"] if c["name"] == "aug_camera")
+    assert (camera["n"], camera["ends_with_vessels"], camera["runs"]) == (2, 1, "0.733, 0.000")
     assert numbers["p4_1"]["gpu"]["unet"]["n"] == 2
     assert (ROOT / "report" / "figures" / "scale_4.3.png").exists()
 
