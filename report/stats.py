@@ -10,12 +10,15 @@ random-effects model ``D[s, i] = mu + a_s + b_i + e_si``::
 
     var(mean) = (MS_seed + MS_image - MS_residual) / (S I)
 
-(never below ``MS_residual / (S I)``, which then has its own ``(S - 1)(I - 1)`` degrees of
-freedom), with Student's t at Satterthwaite's degrees of freedom.
-Resampling the ``S I`` cells as if independent would ignore that a seed moves all its images
-together; with three seeds that interval covers the true effect far too rarely
-(``tests/test_stats.py`` measures both). With one seed, or one image, it is the paired t
-interval over the other factor.
+with Student's t at Satterthwaite's degrees of freedom. Where that variance is not positive
+(``MS_seed + MS_image <= MS_residual``) or leaves fewer than ``MIN_DF`` degrees of freedom, the
+model cannot be used, and the interval is the wider of the two paired t intervals over one
+factor: over the ``S`` seeds' mean differences (``S - 1`` degrees of freedom) and over the
+``I`` images' mean differences (``I - 1``), each of which a reader can recompute from the
+per-image Dice of the logs. Resampling the ``S I`` cells as if independent would ignore that a
+seed moves all its images together; with three seeds that interval covers the true effect far
+too rarely (``tests/test_stats.py`` measures both). With one seed, or one image, it is the
+paired t interval over the other factor.
 """
 from dataclasses import dataclass
 
@@ -23,15 +26,21 @@ import numpy as np
 from scipy import stats
 
 
+MIN_DF = 2  # fewer degrees of freedom than this and the two-way model's interval is not used
+
+
 @dataclass(frozen=True)
 class Interval:
-    """A mean difference and its two-sided interval at ``level``."""
+    """A mean difference and its two-sided interval at ``level``; ``rule`` says how it was made:
+    "two-way" (the random-effects model), "wider one-factor" (the fallback) or "one-factor"
+    (one seed or one image)."""
     mean: float
     low: float
     high: float
     level: float
     n_seeds: int
     n_images: int
+    rule: str = "two-way"
 
     @property
     def holds_zero(self) -> bool:
@@ -48,25 +57,31 @@ def difference_interval(D, level: float = 0.95) -> Interval:
     S, I = D.shape
     mean = float(D.mean())
     if S == 1 or I == 1:  # one factor only: the paired t interval over it
-        values = D.ravel()
-        variance, df = values.var(ddof=1) / values.size, values.size - 1
-    else:
-        seed_means, image_means = D.mean(1), D.mean(0)
-        ms_seed = I * ((seed_means - mean) ** 2).sum() / (S - 1)
-        ms_image = S * ((image_means - mean) ** 2).sum() / (I - 1)
-        residual = D - seed_means[:, None] - image_means[None, :] + mean
-        ms_residual = (residual ** 2).sum() / ((S - 1) * (I - 1))
-        terms = [(ms_seed, S - 1), (ms_image, I - 1), (-ms_residual, (S - 1) * (I - 1))]
-        combined = sum(ms for ms, _ in terms)
-        variance = max(combined, ms_residual) / (S * I)
-        if combined <= ms_residual:  # no seed or image effect beyond the residual: its own degrees of freedom
-            df = (S - 1) * (I - 1)
-        else:
-            df = combined ** 2 / sum(ms ** 2 / df for ms, df in terms)
-    if variance == 0:  # every cell the same: no chance left to count
-        return Interval(mean, mean, mean, level, S, I)
-    half = stats.t.ppf(0.5 + level / 2, df) * np.sqrt(variance)
+        return _paired_t(D.ravel(), level, S, I, "one-factor")
+    seed_means, image_means = D.mean(1), D.mean(0)
+    ms_seed = I * ((seed_means - mean) ** 2).sum() / (S - 1)
+    ms_image = S * ((image_means - mean) ** 2).sum() / (I - 1)
+    residual = D - seed_means[:, None] - image_means[None, :] + mean
+    ms_residual = (residual ** 2).sum() / ((S - 1) * (I - 1))
+    terms = [(ms_seed, S - 1), (ms_image, I - 1), (-ms_residual, (S - 1) * (I - 1))]
+    combined = sum(ms for ms, _ in terms)
+    df = combined ** 2 / sum(ms ** 2 / df for ms, df in terms) if combined > 0 else 0.0
+    if combined <= 0 or df < MIN_DF:  # the model cannot be used: the wider one-factor interval
+        by_seed = _paired_t(seed_means, level, S, I, "wider one-factor")
+        by_image = _paired_t(image_means, level, S, I, "wider one-factor")
+        return max(by_seed, by_image, key=lambda interval: interval.high - interval.low)
+    half = stats.t.ppf(0.5 + level / 2, df) * np.sqrt(combined / (S * I))
     return Interval(mean, float(mean - half), float(mean + half), level, S, I)
+
+
+def _paired_t(values, level, S, I, rule) -> Interval:
+    """Student's t interval of the mean of ``values`` (n - 1 degrees of freedom)."""
+    mean, n = float(np.mean(values)), len(values)
+    variance = np.var(values, ddof=1) / n
+    if variance == 0:  # every value the same: no chance left to count
+        return Interval(mean, mean, mean, level, S, I, rule)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * np.sqrt(variance)
+    return Interval(mean, float(mean - half), float(mean + half), level, S, I, rule)
 
 
 def per_image_dice(run) -> dict:

@@ -61,3 +61,39 @@ def test_a_contrast_pairs_images_by_name_and_seeds_by_number():
         contrast_matrix({"a": (1, a), "b": (-1, {42: b[42]})})
     with pytest.raises(ValueError, match="other test images"):
         contrast_matrix({"a": (1, a), "b": (-1, {42: run({"01": 0.1}), 43: b[43]})})
+
+
+def test_where_the_two_way_model_cannot_be_used_the_wider_one_factor_interval_is():
+    """No seed or image effect beyond the residual (MS_seed + MS_image <= MS_residual): not the
+    residual alone at (S-1)(I-1) degrees of freedom (a rule the report never stated), but the
+    wider of SciPy's paired t intervals over the seeds' means and over the images' means, as
+    the module and the report state."""
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        D = rng.normal(0, 0.05, (3, 20))
+        seed_means, image_means = D.mean(1), D.mean(0)
+        ms = lambda values, n: n * ((values - D.mean()) ** 2).sum() / (len(values) - 1)
+        residual = D - seed_means[:, None] - image_means[None, :] + D.mean()
+        if ms(seed_means, 20) + ms(image_means, 3) > (residual ** 2).sum() / 38:
+            continue
+        ours = difference_interval(D)
+        candidates = [scipy_stats.ttest_1samp(m, 0).confidence_interval(0.95) for m in (seed_means, image_means)]
+        wider = max(candidates, key=lambda c: c.high - c.low)
+        assert ours.rule == "wider one-factor" and (ours.low, ours.high) == pytest.approx((wider.low, wider.high))
+        break
+    else:
+        pytest.fail("no draw without a seed or image effect")
+
+
+def test_the_two_way_interval_is_the_stated_formula():
+    rng = np.random.default_rng(5)
+    D = rng.normal(0, 0.05, (3, 1)) + rng.normal(0, 0.05, (1, 20)) + rng.normal(0, 0.02, (3, 20))
+    S, I, m = 3, 20, D.mean()
+    ms_seed, ms_image = I * ((D.mean(1) - m) ** 2).sum() / 2, S * ((D.mean(0) - m) ** 2).sum() / 19
+    ms_res = ((D - D.mean(1)[:, None] - D.mean(0)[None, :] + m) ** 2).sum() / 38
+    combined = ms_seed + ms_image - ms_res
+    df = combined ** 2 / (ms_seed ** 2 / 2 + ms_image ** 2 / 19 + ms_res ** 2 / 38)
+    half = scipy_stats.t.ppf(0.975, df) * np.sqrt(combined / 60)
+    ours = difference_interval(D)
+    assert ours.rule == "two-way" and df >= 2
+    assert (ours.low, ours.high) == pytest.approx((m - half, m + half))
