@@ -49,6 +49,7 @@ def problem_2_1(runs):
     kernels = conv["config"]["kernel_sizes"]
     big, kmax = conv["bars"]["image_size"], max(kernels)
     loop, correlate, convolve = "loop (definition)", "scipy correlate2d", "scipy convolve2d (flipped kernel)"
+    ours, torch_conv = "ours (vectorised)", "torch conv2d (CPU)"
     # how each time was measured: the loop's from one call, the others' a median of several (the log's repeats)
     loop_repeats = {r["repeats"] for r in timed if r["method"] == loop}
     median_of = lambda rows: _span([r["repeats"] for r in rows if r["method"] != loop])
@@ -64,11 +65,18 @@ def problem_2_1(runs):
             {"k": k, "ratio": fmt(seconds[(convolve, big, k)] / seconds[(correlate, big, k)], 2)}
             for k in kernels if (convolve, big, k) in seconds and (correlate, big, k) in seconds],
         "max_abs_diff": f"{max(r['max_abs_diff_vs_ours'] for r in timed):.1e}",
+        "kernels": kernels,
         "table": [{"method": m, "ms": [fmt(1000 * seconds[(m, big, k)], 2) if seconds.get((m, big, k)) else "skipped"
-                                       for k in (3, kmax)]}
+                                       for k in kernels]}
                   for m in dict.fromkeys(r["method"] for r in records)],
-        "table_repeats": [median_of([r for r in timed if r["image_size"] == big and r["kernel_size"] == k])
-                          for k in (3, kmax)],
+        "table_repeats": _span([r["repeats"] for r in timed if r["image_size"] == big and r["method"] != loop]),
+        # the loop's time hardly grows with the kernel's taps: the cost is per pixel, not per multiply
+        "loop_growth": {"taps": kmax ** 2 // 9, "ms_small": fmt(1000 * seconds[(loop, big, 3)], 0),
+                        "ms_large": fmt(1000 * seconds[(loop, big, kmax)], 0),
+                        "percent": f"{100 * (seconds[(loop, big, kmax)] / seconds[(loop, big, 3)] - 1):.0f}"}
+        if (loop, big, 3) in seconds and (loop, big, kmax) in seconds else None,
+        "torch_over_ours": [{"k": k, "ratio": fmt(seconds[(torch_conv, big, k)] / seconds[(ours, big, k)], 2)}
+                            for k in kernels if (torch_conv, big, k) in seconds],
         "figure_repeats": median_of([r for r in timed if r["kernel_size"] in (min(kernels), kmax)]),  # the panels drawn
         "blur_hf": fmt(100 * conv["blur"]["high_frequency_energy_ratio"], 1),
         "gaussian_size": conv["blur"]["gaussian_size"],
