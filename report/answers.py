@@ -336,6 +336,17 @@ def block_weights(grads):
     return sizes
 
 
+def dead_by_depth(runs, name):
+    """The mean share of dead ReLU channels (over the seeds and the block's ReLU layers) in the
+    UNet's first encoder block, at full resolution, and in its three deepest encoder blocks."""
+    def share(blocks):
+        values = [v for r in copies(runs, name) if r.get("dead_relu_fraction")
+                  for layer, v in r["dead_relu_fraction"]["per_layer"].items() if layer.split(".")[0] in blocks]
+        return fmt(100 * float(np.mean(values)), 0) if values else "–"
+    return {"lr": float(name[3:]), "first": share({"encoder_block1"}),
+            "deep": share({"encoder_block3", "encoder_block4", "encoder_block5"})}
+
+
 def problem_4_2(runs):
     """Adam at five learning rates over seeds: each rate against the best one, where each
     rate's seeds end (``end_state``), and what the training losses and dead units show."""
@@ -389,7 +400,10 @@ def problem_4_2(runs):
          "best_mostly_dead": top["dead"] != "–" and float(top["dead"]) > 50,
          # the rates with a seed at chance have most ReLU channels dead, 10 points or more above the best rate
          "chance_dead_apart": bool(chance) and top["dead"] != "–" and
-         all(float(r["dead"]) > 50 and float(r["dead"]) >= float(top["dead"]) + 10 for r in chance)}
+         all(float(r["dead"]) > 50 and float(r["dead"]) >= float(top["dead"]) + 10 for r in chance),
+         # where the dead channels of the segmenting rates are: the first encoder block against the three deepest
+         "dead_by_depth": sorted((dead_by_depth(runs, name) for name, r in zip(names, rows) if r["states"]["segments"]),
+                                 key=lambda d: -d["lr"])}
     # the sweep's rate that the reference UNet trains at: the two differ only in AdamW's weight
     # decay (the reference's evaluation of the training eyes draws no random number)
     ref = runs["unet"]
