@@ -16,6 +16,7 @@ The speed study lives in ``docs/performance.md`` (``python -m report.performance
 """
 import argparse
 import datetime
+import json
 import math
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from medimg.cli import UserError, run_cli
 from medimg.runfiles import atomic_write, write_json
 from report import answers, logs, plots
 from report.logs import copy_names, done, human_baseline, load_runs
+
+MAIN_TEXT_PAGES = 13  # Problems 1-4 and the conclusion, at most (the appendix follows)
 
 PHOTOGRAPHS = ["blur", "edges", "unet_augmentations"]  # embedded as JPEG
 
@@ -279,7 +282,18 @@ def main(argv=None):
         where = next((line.strip() for line in str(getattr(err, "diagnostic", "")).splitlines() if "┌─" in line), "")
         raise UserError(f"report/report.typ does not compile: {str(err).splitlines()[0]} {where}; fix the source "
                         f"(numbers it reads are in report/generated/numbers.json)")
-    print(f"wrote {out}")
+    pages = main_text_pages()
+    write_json(generated / "layout.json", {"main_text_pages": pages, "limit": MAIN_TEXT_PAGES})
+    print(f"wrote {out}" + (f" (main text {pages} pages, over the {MAIN_TEXT_PAGES} it may take: shorten it)"
+                            if pages > MAIN_TEXT_PAGES else ""))
+
+
+def main_text_pages() -> int:
+    """The page on which the main text (Problems 1-4 and the conclusion) ends, as the compiled
+    report places it (its ``<main-text-end>`` label)."""
+    import typst
+    found = json.loads(typst.query(str(HERE / "report.typ"), "<main-text-end>", field="value", root=str(HERE)))
+    return int(found[0])
 
 
 if __name__ == "__main__":

@@ -60,6 +60,12 @@ def test_the_report_builds_from_the_committed_logs(built_from_committed_logs):
         assert scale[results.parent.name] == f"{json.loads(results.read_text())['final_metrics']['dice']:.3f}"
 
 
+def test_the_main_text_fits_its_pages(built_from_committed_logs):
+    """Problems 1-4 and the conclusion end by page MAIN_TEXT_PAGES, as the compiled PDF places them."""
+    layout = json.loads((ROOT / "report" / "generated" / "layout.json").read_text())
+    assert 5 <= layout["main_text_pages"] <= build.MAIN_TEXT_PAGES
+
+
 def test_a_comparison_is_answered_exactly_when_its_arms_have_every_seed_from_one_code(built_from_committed_logs):
     """Read from the results.json files themselves, not through report.logs: the report answers
     a Problem 4 comparison on the CPU if and only if every arm has seeds 42, 43 and 44 and all
