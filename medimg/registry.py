@@ -86,8 +86,8 @@ def runs(profile="cpu"):
         Run("convolution", "2.1", "convolution.py", tuple(p["convolution"]), "convolution study"),
         Run("unet", "4", seg, ("--model", "unet", *p["reference_unet"]), "UNet (skip connections)"),
         Run("unet_noskip", "4.1", seg, ("--model", "unet_noskip"), "UNet without skip connections"),
-        *[Run(f"lr_{lr}", "4.2", seg, ("--model", "unet", "--optimizer", "adam", "--lr", lr), f"Adam, lr {lr}",
-              setting="sweep") for lr in LEARNING_RATES],
+        *[Run(f"lr_{lr}", "4.2", seg, ("--model", "unet", "--optimizer", "adam", "--lr", lr),
+              f"Adam, lr {power_of_ten(lr)}", setting="sweep") for lr in LEARNING_RATES],
         # aug_none is the comparison's own baseline (the same eyes and length as the others, seeds alike);
         # the elastic run also draws the examples of every strategy (--show_augmentations)
         *[Run(f"aug_{name}", "4.3", seg, ("--model", "unet", "--augmentation", name,
@@ -136,6 +136,13 @@ def _option(profile, option, default):
     """The integer value of ``option`` in the profile's segmentation arguments, else ``default``."""
     args = profile["segmentation"]
     return int(args[args.index(option) + 1]) if option in args else default
+
+
+def power_of_ten(rate: str) -> str:
+    """``"1e-3"`` -> ``"10⁻³"``: rates in labels as the report's text writes them."""
+    mantissa, exponent = rate.split("e")
+    assert mantissa == "1", rate
+    return "10" + exponent.translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
 
 
 def runs_of(problem, profile="cpu"):

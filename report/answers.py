@@ -229,18 +229,24 @@ def by_seed(runs, name):
     return {runs[key]["config"]["seed"]: runs[key] for key in copy_names(runs, name)}
 
 
-def difference(runs, terms):
+def difference(runs, terms, family=1):
     """A contrast between configurations, ``terms = {name: weight}`` (``{"a": 1, "b": -1}``:
     a minus b), as the text quotes it: the mean over test images and seeds of the per-image
     contrast of the thresholded test Dice, its interval at ``LEVEL`` (``stats.difference_interval``),
     and whether the interval holds zero (the runs cannot tell the two apart). The interval is
-    clipped to the range the contrast can take (a difference of two Dice: -1 to 1)."""
-    iv = difference_interval(contrast_matrix({n: (w, by_seed(runs, n)) for n, w in terms.items()}), LEVEL)
+    clipped to the range the contrast can take (a difference of two Dice: -1 to 1). ``family``:
+    how many such comparisons the question makes; ``told_apart_in_family`` says whether the
+    interval at the Bonferroni level ``1 - (1 - LEVEL) / family`` excludes zero too."""
+    D = contrast_matrix({n: (w, by_seed(runs, n)) for n, w in terms.items()})
+    iv = difference_interval(D, LEVEL)
+    wide = difference_interval(D, 1 - (1 - LEVEL) / family) if family > 1 else iv
     # each Dice lies in [0, 1], so the contrast lies between the sums of its negative and positive weights
     lowest, highest = sum(min(w, 0) for w in terms.values()), sum(max(w, 0) for w in terms.values())
     low, high = max(iv.low, lowest), min(iv.high, highest)
     return {"mean": _signed(iv.mean), "low": _signed(low), "high": _signed(high), "value": iv.mean,
-            "holds_zero": iv.holds_zero, "half_width": (high - low) / 2, "reach": fmt(max(abs(low), abs(high)))}
+            "holds_zero": iv.holds_zero, "half_width": (high - low) / 2, "reach": fmt(max(abs(low), abs(high))),
+            "family": family, "family_level": f"{100 * (1 - (1 - LEVEL) / family):.4g}",
+            "told_apart_in_family": not wide.holds_zero}
 
 
 def end_state(run, all_vessel=None):
@@ -267,7 +273,8 @@ def arms(runs, names, reference, all_vessel=None, labels=None):
                    auc=fmt(float(np.mean([r["final_metrics"]["auc"] for r in copies(runs, name)]))),
                    states={s: states.count(s) for s in ("segments", "plateau", "chance")},
                    test_loss=fmt(float(np.mean([r["final_metrics"]["loss"] for r in copies(runs, name)]))),
-                   difference=None if name == reference else difference(runs, {name: 1, reference: -1}))
+                   difference=None if name == reference else
+                   difference(runs, {name: 1, reference: -1}, family=len(names) - 1))
         rows.append(row)
     return rows
 
@@ -390,7 +397,12 @@ def problem_4_2(runs):
     chance = [r for r in rows if r["states"]["chance"] and r["dead"] != "–"]
     n = {"done": True, "rows": rows, "best": top["lr"], "best_row": top, "budget": b,
          "regimes": {key: counted(key) for key in ("exploded", "chance", "slow", "thrown", "segments", "lost")},
-         "apart_from_best": [r["lr"] for r in rows if r["difference"] and not r["difference"]["holds_zero"]],
+         "apart_from_best": [r["lr"] for r in rows if r["difference"] and r["difference"]["told_apart_in_family"]],
+         # told apart at LEVEL alone, not once the question's comparisons are counted (Bonferroni)
+         "apart_alone": [r for r in rows if r["difference"] and not r["difference"]["holds_zero"]
+                         and not r["difference"]["told_apart_in_family"]],
+         "family_level": rows[names.index(best) - 1 if names.index(best) else 1]["difference"]["family_level"],
+         "family": _family(len(names) - 1),
          "constant": sum(r["constant"] for r in rows), "at_chance": sum(r["states"]["chance"] for r in rows),
          # the rate told apart from the best by the smallest difference, with its interval
          "closest": min((r for r in rows if r["difference"] and not r["difference"]["holds_zero"]),
