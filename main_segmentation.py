@@ -73,16 +73,18 @@ MEASURES = {
 def load_data(args: Namespace) -> tuple[Split, Split, Split, str]:
     """Decode the dataset once: ``(train, evaluation, test, evaluation_name)``. The evaluation
     split is the test split ("test"), or with ``--val_fraction`` the held-out training eyes
-    ("validation"); ``--train_fraction`` keeps a part of the training eyes."""
+    ("validation", one copy of each eye); ``--train_fraction`` keeps a part of the training eyes."""
     dataset = Path(args.dataset)
     train, test = Split.load(dataset / "train", args.image_size), Split.load(dataset / "test", args.image_size)
     if args.crop_size and args.crop_size > min(train.images.shape[-2:]):
         raise UserError(f"--crop_size {args.crop_size} is larger than the training images "
                         f"({train.images.shape[-1]}x{train.images.shape[-2]})")
     evaluation, evaluation_name = test, "test"
-    if args.val_fraction:
+    if args.val_fraction:  # held-out eyes, one copy of each: measured as the training eyes are
         train_idx, val_idx = split_by_fundus(train.names, args.val_fraction, args.seed)
-        train, evaluation, evaluation_name = train.subset(train_idx), train.subset(val_idx), "validation"
+        held_out = train.subset(val_idx)
+        train, evaluation = train.subset(train_idx), held_out.subset(one_copy_per_eye(held_out.names))
+        evaluation_name = "validation"
     if args.train_fraction < 1:
         train = train.subset(subset_of_fundi(train.names, args.train_fraction, args.seed))
     return train, evaluation, test, evaluation_name
@@ -274,6 +276,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if epoch == 0:
             record["seed_trace"].update(first_epoch_order=list(train_set.trace),
                                         first_epoch_samples_sha256=list(train_set.trace.values()))
+        elif "first_epoch_order" not in record["seed_trace"]:  # resumed after the first epoch
+            record["seed_trace"].setdefault("first_epoch", f"not traced: resumed at epoch {epoch}")
         if not math.isfinite(loss):  # its non-finite steps were skipped: the weights are the last finite ones
             tqdm.write(f"Non-finite loss at epoch {epoch}: the run diverged; stopping (lr {learning_rate})")
             progress.diverged = True
@@ -301,14 +305,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         model.load_state_dict(progress.best_state)
     with Timer() as timer:
         final, logits = test(model, test_split, loss_fn, execution)
-        # the same weights on whole training eyes and held-out eyes, per image: the generalisation gap
+    with Timer() as eyes_timer:  # the same weights on the training eyes and held-out eyes, per image
         eyes = train_split.subset(one_copy_per_eye(train_split.names))
         final["per_image_dice_train_eyes"] = dict(zip(eyes.names, evaluate(model, eyes, loss_fn, execution)[0]
                                                       ["per_image_dice"]))
         if eval_name == "validation":
             final["per_image_dice_validation"] = dict(zip(eval_split.names, evaluate(
                 model, eval_split, loss_fn, execution)[0]["per_image_dice"]))
-        record["dead_relu_fraction"] = dead_relu_fraction(model, test_split.images[:4], execution)
+    record["final_eyes_seconds"] = eyes_timer.seconds  # results.json's timings
+    # what predicting every pixel a vessel scores on the evaluation images: the floor of the valid_* curves
+    record["evaluation_baselines"] = {
+        "evaluation_all_vessel_dice": constant_prediction_dice(eval_split.masks, eval_split.sizes, True)}
+    record["dead_relu_fraction"] = dead_relu_fraction(model, test_split.images[:4], execution)
     print(f"Test: thresholded Dice {final['dice']:.4f}, accuracy {final['accuracy']:.4f}, AUC {final['auc']:.4f}")
     write_outputs(logdir, args, progress, final, logits, test_split, train_seconds, timer.seconds, {
         **record, "execution": {**execution.describe(), "selection": selection}, "model_weights": weights,
@@ -333,17 +341,21 @@ def write_outputs(logdir: Path, args: Namespace, progress: Progress, final: dict
         "final_metrics": final,
         "final_metrics_model": "best validation epoch" if progress.best_state is not None else "last epoch",
         "final_metrics_images": {"per_image_dice": "test images", "per_image_dice_train_eyes":
-                                 "one copy of every training eye", "per_image_dice_validation": "held-out eyes"},
+                                 "one copy of every training eye",
+                                 **({"per_image_dice_validation": "one copy of every held-out eye"}
+                                    if "per_image_dice_validation" in final else {})},
         "baselines": {"vessel_fraction": float(np.mean([mask[0, :height, :width].float().mean().item()
                                                         for mask, (height, width)
                                                         in zip(test_split.masks, test_split.sizes)])),
                       "all_vessel_dice": constant_prediction_dice(test_split.masks, test_split.sizes, True),
+                      **record.pop("evaluation_baselines"),
                       "all_background_dice": constant_prediction_dice(test_split.masks, test_split.sizes, False)},
         "diverged": progress.diverged,
         "epochs_completed": len(h.get("train_losses", [])),
         **({"resumed_at_epoch": progress.resumed_at_epoch} if progress.resumed_at_epoch is not None else {}),
         "timings": {"train_seconds_per_epoch": h.get("train_times", []), "valid_seconds": h.get("valid_times", []),
-                    "final_eval_seconds": test_seconds, "total_seconds": train_seconds + test_seconds},
+                    "final_eval_seconds": test_seconds, "final_eyes_seconds": record["final_eyes_seconds"],
+                    "total_seconds": train_seconds + test_seconds + record.pop("final_eyes_seconds")},
         **record,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

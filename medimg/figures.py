@@ -144,24 +144,20 @@ def save_augmentations_figure(path: Path, image: torch.Tensor, mask: torch.Tenso
     """Each strategy of ``retina.STRATEGIES`` (a row) applied ``count`` times (columns) to one
     ``window``-pixel patch of a training image, shown at full resolution (one image pixel is
     several printed pixels, so a resampling or a displaced vessel shows). The first column is
-    the untouched patch. As in training, a transform sees more than the patch (here the
-    square of twice its side around it, the one with the most vessel), so no border comes in
-    that training would not see; the patch is its centre."""
+    the untouched patch. As in training, each transform sees the whole image (its sizes are
+    fractions of the image's side); the patch shown is the square with the most vessel."""
     plt = pyplot()
-    (top, left), context = vessel_window(mask, 2 * window)
-    around = (..., slice(top, top + context), slice(left, left + context))
-    size = min(window, context)
-    start = (context - size) // 2
-    centre = (..., slice(start, start + size), slice(start, start + size))
+    (top, left), size = vessel_window(mask, window)
+    patch = (..., slice(top, top + size), slice(left, left + size))
     fig, axes = plt.subplots(len(STRATEGIES), count + 1, figsize=(2.3 * (count + 1), 2.45 * len(STRATEGIES)),
                              squeeze=False)
     with torch.random.fork_rng():  # leave the training's random stream untouched
         torch.manual_seed(seed)
         for row, name in enumerate(STRATEGIES):
-            dataset = RetinaTrainSet(image[around][None], mask[around][None], augmentation=name)
-            samples = [(image[around].float() / 255, mask[around].float())] + [dataset[0] for _ in range(count)]
+            dataset = RetinaTrainSet(image[None], mask[None], augmentation=name)
+            samples = [(image.float() / 255, mask.float())] + [dataset[0] for _ in range(count)]
             for col, (x, y) in enumerate(samples):
-                x, y = x[centre], y[centre]
+                x = x[patch]
                 ax = axes[row, col]
                 ax.imshow(x.clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
                 ax.set_xticks([])

@@ -197,7 +197,7 @@ def plan(profile, data, data_dir, seeds=None, dry_run=False):
             tiny = [*tiny, *DRY_RUN_UNET]
         base = merge(common[run.script], p[run.setting]) if run.setting else common[run.script]
         return run.script, merge(merge(base, run.arguments), [*extra, *tiny])
-    arms = {name for names in COMPARISONS.values() for name in names}
+    arms = {name for names in COMPARISONS.values() for name in names} | set(SEED_ORDER)  # seeded: in registry order
     planned = {}
     for name, run in every.items():
         if name in arms or not run.problem.startswith("4"):

@@ -84,7 +84,21 @@ class Illumination:
         return image if mask is None else (image, mask)
 
 
-CUSTOM = {"SmoothElastic": SmoothElastic, "RandomGamma": RandomGamma, "Illumination": Illumination}
+class Noise:
+    """Sensor noise: a normal draw of standard deviation ``sigma`` added to every pixel and
+    channel of a float image in [0, 1], clamped; drawn from the CPU stream whatever the device
+    (torchvision's GaussianNoise draws on the image's), so a seed gives the same noise on a GPU."""
+
+    def __init__(self, sigma: float):
+        self.sigma = sigma
+
+    def __call__(self, image, mask=None):
+        noise = (torch.randn(image.shape) * self.sigma).to(image.device)
+        image = tv_tensors.wrap((image + noise).clamp(0, 1), like=image)
+        return image if mask is None else (image, mask)
+
+
+CUSTOM = {"SmoothElastic": SmoothElastic, "RandomGamma": RandomGamma, "Illumination": Illumination, "Noise": Noise}
 INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}
 
 

@@ -6,8 +6,8 @@ Each strategy changes what the network sees in a way the training set does not a
 hold: the course's set has every eye four times (as photographed, flipped left-right,
 flipped top-bottom, and turned by a few degrees), so flips would add nothing new. Two
 strategies move pixels (geometric), two change their values (photometric: what differs
-between fundus cameras and visits). Sizes are fractions of the image side, so a strategy
-does the same to a 256-px and a 512-px image."""
+between fundus cameras and visits). Geometric sizes are fractions of the image side, so
+they move a 256-px and a 512-px image alike; the blur and the noise are in pixels."""
 
 # name -> [(torchvision.transforms.v2 class name or one of medimg.retina's, its arguments)];
 # "p": applied with that probability. The report's captions come from this table (``describe``).
@@ -20,11 +20,12 @@ ELASTIC = [("SmoothElastic", {"displacement": 0.015, "spacing": 0.125})]
 # Exposure and colour: brightness, contrast, saturation, hue, then a gamma curve.
 COLOR = [("ColorJitter", {"brightness": 0.3, "contrast": 0.3, "saturation": 0.2, "hue": 0.02}),
          ("RandomGamma", {"gamma": (0.7, 1.5)})]
-# The camera: uneven illumination (a smooth multiplicative field, log-normal with sd 0.25 at
-# control points a quarter of the side apart), defocus blur, sensor noise.
-CAMERA = [("Illumination", {"strength": 0.25, "spacing": 0.25}),
-          ("GaussianBlur", {"kernel_size": 5, "sigma": (0.1, 1.5), "p": 0.5}),
-          ("GaussianNoise", {"sigma": 0.02, "p": 0.5})]
+# The camera: uneven illumination (a smooth multiplicative field, log-normal with sd 0.15 at
+# control points a quarter of the side apart), defocus blur (the kernel spans 3 sigma either
+# side), sensor noise (normal, sd 0.02 of the range, per pixel and channel).
+CAMERA = [("Illumination", {"strength": 0.15, "spacing": 0.25}),
+          ("GaussianBlur", {"kernel_size": 11, "sigma": (0.1, 1.5), "p": 0.5}),
+          ("Noise", {"sigma": 0.02, "p": 0.5})]
 STRATEGIES = {"none": [], "affine": AFFINE, "elastic": ELASTIC, "color": COLOR, "camera": CAMERA,
               "combined": AFFINE + ELASTIC + COLOR + CAMERA}
 

