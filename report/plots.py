@@ -274,9 +274,23 @@ def convolution_speed(records, path, dpi=150):
 BLUR_WIDTH = 0.8 * WIDTH  # printed at 80% of the text width (report.typ), so its text keeps the size of the others'
 
 
-def blur(image, path):
-    """The photograph and its 7x7 box and Gaussian (sigma 2) blurs above, the magnitude spectrum
-    of each below: frequency axes in cycles per pixel with zero at the centre, one colour scale."""
+def detail_window(image, size=96):
+    """The top-left corner of the ``size``-pixel square of ``image`` with the most fine detail
+    (the largest sum of squared differences between neighbouring pixels), on a coarse grid."""
+    energy = np.zeros_like(image, dtype=float)
+    energy[:, 1:] += np.diff(image.astype(float), axis=1) ** 2
+    energy[1:, :] += np.diff(image.astype(float), axis=0) ** 2
+    height, width = image.shape
+    corners = [(t, l) for t in range(0, height - size + 1, size // 4) for l in range(0, width - size + 1, size // 4)]
+    return max(corners, key=lambda c: energy[c[0]:c[0] + size, c[1]:c[1] + size].sum())
+
+
+def blur(image, path, zoom=96):
+    """The photograph and its 7x7 box and Gaussian (sigma 2) blurs above, the square of ``zoom``
+    pixels with the most fine detail enlarged below them (outlined in yellow above), and the
+    magnitude spectrum of each at the bottom: frequency axes in cycles per pixel with zero at
+    the centre, one colour scale."""
+    from matplotlib.patches import Rectangle
     from matplotlib.ticker import MultipleLocator
 
     from medimg.convolution import box_kernel, discrete_2d_convolution, gaussian_kernel
@@ -285,25 +299,30 @@ def blur(image, path):
     blurred, boxed = discrete_2d_convolution(image, gauss), discrete_2d_convolution(image, box_kernel(7))
     spectrum = lambda img: np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(img - img.mean()))))
     height, width = image.shape
+    top, left = detail_window(image, zoom)
     fy, fx = (np.fft.fftshift(np.fft.fftfreq(n)) for n in (height, width))
     # the pixels' edges, so that each frequency sits at its pixel's centre
     extent = (fx[0] - 0.5 / width, fx[-1] + 0.5 / width, fy[0] - 0.5 / height, fy[-1] + 0.5 / height)
-    fig, axes = plt.subplots(2, 3, figsize=(BLUR_WIDTH, 3.9), layout="constrained",
-                             gridspec_kw={"height_ratios": [height / width, 1]})
+    fig, axes = plt.subplots(3, 3, figsize=(BLUR_WIDTH, 5.9), layout="constrained",
+                             gridspec_kw={"height_ratios": [height / width, 1, 1]})
     columns = [(image, "original"), (boxed, "7×7 box"), (blurred, f"Gaussian, σ = 2 ({len(gauss)}×{len(gauss)})")]
     vmax = spectrum(image).max()
     ticks, names = [-0.4, -0.2, 0, 0.2, 0.4], ["−0.4", "", "0", "", "0.4"]
-    for (photo, spec), (img, title) in zip(axes.T, columns):
+    for (photo, detail, spec), (img, title) in zip(axes.T, columns):
         photo.imshow(img, cmap="gray", vmin=0, vmax=255)
+        photo.add_patch(Rectangle((left - 0.5, top - 0.5), zoom, zoom, fill=False, edgecolor="yellow", lw=0.8))
         photo.set_title(title, fontsize=8)
         photo.axis("off")
+        detail.imshow(img[top:top + zoom, left:left + zoom], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        detail.set_title(f"the yellow {zoom}×{zoom} px, enlarged" if photo is axes[0, 0] else "", fontsize=7)
+        detail.axis("off")
         shown = spec.imshow(spectrum(img), cmap="magma", vmin=0, vmax=vmax, origin="lower", extent=extent)
         spec.set_xticks(ticks, names, fontsize=8)
-        spec.set_yticks(ticks, names if spec is axes[1, 0] else [], fontsize=8)
+        spec.set_yticks(ticks, names if spec is axes[2, 0] else [], fontsize=8)
         spec.set_xlabel("$f_x$ (cycles/pixel)", fontsize=8, labelpad=1)
         spec.tick_params(length=2.5, pad=1.5)
-    axes[1, 0].set_ylabel("$f_y$ (cycles/pixel)", fontsize=8, labelpad=1)
-    bar = fig.colorbar(shown, ax=axes[1, :], fraction=0.04, pad=0.02, aspect=15)
+    axes[2, 0].set_ylabel("$f_y$ (cycles/pixel)", fontsize=8, labelpad=1)
+    bar = fig.colorbar(shown, ax=axes[2, :], fraction=0.04, pad=0.02, aspect=15)
     bar.set_label("log(1 + |spectrum|)", fontsize=8)
     bar.ax.tick_params(labelsize=8, length=2.5)
     bar.locator = MultipleLocator(5)
@@ -335,9 +354,9 @@ def edges(image, path):
     for ax, response, kernel, title in ((axes[1], horizontal, SOBEL_HORIZONTAL_EDGES, "horizontal edges"),
                                         (axes[2], vertical, SOBEL_VERTICAL_EDGES, "vertical edges")):
         ax.imshow(response, cmap=signed, vmin=-limit, vmax=limit)
+        # the kernel printed under its panel, not over the response the text points to
         text = "\n".join(" ".join(f"{v:+.0f}" for v in row) for row in kernel)
-        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", family="monospace", fontsize=8,
-                bbox=dict(facecolor="white", alpha=0.9, pad=1.5))
+        ax.text(0.5, -0.03, text, transform=ax.transAxes, ha="center", va="top", family="monospace", fontsize=7)
         ax.set_title(title, fontsize=8)
     axes[3].imshow(magnitude, cmap="gray", vmin=0, vmax=np.percentile(magnitude, EDGE_SATURATION))
     axes[3].set_title("gradient magnitude", fontsize=8)
