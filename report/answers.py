@@ -422,7 +422,7 @@ def problem_4_2(runs):
     same = next((r for r in rows if r["lr"] == ref["config"]["lr"]), None) if done(ref) else None
     if same is not None and ref["config"]["optimizer"] == "adamw":
         n["versus_reference"] = {"lr": same["lr"], "row": same, "reference": over_seeds(runs, "unet", all_vessel),
-                                 "weight_decay": ref["config"]["weight_decay"],
+                                 "weight_decay": ref["config"]["weight_decay"], "weight_decay_sci": f"{ref['config']['weight_decay']:.0e}",
                                  "shrink": f"{ref['config']['lr'] * ref['config']['weight_decay']:.0e}",
                                  "difference": difference(runs, {same["name"]: 1, "unet": -1})}
     return _answer(n)
