@@ -592,11 +592,11 @@ def assignment_scale(runs, profile="gpu"):
 
 
 def cpu_runs_made(runs):
-    """What the Problem 4 runs on the CPU cost so far, from their logs: how many are finished
-    (seed copies included), their hours in all (``timings.total_seconds``), and the machines,
-    thread counts and executions they record."""
+    """What the Problem 4 runs of the earlier CPU protocol (128-px patches) cost, from their logs:
+    how many are finished (seed copies included), their hours in all (``timings.total_seconds``),
+    and the machines, thread counts and executions they record."""
     made = [r for name, run in registry.runs("cpu").items() if run.problem.startswith("4")
-            for r in copies(runs, name)]
+            for r in copies(runs, name) if r["config"].get("crop_size")]
     return {"n": len(made), "hours": fmt(sum(r["timings"]["total_seconds"] for r in made) / 3600, 1),
             "cpus": sorted({r["machine"]["cpu"] for r in made}),
             "threads": sorted({r["machine"].get("torch_threads") for r in made} - {None}),

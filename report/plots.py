@@ -281,7 +281,9 @@ def detail_window(image, size=96):
     energy[:, 1:] += np.diff(image.astype(float), axis=1) ** 2
     energy[1:, :] += np.diff(image.astype(float), axis=0) ** 2
     height, width = image.shape
-    corners = [(t, l) for t in range(0, height - size + 1, size // 4) for l in range(0, width - size + 1, size // 4)]
+    size = min(size, height, width)
+    step = max(1, size // 4)
+    corners = [(t, l) for t in range(0, height - size + 1, step) for l in range(0, width - size + 1, step)]
     return max(corners, key=lambda c: energy[c[0]:c[0] + size, c[1]:c[1] + size].sum())
 
 
@@ -299,6 +301,7 @@ def blur(image, path, zoom=96):
     blurred, boxed = discrete_2d_convolution(image, gauss), discrete_2d_convolution(image, box_kernel(7))
     spectrum = lambda img: np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(img - img.mean()))))
     height, width = image.shape
+    zoom = min(zoom, height, width)
     top, left = detail_window(image, zoom)
     fy, fx = (np.fft.fftshift(np.fft.fftfreq(n)) for n in (height, width))
     # the pixels' edges, so that each frequency sits at its pixel's centre

