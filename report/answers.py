@@ -436,7 +436,6 @@ def problem_4_3(runs):
     may_wait = registry.LEFT_OUT_UNTIL_SEEDED["4.3"]
     if not _all_done(runs, [name for name in every if name not in may_wait]):
         return _answer({"done": False, "family": _family(len(every) - 1)})
-    from medimg.retina import STRATEGIES, describe
     names = [name for name in every if done(runs[name])]
     rows = arms(runs, names, "aug_none", all_vessel_dice(runs))
     for row in rows:
@@ -448,7 +447,6 @@ def problem_4_3(runs):
          "worse": [r for r in told if r["difference"]["value"] < 0],
          "untold": [r["strategy"] for r in ranking if r["difference"] and r["difference"]["holds_zero"]],
          "budget": budget(runs["aug_none"]),
-         "strategies": [{"name": s, "description": describe(s)} for s in STRATEGIES if s != "none"],
          # a strategy whose seeds are not all made yet (report.logs.comparable): named, not compared
          "left_out": [{"strategy": name[4:], "lacks": runs[name].get("lacking_seeds", [])}
                       for name in every if name not in names],

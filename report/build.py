@@ -18,19 +18,21 @@ import argparse
 import datetime
 import json
 import math
+import shutil
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
 from medimg import registry
 from medimg.cli import UserError, run_cli
-from medimg.runfiles import atomic_write, write_json
+from medimg.runfiles import atomic_write, read_json, write_json
 from report import answers, logs, plots
 from report.logs import copy_names, done, human_baseline, load_runs
 
 MAIN_TEXT_PAGES = 13  # Problems 1-4 and the conclusion, at most (the appendix follows)
 
-PHOTOGRAPHS = ["blur", "edges", "unet_augmentations"]  # embedded as JPEG
+PHOTOGRAPHS = ["blur", "edges"]  # embedded as JPEG
+EXAMPLES = "augmentation_examples"  # the folder of tools/augmentation_examples.py, beside the runs
 
 
 def architecture_facts():
@@ -168,10 +170,9 @@ def figures_for(runs, gpu, root, out, numbers):
         plots.generalisation(gpu["unet"], out / "generalisation.png")
     if numbers["p2_6"]["available"]:
         plots.classification(runs, registry.runs_of("2.6"), out / "classification_curves.png")
-    examples = [root / name / "augmentations.png" for name in registry.runs_of("4.3") + ["unet"]
-                if (root / name / "augmentations.png").exists()]
-    if examples:  # the run of Problem 4.3 that drew the strategies: its panels only, the labels set in the text
-        numbers["augmentation_figure"] = crop_to_panels(examples[0], out / "unet_augmentations.png")
+    drawn = augmentation_examples(root / EXAMPLES, out)
+    if drawn is not None:
+        numbers["augmentation_figure"] = drawn
     from PIL import Image
     for name in PHOTOGRAPHS:  # photographs compress tenfold as JPEG, which keeps the PDF small
         png = out / f"{name}.png"
@@ -181,27 +182,20 @@ def figures_for(runs, gpu, root, out, numbers):
             png.unlink()
 
 
-def crop_to_panels(source, path):
-    """Copy a figure of image panels (``augmentations.png``) cropped to its panels, without the
-    title and row labels it was drawn with (too small in print; the report sets them as text),
-    and without its first row, ``none`` (the original, repeated). Returns its height over width
-    and its rows, the strategies in the order drawn."""
-    import numpy as np
-    from PIL import Image
-
-    from medimg.retina import STRATEGIES
-    with Image.open(source) as im:
-        rgb = im.convert("RGB")
-    ink = np.asarray(rgb.convert("L")) < 250
-    # a row or column through the panels is inked nearly across (about 0.9 of it); one through
-    # the title's densest letters reaches half
-    cols, rows = np.where(ink.mean(0) > 0.75)[0], np.where(ink.mean(1) > 0.75)[0]
-    starts = rows[np.r_[True, np.diff(rows) > 1]]  # the first pixel row of each row of panels
-    assert len(starts) == len(STRATEGIES) and list(STRATEGIES)[0] == "none", (source, len(starts))
-    box = (int(cols.min()), int(starts[1]), int(cols.max()) + 1, int(rows.max()) + 1)
-    cropped = rgb.crop(box)
-    cropped.save(path)
-    return {"ratio": cropped.height / cropped.width, "rows": list(STRATEGIES)[1:]}
+def augmentation_examples(folder, out):
+    """Copy the examples of 4.3's strategies that ``tools/augmentation_examples.py`` drew into
+    ``folder`` to ``out/unet_augmentations.jpg`` and return their record, or None where they are
+    not drawn; a UserError if they show other strategies than the code builds now."""
+    from medimg.strategies import STRATEGIES, describe
+    if not (folder / "examples.json").exists():
+        return None
+    drawn = read_json(folder / "examples.json")
+    now = [{"name": name, "description": describe(name)} for name in STRATEGIES if name != "none"]
+    if drawn["strategies"] != now:
+        raise UserError(f"{folder}: drawn with other strategies than medimg/strategies.py builds now; "
+                        f"redraw them: {drawn['command']}")
+    shutil.copyfile(folder / "augmentations.jpg", out / "unet_augmentations.jpg")
+    return drawn
 
 
 def write_human_baseline(drive, runs_parent, retina=None):
@@ -267,6 +261,7 @@ def main(argv=None):
                              "gpu": "python experiments.py --profile gpu --data data/retina --data_dir data",
                              "seeds": "python experiments.py --profile gpu --data data/retina --data_dir data --seeds 43 44",
                              "human": "python -m report.build --runs runs/cpu --drive data/DRIVE",
+                             "examples": "python -m tools.augmentation_examples --data data/retina",
                              "build": f"python -m report.build --runs runs/{profile}",
                              "tests": "python -m pytest"})
     figures, generated = HERE / "figures", HERE / "generated"
@@ -282,18 +277,27 @@ def main(argv=None):
         where = next((line.strip() for line in str(getattr(err, "diagnostic", "")).splitlines() if "┌─" in line), "")
         raise UserError(f"report/report.typ does not compile: {str(err).splitlines()[0]} {where}; fix the source "
                         f"(numbers it reads are in report/generated/numbers.json)")
-    pages = main_text_pages()
-    write_json(generated / "layout.json", {"main_text_pages": pages, "limit": MAIN_TEXT_PAGES})
+    placed = layout()
+    write_json(generated / "layout.json", {**placed, "limit": MAIN_TEXT_PAGES})
+    pages, lone = placed["main_text_pages"], [p for p, k in placed["run_rows_per_page"].items() if k == 1]
     print(f"wrote {out}" + (f" (main text {pages} pages, over the {MAIN_TEXT_PAGES} it may take: shorten it)"
-                            if pages > MAIN_TEXT_PAGES else ""))
+                            if pages > MAIN_TEXT_PAGES else "")
+          + (f" (page {', '.join(lone)} holds one row of the runs table alone: move the break)"
+             if lone and sum(placed["run_rows_per_page"].values()) > 1 else ""))
 
 
-def main_text_pages() -> int:
-    """The page on which the main text (Problems 1-4 and the conclusion) ends, as the compiled
-    report places it (its ``<main-text-end>`` label)."""
+def layout() -> dict:
+    """Where the compiled report places things: the page on which the main text (Problems 1-4
+    and the conclusion) ends (its ``<main-text-end>`` label), and how many rows of the appendix's
+    table of runs each page holds (its ``<run-row>`` labels)."""
     import typst
-    found = json.loads(typst.query(str(HERE / "report.typ"), "<main-text-end>", field="value", root=str(HERE)))
-    return int(found[0])
+    found = json.loads(typst.query(str(HERE / "report.typ"), "metadata", root=str(HERE)))
+    rows = {}
+    for element in found:
+        if element.get("label") == "<run-row>":
+            rows[str(element["value"])] = rows.get(str(element["value"]), 0) + 1
+    end = next(int(e["value"]) for e in found if e.get("label") == "<main-text-end>")
+    return {"main_text_pages": end, "run_rows_per_page": rows}
 
 
 if __name__ == "__main__":

@@ -60,10 +60,79 @@ def test_the_report_builds_from_the_committed_logs(built_from_committed_logs):
         assert scale[results.parent.name] == f"{json.loads(results.read_text())['final_metrics']['dice']:.3f}"
 
 
-def test_the_main_text_fits_its_pages(built_from_committed_logs):
-    """Problems 1-4 and the conclusion end by page MAIN_TEXT_PAGES, as the compiled PDF places them."""
+def test_the_main_text_fits_its_pages_and_no_page_holds_a_lone_row(built_from_committed_logs):
+    """Problems 1-4 and the conclusion end by page MAIN_TEXT_PAGES, and no page holds a single
+    row of the appendix's table of runs, as the compiled PDF places them."""
     layout = json.loads((ROOT / "report" / "generated" / "layout.json").read_text())
     assert 5 <= layout["main_text_pages"] <= build.MAIN_TEXT_PAGES
+    rows = layout["run_rows_per_page"]
+    assert sum(rows.values()) == len(built_from_committed_logs[2]["seg_rows"])
+    assert all(k > 1 for k in rows.values()), rows
+
+
+def stated_interval(D, level=0.95):
+    """The report's stated rule (its Section 4, 'Comparing two configurations'), written from
+    its words: the two-way random-effects variance of the mean with Satterthwaite's degrees of
+    freedom; where it is not positive or leaves fewer than 2 degrees of freedom, the same without
+    the residual term (marked with a dagger). Returns (mean, low, high, dagger)."""
+    from scipy import stats as scipy_stats
+    S, I = D.shape
+    m = D.mean()
+    terms = [(I * ((D.mean(1) - m) ** 2).sum() / (S - 1), S - 1),
+             (S * ((D.mean(0) - m) ** 2).sum() / (I - 1), I - 1)]
+    residual = D - D.mean(1)[:, None] - D.mean(0)[None, :] + m
+    with_residual = terms + [(-(residual ** 2).sum() / ((S - 1) * (I - 1)), (S - 1) * (I - 1))]
+    total = sum(ms for ms, _ in with_residual)
+    df = total ** 2 / sum(ms ** 2 / k for ms, k in with_residual) if total > 0 else 0
+    dagger = total <= 0 or df < 2
+    if dagger:
+        total = sum(ms for ms, _ in terms)
+        df = total ** 2 / sum(ms ** 2 / k for ms, k in terms)
+    half = scipy_stats.t.ppf(0.5 + level / 2, df) * np.sqrt(total / (S * I))
+    return m, m - half, m + half, dagger
+
+
+def test_every_printed_interval_follows_the_stated_rule_from_the_logs(built_from_committed_logs):
+    """Each interval the report prints, recomputed from the per-image test Dice in the runs'
+    results.json files (not through report/stats.py) by the rule the report states, clipped to
+    the range of its contrast."""
+    runs, _, numbers = built_from_committed_logs
+
+    def dice(name):  # seed -> {image: Dice}
+        return {seed: json.loads((runs / (name if seed == 42 else f"{name}_seed{seed}") / "results.json")
+                                 .read_text())["final_metrics"]["per_image_dice"] for seed in (42, 43, 44)}
+
+    def printed(x):
+        return float(x.replace("\u2212", "-"))
+
+    contrasts = []  # (what the report printed, {run: weight})
+    if numbers["p4_1"]["done"]:
+        contrasts.append((numbers["p4_1"]["difference"], {"unet_noskip": 1, "unet": -1}))
+    if numbers["p4_2"]["done"]:
+        best = next(r["name"] for r in numbers["p4_2"]["rows"] if r["difference"] is None)
+        contrasts += [(r["difference"], {r["name"]: 1, best: -1}) for r in numbers["p4_2"]["rows"] if r["difference"]]
+        if "versus_reference" in numbers["p4_2"]:
+            v = numbers["p4_2"]["versus_reference"]
+            contrasts.append((v["difference"], {v["row"]["name"]: 1, "unet": -1}))
+    if numbers["p4_4"]["done"]:
+        q = numbers["p4_4"]["quarter"]
+        contrasts += [(numbers["p4_4"]["gain"], {"smp_pretrained": 1, "smp_scratch": -1}),
+                      (q["gain"], {"smp_pretrained_quarter": 1, "smp_scratch_quarter": -1}),
+                      (q["gain_grows"], {"smp_pretrained_quarter": 1, "smp_scratch_quarter": -1,
+                                         "smp_pretrained": -1, "smp_scratch": 1})]
+        contrasts += [(d, {f"{name}_quarter": 1, name: -1}) for name, d in q["less_data"].items()]
+    assert len(contrasts) >= 4  # the committed logs answer 4.1, 4.2 and 4.4
+    for shown, weights in contrasts:
+        tables = {name: dice(name) for name in weights}
+        images = sorted(next(iter(tables.values()))[42])
+        D = sum(w * np.array([[tables[name][seed][i] for i in images] for seed in (42, 43, 44)])
+                for name, w in weights.items())
+        mean, low, high, dagger = stated_interval(D)
+        low = max(low, sum(min(w, 0) for w in weights.values()))
+        high = min(high, sum(max(w, 0) for w in weights.values()))
+        for value, text in ((mean, shown["mean"]), (low, shown["low"]), (high, shown["high"])):
+            assert abs(value - printed(text)) <= 0.0005 + 1e-9, (weights, text, value)
+        assert (shown["rule"] == "upper bound") == dagger, weights
 
 
 def test_a_comparison_is_answered_exactly_when_its_arms_have_every_seed_from_one_code(built_from_committed_logs):
