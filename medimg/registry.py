@@ -89,9 +89,8 @@ def runs(profile="cpu"):
         *[Run(f"lr_{lr}", "4.2", seg, ("--model", "unet", "--optimizer", "adam", "--lr", lr),
               f"Adam, lr {power_of_ten(lr)}", setting="sweep") for lr in LEARNING_RATES],
         # aug_none is the comparison's own baseline (the same eyes and length as the others, seeds alike);
-        # the elastic run also draws the examples of every strategy (--show_augmentations)
-        *[Run(f"aug_{name}", "4.3", seg, ("--model", "unet", "--augmentation", name,
-                                          *(("--show_augmentations", "4") if name == "elastic" else ())), name,
+        # the report's examples of the strategies are drawn apart (tools/augmentation_examples.py)
+        *[Run(f"aug_{name}", "4.3", seg, ("--model", "unet", "--augmentation", name), name,
               setting="augmentation") for name in STRATEGIES],
         Run("smp_pretrained", "4.4", seg, (*lite0, "--encoder_weights", "imagenet"),
             "smp EfficientNet-Lite0 UNet, ImageNet encoder"),

@@ -428,6 +428,12 @@ def problem_4_2(runs):
     return _answer(n)
 
 
+def strategies():
+    """Every augmentation strategy but ``none``, with its transforms in words, as the code builds them."""
+    from medimg.strategies import STRATEGIES, describe
+    return [{"name": name, "description": describe(name)} for name in STRATEGIES if name != "none"]
+
+
 def problem_4_3(runs):
     """Every strategy over seeds against no augmentation: its difference with its interval,
     the seeds that ended on the plateau, and the test loss (the same images for every strategy;
@@ -435,7 +441,7 @@ def problem_4_3(runs):
     every = registry.runs_of("4.3")
     may_wait = registry.LEFT_OUT_UNTIL_SEEDED["4.3"]
     if not _all_done(runs, [name for name in every if name not in may_wait]):
-        return _answer({"done": False, "family": _family(len(every) - 1)})
+        return _answer({"done": False, "family": _family(len(every) - 1), "strategies": strategies()})
     names = [name for name in every if done(runs[name])]
     rows = arms(runs, names, "aug_none", all_vessel_dice(runs))
     for row in rows:
@@ -446,7 +452,7 @@ def problem_4_3(runs):
          "better": [r for r in told if r["difference"]["value"] > 0],
          "worse": [r for r in told if r["difference"]["value"] < 0],
          "untold": [r["strategy"] for r in ranking if r["difference"] and r["difference"]["holds_zero"]],
-         "budget": budget(runs["aug_none"]),
+         "budget": budget(runs["aug_none"]), "strategies": strategies(),
          # a strategy whose seeds are not all made yet (report.logs.comparable): named, not compared
          "left_out": [{"strategy": name[4:], "lacks": runs[name].get("lacking_seeds", [])}
                       for name in every if name not in names],
@@ -524,6 +530,16 @@ def problem_4_4(runs):
                                 for name in full)
     n["start"] = {"epoch": pre["evaluated_epochs"][0], "pretrained": fmt(pre_curve[0]),
                   "scratch": fmt(scratch_curve[0]), "ahead_throughout": bool(np.all(pre_curve > scratch_curve))}
+    # how far each arm's seeds spread at each evaluation (sd over seeds), and what the seed draws
+    sd_pre, sd_scratch = (np.std([r["valid_dice_thresholded"][:shared] for r in copies(runs, name)], axis=0, ddof=1)
+                          for name in full)
+    n["spread"] = {"pretrained": {"low": fmt(sd_pre.min()), "high": fmt(sd_pre.max())},
+                   "scratch": {"low": fmt(sd_scratch.min()), "high": fmt(sd_scratch.max()),
+                               "last": fmt(sd_scratch[-1]), "before": fmt(sd_scratch[-2]) if shared > 1 else None},
+                   "below_throughout": bool(np.all(sd_pre < sd_scratch)),
+                   "on": "held-out eyes" if pre.get("evaluated_on") == "validation" else "test images",
+                   "seed_picks_eyes": bool(pre["config"].get("val_fraction")),
+                   "seed_cuts_patches": bool(pre["config"].get("crop_size"))}
     resnet = runs.get("smp_resnet18_scratch", {})  # the assignment's encoder, whose ImageNet weights were out of reach
     if done(resnet):
         n["resnet18_scratch"] = {"dice": fmt(dice(resnet)), "seed": resnet["config"]["seed"]}

@@ -33,6 +33,7 @@ MAIN_TEXT_PAGES = 13  # Problems 1-4 and the conclusion, at most (the appendix f
 
 PHOTOGRAPHS = ["blur", "edges"]  # embedded as JPEG
 EXAMPLES = "augmentation_examples"  # the folder of tools/augmentation_examples.py, beside the runs
+EXAMPLES_COMMAND = "python -m tools.augmentation_examples --data data/retina"
 
 
 def architecture_facts():
@@ -185,15 +186,19 @@ def figures_for(runs, gpu, root, out, numbers):
 def augmentation_examples(folder, out):
     """Copy the examples of 4.3's strategies that ``tools/augmentation_examples.py`` drew into
     ``folder`` to ``out/unet_augmentations.jpg`` and return their record, or None where they are
-    not drawn; a UserError if they show other strategies than the code builds now."""
-    from medimg.strategies import STRATEGIES, describe
+    not drawn; a UserError if they are not what the runs train on now (other strategies, or
+    another image size than the cpu profile's)."""
     if not (folder / "examples.json").exists():
         return None
     drawn = read_json(folder / "examples.json")
-    now = [{"name": name, "description": describe(name)} for name in STRATEGIES if name != "none"]
-    if drawn["strategies"] != now:
-        raise UserError(f"{folder}: drawn with other strategies than medimg/strategies.py builds now; "
-                        f"redraw them: {drawn['command']}")
+    redraw = f"redraw them: {EXAMPLES_COMMAND}"
+    if drawn["strategies"] != answers.strategies():
+        raise UserError(f"{folder}: drawn with other strategies than medimg/strategies.py builds now; {redraw}")
+    if drawn["image_size"] != registry.CPU_IMAGE:
+        raise UserError(f"{folder}: drawn at {drawn['image_size']} px, but the cpu profile trains at "
+                        f"{registry.CPU_IMAGE} px; {redraw}")
+    if not (folder / "augmentations.jpg").exists():
+        raise UserError(f"{folder / 'augmentations.jpg'}: missing beside its examples.json; {redraw}")
     shutil.copyfile(folder / "augmentations.jpg", out / "unet_augmentations.jpg")
     return drawn
 
@@ -261,7 +266,7 @@ def main(argv=None):
                              "gpu": "python experiments.py --profile gpu --data data/retina --data_dir data",
                              "seeds": "python experiments.py --profile gpu --data data/retina --data_dir data --seeds 43 44",
                              "human": "python -m report.build --runs runs/cpu --drive data/DRIVE",
-                             "examples": "python -m tools.augmentation_examples --data data/retina",
+                             "examples": EXAMPLES_COMMAND,
                              "build": f"python -m report.build --runs runs/{profile}",
                              "tests": "python -m pytest"})
     figures, generated = HERE / "figures", HERE / "generated"
@@ -282,7 +287,7 @@ def main(argv=None):
     pages, lone = placed["main_text_pages"], [p for p, k in placed["run_rows_per_page"].items() if k == 1]
     print(f"wrote {out}" + (f" (main text {pages} pages, over the {MAIN_TEXT_PAGES} it may take: shorten it)"
                             if pages > MAIN_TEXT_PAGES else "")
-          + (f" (page {', '.join(lone)} holds one row of the runs table alone: move the break)"
+          + (f" ({'pages' if len(lone) > 1 else 'page'} {', '.join(lone)}: one row of the runs table alone; move the break)"
              if lone and sum(placed["run_rows_per_page"].values()) > 1 else ""))
 
 
@@ -296,7 +301,10 @@ def layout() -> dict:
     for element in found:
         if element.get("label") == "<run-row>":
             rows[str(element["value"])] = rows.get(str(element["value"]), 0) + 1
-    end = next(int(e["value"]) for e in found if e.get("label") == "<main-text-end>")
+    ends = [int(e["value"]) for e in found if e.get("label") == "<main-text-end>"]
+    if len(ends) != 1:
+        raise UserError("report/report.typ: the <main-text-end> label must be placed once, after the conclusion")
+    end = ends[0]
     return {"main_text_pages": end, "run_rows_per_page": rows}
 
 

@@ -87,6 +87,8 @@ def stated_interval(D, level=0.95):
     dagger = total <= 0 or df < 2
     if dagger:
         total = sum(ms for ms, _ in terms)
+        if total == 0:  # every cell alike: nothing left to count
+            return m, m, m, dagger
         df = total ** 2 / sum(ms ** 2 / k for ms, k in terms)
     half = scipy_stats.t.ppf(0.5 + level / 2, df) * np.sqrt(total / (S * I))
     return m, m - half, m + half, dagger
@@ -114,6 +116,8 @@ def test_every_printed_interval_follows_the_stated_rule_from_the_logs(built_from
         if "versus_reference" in numbers["p4_2"]:
             v = numbers["p4_2"]["versus_reference"]
             contrasts.append((v["difference"], {v["row"]["name"]: 1, "unet": -1}))
+    if numbers["p4_3"]["done"]:
+        contrasts += [(r["difference"], {r["name"]: 1, "aug_none": -1}) for r in numbers["p4_3"]["rows"] if r["difference"]]
     if numbers["p4_4"]["done"]:
         q = numbers["p4_4"]["quarter"]
         contrasts += [(numbers["p4_4"]["gain"], {"smp_pretrained": 1, "smp_scratch": -1}),
@@ -122,6 +126,13 @@ def test_every_printed_interval_follows_the_stated_rule_from_the_logs(built_from
                                          "smp_pretrained": -1, "smp_scratch": 1})]
         contrasts += [(d, {f"{name}_quarter": 1, name: -1}) for name, d in q["less_data"].items()]
     assert len(contrasts) >= 4  # the committed logs answer 4.1, 4.2 and 4.4
+
+    def printed_intervals(x):  # every interval anywhere in numbers.json
+        if isinstance(x, dict):
+            here = [(x["mean"], x["low"], x["high"])] if {"mean", "low", "high", "rule"} <= x.keys() else []
+            return here + [i for v in x.values() for i in printed_intervals(v)]
+        return [i for v in x for i in printed_intervals(v)] if isinstance(x, list) else []
+    assert set(printed_intervals(numbers)) == {(d["mean"], d["low"], d["high"]) for d, _ in contrasts}
     for shown, weights in contrasts:
         tables = {name: dice(name) for name in weights}
         images = sorted(next(iter(tables.values()))[42])

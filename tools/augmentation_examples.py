@@ -35,7 +35,8 @@ GUTTER = 6  # white pixels between panels
 
 
 def draw(image: torch.Tensor, mask: torch.Tensor, count: int, seed: int, window: int, zoom: int):
-    """The grid as a ``uint8 [H, W, 3]`` array, one row per strategy but ``none``, and the rows' names."""
+    """``(grid, names, (top, left, side))``: the grid as a ``uint8 [H, W, 3]`` array, one row per
+    strategy but ``none``; the rows' strategies; and the square shown, in image pixels."""
     (top, left), size = vessel_window(mask, window)
     square = (..., slice(top, top + size), slice(left, left + size))
 
@@ -73,8 +74,6 @@ def main(argv=None):
     if not (train / "image").is_dir() or not (train / "mask").is_dir():
         raise UserError(f"{args.data}: no train/image and train/mask in it; pass --data the course's retina folder")
     names, images, masks, _ = load_split(train, args.image_size)
-    if not names:
-        raise UserError(f"{train}: no training images in it; pass --data the course's retina folder")
     grid, rows, (top, left, size) = draw(images[0], masks[0], args.count, args.seed, args.window, args.zoom)
     out = Path(args.out)
     atomic_write(out / "augmentations.jpg", lambda tmp: Image.fromarray(grid).save(tmp, format="JPEG", quality=90))
