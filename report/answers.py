@@ -8,7 +8,6 @@ import numpy as np
 
 from medimg import registry
 from report.logs import (
-    all_vessel_dice,
     budget,
     copies,
     copy_names,
@@ -16,6 +15,7 @@ from report.logs import (
     done,
     first_vessel_epoch,
     fmt,
+    predicts_vessels,
 )
 from report.stats import contrast_matrix, difference_interval
 
@@ -147,12 +147,11 @@ def problem_4_reference(runs, human=None):
 def _on_the_plateau_first(runs):
     """How many of the finished UNet runs (the graded network, with or without skips) predict
     no vessel at their first evaluation, by ``first_vessel_epoch``'s rule, of how many."""
-    all_vessel = all_vessel_dice(runs)
     unets = [r for r in runs.values() if done(r) and r["config"].get("model") in ("unet", "unet_noskip")]
-    return {"k": sum(first_vessel_epoch(r, all_vessel) != r["evaluated_epochs"][0] for r in unets), "n": len(unets)}
+    return {"k": sum(first_vessel_epoch(r) != r["evaluated_epochs"][0] for r in unets), "n": len(unets)}
 
 
-def over_seeds(runs, name, all_vessel=None):
+def over_seeds(runs, name):
     """One configuration over its seeds (the run and its ``_seedS`` copies): each run's final
     Dice, the mean and standard deviation where there are several, how many runs ever
     predicted vessels and how many end doing so (``end_state``), and the first epoch each
@@ -161,12 +160,12 @@ def over_seeds(runs, name, all_vessel=None):
     if not rs:
         return None
     values = [dice(r) for r in rs]
-    first = [first_vessel_epoch(r, all_vessel) for r in rs]
+    first = [first_vessel_epoch(r) for r in rs]
     return {"name": name, "n": len(rs), "seeds": [r["config"]["seed"] for r in rs],
             "runs": ", ".join(fmt(v) for v in values), "mean": fmt(float(np.mean(values))),
             "sd": fmt(float(np.std(values, ddof=1))) if len(rs) > 1 else "–",
             "learned": sum(f is not None for f in first),
-            "ends_with_vessels": sum(end_state(r, all_vessel) == "segments" for r in rs),
+            "ends_with_vessels": sum(end_state(r) == "segments" for r in rs),
             "first_vessel_epoch": ", ".join(str(f) if f is not None else "never" for f in first),
             "sensitivity": fmt(float(np.mean([r["final_metrics"]["sensitivity"] for r in rs]))),
             "values": values}
@@ -177,11 +176,10 @@ def _problem_4_1_at_scale(gpu):
     numbers over seeds and the claims the text makes of them; ``(None, [])`` otherwise."""
     if gpu is None or not (done(gpu["unet"]) and done(gpu["unet_noskip"])):
         return None, []
-    av = all_vessel_dice(gpu)
-    g = {name: over_seeds(gpu, name, av) for name in ("unet", "unet_noskip")}
+    g = {name: over_seeds(gpu, name) for name in ("unet", "unet_noskip")}
     gu, gn = gpu["unet"], gpu["unet_noskip"]
     # the first epoch each seed-42 run predicts vessels; None where it never does
-    fe = {name: first_vessel_epoch(gpu[name], av) for name in ("unet", "unet_noskip")}
+    fe = {name: first_vessel_epoch(gpu[name]) for name in ("unet", "unet_noskip")}
     # the text reads one pair of runs as such only where each network has one seed there
     numbers = {**g, "one_pair": g["unet"]["n"] == 1 and g["unet_noskip"]["n"] == 1}
     claims = [("at the assignment's scale the UNet without skips learns (Dice above 0.5)",
@@ -249,26 +247,26 @@ def difference(runs, terms, family=1):
             "told_apart_in_family": not wide.holds_zero}
 
 
-def end_state(run, all_vessel=None):
-    """Where a finished run ends: ``segments`` (its last evaluation predicts vessels, by the
-    rule of ``first_vessel_epoch``: a thresholded Dice above 0.05 that is not what the constant
-    all-vessel output scores), else ``plateau`` (it ranks vessel pixels above background, pixel
+def end_state(run):
+    """Where a finished run ends on the test images: ``segments`` (its final test Dice shows
+    vessels, ``predicts_vessels``: above 0.05 and not what the constant all-vessel output scores
+    there), else ``plateau`` (it ranks vessel pixels above background, pixel
     AUC of at least 0.6, but predicts none) or ``chance`` (AUC below 0.6: its output says
     little of where the vessels are)."""
     f = run["final_metrics"]
-    if first_vessel_epoch({"evaluated_epochs": [0], "valid_dice_thresholded": [f["dice"]]}, all_vessel) is not None:
+    if predicts_vessels(f["dice"], run.get("baselines", {}).get("all_vessel_dice")):
         return "segments"
     return "plateau" if f["auc"] is not None and f["auc"] >= 0.6 else "chance"
 
 
-def arms(runs, names, reference, all_vessel=None, labels=None):
+def arms(runs, names, reference, labels=None):
     """One row per configuration of a comparison: its seeds (``over_seeds``), mean AUC, how
     many seeds end in each ``end_state``, and its difference from ``reference``. ``labels``:
     what the table calls a configuration, where not the registry's label."""
     rows = []
     for name in names:
-        row = {k: v for k, v in over_seeds(runs, name, all_vessel).items() if k != "values"}
-        states = [end_state(r, all_vessel) for r in copies(runs, name)]
+        row = {k: v for k, v in over_seeds(runs, name).items() if k != "values"}
+        states = [end_state(r) for r in copies(runs, name)]
         row.update(label=(labels or {}).get(name) or registry.runs()[name].label,
                    auc=fmt(float(np.mean([r["final_metrics"]["auc"] for r in copies(runs, name)]))),
                    states={s: states.count(s) for s in ("segments", "plateau", "chance")},
@@ -298,9 +296,8 @@ def problem_4_1(runs, gpu=None):
         claims += grad_claims
     if not _all_done(runs, ("unet", "unet_noskip")):
         return _answer(n, claims)
-    all_vessel = all_vessel_dice(runs)
-    rows = arms(runs, ["unet", "unet_noskip"], "unet", all_vessel)
-    first = {name: [first_vessel_epoch(r, all_vessel) for r in copies(runs, name)] for name in ("unet", "unet_noskip")}
+    rows = arms(runs, ["unet", "unet_noskip"], "unet")
+    first = {name: [first_vessel_epoch(r) for r in copies(runs, name)] for name in ("unet", "unet_noskip")}
     n.update(done=True, rows=rows, unet=rows[0], noskip=rows[1], difference=rows[1]["difference"],
              budget=budget(runs["unet_noskip"]), never=all(f is None for f in first["unet_noskip"]),
              with_all=None not in first["unet"],
@@ -361,8 +358,7 @@ def problem_4_2(runs):
     if not _all_done(runs, names):
         return _answer({"done": False})
     best = max(names, key=lambda name: float(np.mean([dice(r) for r in copies(runs, name)])))
-    all_vessel = all_vessel_dice(runs)
-    rows = arms(runs, names, best, all_vessel)
+    rows = arms(runs, names, best)
 
     def exploded(run):  # an epoch's mean loss above 10, or a non-finite loss
         return run["diverged"] or max(run["train_losses"]) > 10
@@ -371,7 +367,7 @@ def problem_4_2(runs):
         rs = copies(runs, name)
         largest = max(max(r["train_losses"]) for r in rs)
         dead = [r["dead_relu_fraction"]["overall"] for r in rs if r.get("dead_relu_fraction")]
-        ends = [end_state(r, all_vessel) for r in rs]
+        ends = [end_state(r) for r in rs]
         plateau = [r for r, end in zip(rs, ends) if end == "plateau"]
         at_chance = [r for r, end in zip(rs, ends) if end == "chance"]
         constant = [r for r in at_chance if r["final_metrics"]["auc"] is not None and abs(r["final_metrics"]["auc"] - 0.5) < 1e-9]
@@ -380,7 +376,7 @@ def problem_4_2(runs):
                    # the seeds on the plateau: left there after an explosion, or never moved far enough
                    thrown=sum(map(exploded, plateau)), slow=sum(not exploded(r) for r in plateau),
                    # seeds at chance that had predicted vessels at some evaluation before
-                   lost=sum(first_vessel_epoch(r, all_vessel) is not None for r in at_chance),
+                   lost=sum(first_vessel_epoch(r) is not None for r in at_chance),
                    # seeds at chance whose output is one value everywhere: an AUC of exactly 0.5
                    constant=len(constant))
     # each regime: the rates with a seed in it, and how many of its seeds (with how far Adam's
@@ -421,7 +417,7 @@ def problem_4_2(runs):
     ref = runs["unet"]
     same = next((r for r in rows if r["lr"] == ref["config"]["lr"]), None) if done(ref) else None
     if same is not None and ref["config"]["optimizer"] == "adamw":
-        n["versus_reference"] = {"lr": same["lr"], "row": same, "reference": over_seeds(runs, "unet", all_vessel),
+        n["versus_reference"] = {"lr": same["lr"], "row": same, "reference": over_seeds(runs, "unet"),
                                  "weight_decay": ref["config"]["weight_decay"], "weight_decay_sci": f"{ref['config']['weight_decay']:.0e}",
                                  "shrink": f"{ref['config']['lr'] * ref['config']['weight_decay']:.0e}",
                                  "difference": difference(runs, {same["name"]: 1, "unet": -1})}
@@ -443,7 +439,7 @@ def problem_4_3(runs):
     if not _all_done(runs, [name for name in every if name not in may_wait]):
         return _answer({"done": False, "family": _family(len(every) - 1), "strategies": strategies()})
     names = [name for name in every if done(runs[name])]
-    rows = arms(runs, names, "aug_none", all_vessel_dice(runs))
+    rows = arms(runs, names, "aug_none")
     for row in rows:
         row["strategy"] = row["name"][4:]
     ranking = sorted(rows, key=lambda r: -float(r["mean"]))  # by mean test Dice, no augmentation included
@@ -508,13 +504,12 @@ def problem_4_4(runs):
     full, quarter = ("smp_pretrained", "smp_scratch"), ("smp_pretrained_quarter", "smp_scratch_quarter")
     if not _all_done(runs, (*full, *quarter)):  # report.logs.comparable makes the four arms together
         return _answer({"done": False})
-    all_vessel = all_vessel_dice(runs)
     pre = runs["smp_pretrained"]
     weights = pre["model_weights"]
-    n = dict(done=True, rows=arms(runs, full, "smp_scratch", all_vessel, SMP_LABELS), budget=budget(pre),
+    n = dict(done=True, rows=arms(runs, full, "smp_scratch", SMP_LABELS), budget=budget(pre),
              params_m=fmt(pre["n_parameters"] / 1e6, 1), source=weights["source"], sha256=weights["sha256"][:16],
              tensors=weights["tensors_loaded"], lr=pre["config"]["lr"], optimizer=pre["config"]["optimizer"])
-    quarter_rows = arms(runs, quarter, "smp_scratch_quarter", all_vessel, SMP_LABELS)
+    quarter_rows = arms(runs, quarter, "smp_scratch_quarter", SMP_LABELS)
     less_data = {name: difference(runs, {f"{name}_quarter": 1, name: -1}) for name in full}
     n.update(gain=n["rows"][0]["difference"], quarter={
         "rows": quarter_rows, "gain": quarter_rows[0]["difference"],
@@ -580,11 +575,10 @@ def assignment_scale(runs, profile="gpu"):
         return {"exists": False, "rows": [], "configurations": []}
     known = registry.runs(profile)
     rows, configurations = [], []
-    all_vessel = all_vessel_dice(runs)
     for name, run in known.items():
         if not run.problem.startswith("4") or not copies(runs, name):
             continue
-        configurations.append({**over_seeds(runs, name, all_vessel), "problem": run.problem, "label": run.label})
+        configurations.append({**over_seeds(runs, name), "problem": run.problem, "label": run.label})
         for key in copy_names(runs, name):
             r = runs[key]
             rows.append({"name": key, "problem": run.problem, "label": run.label, "dice": fmt(dice(r)),

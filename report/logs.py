@@ -141,19 +141,27 @@ def human_baseline(root):
     return read_json(path) if path.exists() else None
 
 
-def all_vessel_dice(runs):
-    """What predicting every pixel as vessel scores on the test images (they are shared), from
-    any run that measured it, else None."""
-    return next((r["baselines"]["all_vessel_dice"] for r in runs.values()
-                 if done(r) and "all_vessel_dice" in r.get("baselines", {})), None)
+def evaluation_all_vessel_dice(run):
+    """What predicting every pixel a vessel scores on the images the run evaluates during
+    training: its held-out eyes (a run with ``--val_fraction`` records it; each seed holds out
+    its own eyes) or the test images; None where the run did not record it."""
+    baselines = run.get("baselines", {})
+    return baselines.get("evaluation_all_vessel_dice", baselines.get("all_vessel_dice"))
+
+
+def predicts_vessels(dice, all_vessel=None, floor=0.05):
+    """A thresholded Dice that shows vessels: above ``floor`` and not what the constant
+    all-vessel output scores on the same images (``all_vessel``; None where unknown)."""
+    return dice > floor and (all_vessel is None or abs(dice - all_vessel) > 0.02)
 
 
 def first_vessel_epoch(run, all_vessel=None, floor=0.05):
-    """The first evaluated epoch at which the run predicts vessels: a thresholded Dice above
-    ``floor`` that is not what the constant all-vessel output scores (``all_vessel``). None
-    when it never does: the run stayed on the all-background plateau."""
+    """The first evaluated epoch at which the run predicts vessels (``predicts_vessels``, against
+    ``all_vessel``, by default the run's own ``evaluation_all_vessel_dice``). None when it never
+    does: the run stayed on the all-background plateau."""
+    all_vessel = evaluation_all_vessel_dice(run) if all_vessel is None else all_vessel
     for epoch, d in zip(run["evaluated_epochs"], run["valid_dice_thresholded"]):
-        if d > floor and (all_vessel is None or abs(d - all_vessel) > 0.02):
+        if predicts_vessels(d, all_vessel, floor):
             return epoch
     return None
 

@@ -32,6 +32,16 @@ def _label(name, labels=None):
     return ((run.label if run else None) or base) + (f", seed {seed}" if seed else "")
 
 
+def evaluated_on(runs) -> str:
+    """What the runs' curves were evaluated on, as an axis names it: "test" (the test images) or
+    "held-out" (training eyes held out with ``--val_fraction``); a ValueError where they differ,
+    since one axis cannot hold both."""
+    kinds = {"held-out" if r.get("evaluated_on") == "validation" else "test" for r in runs}
+    if len(kinds) > 1:
+        raise ValueError("one figure mixes curves on the test images with curves on held-out eyes")
+    return kinds.pop() if kinds else "test"
+
+
 def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, test_loss=False):
     """Thresholded Dice of each evaluation, with ``soft`` the soft Dice beside it (it still
     separates runs whose thresholded Dice is 0), and the loss: the training loss per epoch,
@@ -44,6 +54,7 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
     ``names`` is finished."""
     if not any(copy_names(runs, name) for name in names):
         return
+    on = evaluated_on([runs[k] for name in names for k in copy_names(runs, name)])
     plt = pyplot()
     fig, axes = plt.subplots(1, 3 if soft else 2, figsize=(WIDTH, 2.5 if soft else 2.7))
     ax_dice, ax_loss = axes[0], axes[-1]
@@ -91,14 +102,15 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
         for i, (text, colour) in enumerate(clipped):
             ax_loss.text(0.97, 0.86 - 0.07 * i, text, transform=ax_loss.transAxes, ha="right", va="top",
                          fontsize=7.5, color=colour)
-    if human is not None:
-        ax_dice.axhline(human, color="grey", ls=":", lw=1)
+    if human is not None and on == "test" and all(
+            runs[k]["config"].get("image_size", 0) in (0, 512) for name in names for k in copy_names(runs, name)):
+        ax_dice.axhline(human, color="grey", ls=":", lw=1)  # measured on the 512-px test masks only
         handles.append((plt.Line2D([], [], color="grey", ls=":"), "second human observer"))
-    ax_dice.set(ylabel="test Dice (threshold 0.5)", ylim=(0, 0.9), xlabel="epoch")
+    ax_dice.set(ylabel=f"{on} Dice (threshold 0.5)", ylim=(0, 0.9), xlabel="epoch")
     if soft:
-        axes[1].set(ylabel="test soft Dice", ylim=(0, 0.9), xlabel="epoch")
+        axes[1].set(ylabel=f"{on} soft Dice", ylim=(0, 0.9), xlabel="epoch")
     # the losses' own range, or room above the clip line for the notes of the runs drawn at it
-    ax_loss.set(ylabel=f"{'test' if test_loss else 'training'} DiceCE loss", xlabel="epoch",
+    ax_loss.set(ylabel=f"{on if test_loss else 'training'} DiceCE loss", xlabel="epoch",
                 ylim=(0, LOSS_CLIP * 1.6 if clipped else (highest or LOSS_CLIP) * 1.1))
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -134,7 +146,7 @@ def sweep(runs, names, path, titles):
         ax_loss.set(xlabel="epoch", yscale="log" if max(losses) > 20 * min(losses) else "linear")
         for ax in (ax_dice, ax_loss):
             ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("test Dice")
+    axes[0, 0].set_ylabel(f"{evaluated_on([runs[k] for name in names for k in copy_names(runs, name)])} Dice")
     axes[1, 0].set_ylabel("training loss")
     fig.tight_layout()
     handles = [plt.Line2D([], [], color="C0"), plt.Line2D([], [], color="C1"), plt.Line2D([], [], color="C2"),
@@ -148,7 +160,8 @@ def sweep(runs, names, path, titles):
 
 
 def generalisation(run, path):
-    """Thresholded Dice and loss of the same network on whole training and test images, eval mode."""
+    """Thresholded Dice and loss of the same network on whole training eyes and on the images it
+    was evaluated on (the test images, or its held-out eyes), in eval mode."""
     plt = pyplot()
     ev = run["evaluated_epochs"]
     fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(WIDTH, 2.6))
@@ -156,7 +169,8 @@ def generalisation(run, path):
             (ax_dice, ax_loss), (("train_whole_dice_thresholded", "valid_dice_thresholded", "Dice (threshold 0.5)"),
                                  ("train_whole_losses", "valid_losses", "DiceCE loss"))):
         ax.plot(ev, run[train_key], "o-", ms=3, label="training eyes (one copy each)")
-        ax.plot(ev, run[test_key], "s-", ms=3, label="test images")
+        ax.plot(ev, run[test_key], "s-", ms=3,
+                label="held-out eyes" if evaluated_on([run]) == "held-out" else "test images")
         ax.set(xlabel="epoch", ylabel=label)
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -446,6 +446,24 @@ def test_the_first_epoch_with_vessels_ignores_the_constant_all_vessel_output():
     assert logs.first_vessel_epoch({"evaluated_epochs": [2], "valid_dice_thresholded": [0.0]}) is None
 
 
+def test_a_run_evaluated_on_held_out_eyes_is_judged_against_those_eyes():
+    """First vessels against the all-vessel Dice of the images the curve measures (each seed's
+    own held-out eyes), the end state against the test images'; figures name what they show."""
+    from report import answers, plots
+    run = {"evaluated_on": "validation", "evaluated_epochs": [5, 10, 15], "valid_dice_thresholded": [0.0, 0.30, 0.45],
+           "baselines": {"all_vessel_dice": 0.161, "evaluation_all_vessel_dice": 0.30},
+           "final_metrics": {"dice": 0.17, "auc": 0.9}}
+    assert logs.first_vessel_epoch(run) == 15  # 0.30 is every pixel called a vessel on those eyes
+    assert answers.end_state(run) == "plateau"  # 0.17 on the test images is their all-vessel output
+    run["final_metrics"]["dice"] = 0.30
+    assert answers.end_state(run) == "segments"
+    on_test = {"evaluated_epochs": [5], "valid_dice_thresholded": [0.161], "baselines": {"all_vessel_dice": 0.161}}
+    assert logs.first_vessel_epoch(on_test) is None
+    assert plots.evaluated_on([run]) == "held-out" and plots.evaluated_on([on_test]) == "test"
+    with pytest.raises(ValueError, match="mixes"):
+        plots.evaluated_on([run, on_test])
+
+
 def test_prediction_panels_zoom_on_thin_vessels_and_name_the_runs_without_masks(tmp_path):
     from medimg.figures import save_mask_png
     from report import plots

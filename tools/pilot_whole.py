@@ -53,9 +53,9 @@ def folder(name: str, seed: int) -> str:
 
 
 def exit_epoch(results: dict):
-    """The first evaluated epoch with vessels on the held-out eyes (``report.logs.first_vessel_epoch``
+    """The first evaluated epoch with vessels on the held-out eyes (``report.logs.first_vessel_epoch``,
     against the all-vessel Dice of those eyes, which the run records), or None."""
-    return first_vessel_epoch(results, results["baselines"]["evaluation_all_vessel_dice"])
+    return first_vessel_epoch(results)
 
 
 def end_state(results: dict) -> dict:
