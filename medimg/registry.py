@@ -174,6 +174,10 @@ SEED_ORDER = (*COMPARISONS["4.1"], *COMPARISONS["4.3"][:-1], *COMPARISONS["4.4"]
 # strategy, whose seeds a plan makes after 4.4's (and the first thing it cuts after the
 # sweep's seeds); 4.3 then compares no augmentation with the first four strategies.
 LEFT_OUT_UNTIL_SEEDED = {"4.3": (COMPARISONS["4.3"][-1],)}
+# Runs of another comparison that a question also sets its arms against: 4.4 asks for "the same
+# UNet trained from scratch", so the pretrained network meets the course UNet (4.1's reference)
+# too. A reference is read only where it shares the arms' seeds and code, else left out alone.
+REFERENCES = {"4.4": ("unet",)}
 
 
 def plan(profile, data, data_dir, seeds=None, dry_run=False):

@@ -8,7 +8,9 @@ import numpy as np
 
 from medimg import registry
 from report.logs import (
+    SAME_SETUP,
     budget,
+    code_version,
     copies,
     copy_names,
     dice,
@@ -259,7 +261,7 @@ def end_state(run):
     return "plateau" if f["auc"] is not None and f["auc"] >= 0.6 else "chance"
 
 
-def arms(runs, names, reference, labels=None):
+def arms(runs, names, reference, labels=None, family=None):
     """One row per configuration of a comparison: its seeds (``over_seeds``), mean AUC, how
     many seeds end in each ``end_state``, and its difference from ``reference``. ``labels``:
     what the table calls a configuration, where not the registry's label."""
@@ -272,7 +274,7 @@ def arms(runs, names, reference, labels=None):
                    states={s: states.count(s) for s in ("segments", "plateau", "chance")},
                    test_loss=fmt(float(np.mean([r["final_metrics"]["loss"] for r in copies(runs, name)]))),
                    difference=None if name == reference else
-                   difference(runs, {name: 1, reference: -1}, family=len(names) - 1))
+                   difference(runs, {name: 1, reference: -1}, family=family or len(names) - 1))
         rows.append(row)
     return rows
 
@@ -506,17 +508,22 @@ def problem_4_4(runs):
         return _answer({"done": False})
     pre = runs["smp_pretrained"]
     weights = pre["model_weights"]
-    n = dict(done=True, rows=arms(runs, full, "smp_scratch", SMP_LABELS), budget=budget(pre),
+    course = done(runs.get("unet", {}))  # the course UNet from scratch (registry.REFERENCES): same data, steps and seeds
+    # the answer rests on one comparison, the pretrained network against its twin from scratch on
+    # all the eyes; the others (a quarter of the eyes, the gains' difference, the data sizes, the
+    # course UNet) are counted as one family of their own (Bonferroni)
+    family = 4 + 2 * course
+    n = dict(done=True, rows=arms(runs, full, "smp_scratch", SMP_LABELS, 1), budget=budget(pre),
              params_m=fmt(pre["n_parameters"] / 1e6, 1), source=weights["source"], sha256=weights["sha256"][:16],
              tensors=weights["tensors_loaded"], lr=pre["config"]["lr"], optimizer=pre["config"]["optimizer"])
-    quarter_rows = arms(runs, quarter, "smp_scratch_quarter", SMP_LABELS)
-    less_data = {name: difference(runs, {f"{name}_quarter": 1, name: -1}) for name in full}
+    quarter_rows = arms(runs, quarter, "smp_scratch_quarter", SMP_LABELS, family)
+    less_data = {name: difference(runs, {f"{name}_quarter": 1, name: -1}, family) for name in full}
     n.update(gain=n["rows"][0]["difference"], quarter={
         "rows": quarter_rows, "gain": quarter_rows[0]["difference"],
         "fundi": runs["smp_pretrained_quarter"]["n_train_fundi"], "all_fundi": pre["n_train_fundi"],
         # does pretraining gain more with a quarter of the eyes? (pq - sq) - (p - s)
         "gain_grows": difference(runs, {"smp_pretrained_quarter": 1, "smp_scratch_quarter": -1,
-                                        "smp_pretrained": -1, "smp_scratch": 1}),
+                                        "smp_pretrained": -1, "smp_scratch": 1}, family),
         # each initialisation with a quarter of the eyes against all of them
         "less_data": less_data, "higher_with_less": [k for k, d in less_data.items() if d["value"] > 0]})
     # the two over training: each arm's mean test Dice at each evaluation, over seeds
@@ -535,9 +542,32 @@ def problem_4_4(runs):
                    "on": "held-out eyes" if pre.get("evaluated_on") == "validation" else "test images",
                    "seed_picks_eyes": bool(pre["config"].get("val_fraction")),
                    "seed_cuts_patches": bool(pre["config"].get("crop_size"))}
+    if course:
+        n["course"] = {"row": over_seeds(runs, "unet"),
+                       "pretrained": difference(runs, {"smp_pretrained": 1, "unet": -1}, family),
+                       "scratch": difference(runs, {"smp_scratch": 1, "unet": -1}, family)}
+    # which of the other comparisons leave zero at LEVEL, and which still do once counted together
+    compared = [("pretrained against scratch with a quarter of the eyes", n["quarter"]["gain"]),
+                ("the gain with a quarter of the eyes against the gain with all", n["quarter"]["gain_grows"]),
+                *((f"{SMP_LABELS[name].split(',')[0]} with a quarter of the eyes against all", d)
+                  for name, d in less_data.items()),
+                *((("pretrained against the course UNet", n["course"]["pretrained"]),
+                   ("from scratch against the course UNet", n["course"]["scratch"])) if course else ())]
+    assert len(compared) == family
+    n["multiplicity"] = {"k": family, "level": compared[0][1]["family_level"], "one_in": _family(family)["one_in"],
+                         "kept": [what for what, d in compared if d["told_apart_in_family"]],
+                         "lost": [what for what, d in compared if not d["holds_zero"] and not d["told_apart_in_family"]]}
+    sds = [r["sd"] for r in (*n["rows"], *quarter_rows, *([n["course"]["row"]] if "course" in n else [])) if r["sd"] != "–"]
+    n["seed_sd"] = max(sds, key=float) if sds else None
     resnet = runs.get("smp_resnet18_scratch", {})  # the assignment's encoder, whose ImageNet weights were out of reach
     if done(resnet):
-        n["resnet18_scratch"] = {"dice": fmt(dice(resnet)), "seed": resnet["config"]["seed"]}
+        seed = resnet["config"]["seed"]
+        same_seed = {name: next((r for r in copies(runs, name) if r["config"]["seed"] == seed and
+                                 code_version(r) == code_version(resnet) and
+                                 all(r["config"].get(k) == resnet["config"].get(k) for k in SAME_SETUP)), None)
+                     for name in ("unet", "smp_scratch")}
+        n["resnet18_scratch"] = {"dice": fmt(dice(resnet)), "seed": seed, "params_m": fmt(resnet["n_parameters"] / 1e6, 1),
+                                 "same_seed": {name: fmt(dice(r)) for name, r in same_seed.items() if r is not None}}
     claims = [("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
 

@@ -164,8 +164,9 @@ def figures_for(runs, gpu, root, out, numbers):
     if numbers["p4_3"]["done"]:
         plots.curves(runs, augmentation_arms, out / "augmentation_curves.png", soft=True, test_loss=True, ncol=3)
     if numbers["p4_4"]["done"]:
-        plots.curves(runs, registry.COMPARISONS["4.4"], out / "smp.png", soft=True, test_loss=True,
-                     labels=answers.SMP_LABELS, human=human, ncol=2)
+        course = ("unet",) if "course" in numbers["p4_4"] else ()  # the course UNet from scratch, beside them
+        plots.curves(runs, registry.COMPARISONS["4.4"] + course, out / "smp.png", soft=True, test_loss=True,
+                     labels={**answers.SMP_LABELS, "unet": "course UNet from scratch, all eyes"}, human=human, ncol=2)
     numbers["panels"] = prediction_panels(runs, out, augmentation_arms)
     if gpu is not None and done(gpu["unet"]) and gpu["unet"].get("train_whole_dice_thresholded"):
         plots.generalisation(gpu["unet"], out / "generalisation.png")

@@ -99,11 +99,37 @@ def comparable(runs, question, seeds=(), say=print):
         lacking = {}
     problem = mixed_code(runs, question) or (f"{question} not answered yet: {_lacks(lacking)}" if lacking else None)
     if problem is None:
-        return runs
+        return _with_references(runs, question, seeds, say)
     say(problem)
     refused = {key for name in registry.COMPARISONS[question] for key in copy_names(runs, name)}
     return {key: ({"status": "not run", "reason": problem, "command": ""} if key in refused else run)
             for key, run in runs.items()}
+
+
+# what a reference must share with the arms it is set against: everything but the network
+SAME_SETUP = ("image_size", "crop_size", "val_fraction", "train_fraction", "epochs", "batch_size", "augmentation",
+              "optimizer", "lr", "weight_decay")
+
+
+def _with_references(runs, question, seeds, say):
+    """``runs`` with each of ``registry.REFERENCES[question]`` kept where its seeds are all made
+    by the code that made the question's arms, else recorded as not made (the reason said)."""
+    first_arm = registry.COMPARISONS[question][0]
+    arms_code = {code_version(runs[key]) for name in registry.COMPARISONS[question] for key in copy_names(runs, name)}
+    for name in registry.REFERENCES.get(question, ()):
+        keys = copy_names(runs, name)
+        lacks = sorted(set(seeds) - {runs[key]["config"]["seed"] for key in keys})
+        other = {code_version(runs[key]) for key in keys} - arms_code
+        setup = [k for k in SAME_SETUP if keys and runs[keys[0]]["config"].get(k) != runs[first_arm]["config"].get(k)]
+        if lacks or not keys or other or setup:
+            reason = (f"{name} lacks seed {', '.join(map(str, lacks))}" if lacks or not keys else
+                      f"{name} was made by other code than {question}'s arms" if other else
+                      f"{name} was trained otherwise than {first_arm} ({', '.join(setup)})")
+            say(f"{question}: not set against {name}: {reason}")
+            gone = set(keys) | {name}
+            runs = {key: ({"status": "not run", "reason": reason, "command": ""} if key in gone else run)
+                    for key, run in runs.items()}
+    return runs
 
 
 def _load(folder):

@@ -87,3 +87,37 @@ def test_the_fifth_strategy_without_its_seeds_is_left_out_and_the_rest_compared(
     runs = {**seeded(strategies[:-1]), fifth: finished("bbbb")}
     kept = logs.comparable(runs, "4.3", (42, 43, 44), say=said.append)
     assert logs.done(kept["aug_none"]) and not logs.done(kept[fifth])
+
+
+def test_a_reference_of_another_comparison_is_read_only_when_made_alike():
+    """4.4 sets its arms against the course UNet (registry.REFERENCES) only where its runs have
+    every seed, the arms' code and their training setup; otherwise the course UNet alone is
+    left out of 4.4's answer, said in one line, and 4.4 is still answered."""
+    assert registry.REFERENCES["4.4"] == ("unet",)
+    setup = {"crop_size": 0, "image_size": 256, "val_fraction": 0.2, "lr": 1e-4}
+
+    def plan(reference_code="aaaa", reference_seeds=(42, 43, 44), **reference_setup):
+        runs = {}
+        for name in registry.COMPARISONS["4.4"]:
+            for seed in (42, 43, 44):
+                run = finished("aaaa", seed=seed)
+                run["config"].update(setup)
+                runs[name if seed == 42 else f"{name}_seed{seed}"] = run
+        for seed in reference_seeds:
+            run = finished(reference_code, seed=seed)
+            run["config"].update({**setup, **reference_setup})
+            runs["unet" if seed == 42 else f"unet_seed{seed}"] = run
+        return runs
+
+    said = []
+    kept = logs.comparable(plan(), "4.4", seeds=(42, 43, 44), say=said.append)
+    assert said == [] and all(logs.done(kept[k]) for k in ("unet", "unet_seed43", "unet_seed44"))
+    for runs, why in ((plan(reference_seeds=(42, 43)), "unet lacks seed 44"),
+                      (plan(reference_code="bbbb"), "unet was made by other code than 4.4's arms"),
+                      (plan(crop_size=128), "unet was trained otherwise than smp_pretrained (crop_size)")):
+        said = []
+        kept = logs.comparable(runs, "4.4", seeds=(42, 43, 44), say=said.append)
+        assert said == [f"4.4: not set against unet: {why}"]
+        assert not any(logs.done(kept[k]) for k in kept if k.startswith("unet"))
+        assert all(logs.done(kept[k]) for k in kept if k.startswith("smp_"))  # 4.4 itself is answered
+        assert all(logs.done(runs[k]) for k in runs)  # the runs themselves untouched

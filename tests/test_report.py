@@ -125,6 +125,9 @@ def test_every_printed_interval_follows_the_stated_rule_from_the_logs(built_from
                       (q["gain_grows"], {"smp_pretrained_quarter": 1, "smp_scratch_quarter": -1,
                                          "smp_pretrained": -1, "smp_scratch": 1})]
         contrasts += [(d, {f"{name}_quarter": 1, name: -1}) for name, d in q["less_data"].items()]
+        if "course" in numbers["p4_4"]:  # the course UNet from scratch, which 4.4 sets its arms against
+            c = numbers["p4_4"]["course"]
+            contrasts += [(c["pretrained"], {"smp_pretrained": 1, "unet": -1}), (c["scratch"], {"smp_scratch": 1, "unet": -1})]
     assert len(contrasts) >= 4  # the committed logs answer 4.1, 4.2 and 4.4
 
     def printed_intervals(x):  # every interval anywhere in numbers.json
