@@ -246,7 +246,9 @@ def difference(runs, terms, family=1):
     return {"mean": _signed(iv.mean), "low": _signed(low), "high": _signed(high), "value": iv.mean,
             "holds_zero": iv.holds_zero, "half_width": (high - low) / 2, "reach": fmt(max(abs(low), abs(high))),
             "rule": iv.rule, "family": family, "family_level": f"{100 * (1 - (1 - LEVEL) / family):.4g}",
-            "told_apart_in_family": not wide.holds_zero}
+            "told_apart_in_family": not wide.holds_zero,
+            # the interval at that level, clipped alike, where the text quotes it
+            "family_low": _signed(max(wide.low, lowest)), "family_high": _signed(min(wide.high, highest))}
 
 
 def end_state(run):
@@ -487,8 +489,13 @@ def _last_swing(runs, names):
             "from": fmt(d[-2]), "to": fmt(d[-1]), "before": e[-2], "after": e[-1]}
 
 
+def _precision(run):
+    """The number format a run trained in: its autocast dtype, else float32."""
+    return (run.get("execution") or {}).get("autocast") or "float32"
+
+
 def _family(k):
-    """How often, with ``k`` strategies each compared with no augmentation at ``LEVEL``, chance
+    """How often, with ``k`` comparisons each read at ``LEVEL``, chance
     alone puts at least one interval off zero (intervals taken as independent): about one
     time in ``one_in``."""
     return {"k": k, "one_in": round(1 / (1 - LEVEL ** k))}
@@ -544,6 +551,9 @@ def problem_4_4(runs):
                    "seed_cuts_patches": bool(pre["config"].get("crop_size"))}
     if course:
         n["course"] = {"row": over_seeds(runs, "unet"),
+                       # each run computes in what its network's step measured faster (medimg.execution)
+                       "precision": {"course": sorted({_precision(r) for r in copies(runs, "unet")}),
+                                     "arms": sorted({_precision(r) for name in full for r in copies(runs, name)})},
                        "pretrained": difference(runs, {"smp_pretrained": 1, "unet": -1}, family),
                        "scratch": difference(runs, {"smp_scratch": 1, "unet": -1}, family)}
     # which of the other comparisons leave zero at LEVEL, and which still do once counted together
@@ -556,7 +566,8 @@ def problem_4_4(runs):
     assert len(compared) == family
     n["multiplicity"] = {"k": family, "level": compared[0][1]["family_level"], "one_in": _family(family)["one_in"],
                          "kept": [what for what, d in compared if d["told_apart_in_family"]],
-                         "lost": [what for what, d in compared if not d["holds_zero"] and not d["told_apart_in_family"]]}
+                         "lost": [{"what": what, "low": d["family_low"], "high": d["family_high"]}
+                                  for what, d in compared if not d["holds_zero"] and not d["told_apart_in_family"]]}
     sds = [r["sd"] for r in (*n["rows"], *quarter_rows, *([n["course"]["row"]] if "course" in n else [])) if r["sd"] != "–"]
     n["seed_sd"] = max(sds, key=float) if sds else None
     resnet = runs.get("smp_resnet18_scratch", {})  # the assignment's encoder, whose ImageNet weights were out of reach
@@ -566,8 +577,10 @@ def problem_4_4(runs):
                                  code_version(r) == code_version(resnet) and
                                  all(r["config"].get(k) == resnet["config"].get(k) for k in SAME_SETUP)), None)
                      for name in ("unet", "smp_scratch")}
+        found = {name: r for name, r in same_seed.items() if r is not None}
         n["resnet18_scratch"] = {"dice": fmt(dice(resnet)), "seed": seed, "params_m": fmt(resnet["n_parameters"] / 1e6, 1),
-                                 "same_seed": {name: fmt(dice(r)) for name, r in same_seed.items() if r is not None}}
+                                 "same_seed": {name: fmt(dice(r)) for name, r in found.items()},
+                                 "above_both": len(found) == 2 and all(dice(resnet) > dice(r) for r in found.values())}
     claims = [("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
 

@@ -99,7 +99,7 @@ def comparable(runs, question, seeds=(), say=print):
         lacking = {}
     problem = mixed_code(runs, question) or (f"{question} not answered yet: {_lacks(lacking)}" if lacking else None)
     if problem is None:
-        return _with_references(runs, question, seeds, say)
+        return _with_references(runs, question, say)
     say(problem)
     refused = {key for name in registry.COMPARISONS[question] for key in copy_names(runs, name)}
     return {key: ({"status": "not run", "reason": problem, "command": ""} if key in refused else run)
@@ -107,22 +107,26 @@ def comparable(runs, question, seeds=(), say=print):
 
 
 # what a reference must share with the arms it is set against: everything but the network
-SAME_SETUP = ("image_size", "crop_size", "val_fraction", "train_fraction", "epochs", "batch_size", "augmentation",
-              "optimizer", "lr", "weight_decay")
+SAME_SETUP = ("image_size", "crop_size", "crops_per_image", "val_fraction", "train_fraction", "epochs", "batch_size",
+              "augmentation", "optimizer", "lr", "weight_decay", "lr_schedule", "final_weights")
 
 
-def _with_references(runs, question, seeds, say):
-    """``runs`` with each of ``registry.REFERENCES[question]`` kept where its seeds are all made
-    by the code that made the question's arms, else recorded as not made (the reason said)."""
+def _with_references(runs, question, say):
+    """``runs`` with each of ``registry.REFERENCES[question]`` kept where its runs have the seeds
+    of the question's arms, were made by their code and trained as they were (``SAME_SETUP``,
+    every seed), else recorded as not made (the reason said)."""
     first_arm = registry.COMPARISONS[question][0]
     arms_code = {code_version(runs[key]) for name in registry.COMPARISONS[question] for key in copy_names(runs, name)}
     for name in registry.REFERENCES.get(question, ()):
         keys = copy_names(runs, name)
-        lacks = sorted(set(seeds) - {runs[key]["config"]["seed"] for key in keys})
+        made = {runs[key]["config"]["seed"] for key in keys}
+        arm_seeds = {runs[key]["config"]["seed"] for key in copy_names(runs, first_arm)}
         other = {code_version(runs[key]) for key in keys} - arms_code
-        setup = [k for k in SAME_SETUP if keys and runs[keys[0]]["config"].get(k) != runs[first_arm]["config"].get(k)]
-        if lacks or not keys or other or setup:
-            reason = (f"{name} lacks seed {', '.join(map(str, lacks))}" if lacks or not keys else
+        setup = sorted({k for key in keys for k in SAME_SETUP
+                        if runs[key]["config"].get(k) != runs[first_arm]["config"].get(k)})
+        if made != arm_seeds or other or setup:  # a paired contrast needs the arms' seeds, no more, no fewer
+            reason = (f"{name} has seeds {', '.join(map(str, sorted(made))) or 'none'}, its arms "
+                      f"{', '.join(map(str, sorted(arm_seeds)))}" if made != arm_seeds else
                       f"{name} was made by other code than {question}'s arms" if other else
                       f"{name} was trained otherwise than {first_arm} ({', '.join(setup)})")
             say(f"{question}: not set against {name}: {reason}")
@@ -172,6 +176,8 @@ def evaluation_all_vessel_dice(run):
     training: its held-out eyes (a run with ``--val_fraction`` records it; each seed holds out
     its own eyes) or the test images; None where the run did not record it."""
     baselines = run.get("baselines", {})
+    if run.get("evaluated_on") == "validation":  # never the test images' value for held-out eyes
+        return baselines.get("evaluation_all_vessel_dice")
     return baselines.get("evaluation_all_vessel_dice", baselines.get("all_vessel_dice"))
 
 

@@ -91,7 +91,7 @@ def test_the_fifth_strategy_without_its_seeds_is_left_out_and_the_rest_compared(
 
 def test_a_reference_of_another_comparison_is_read_only_when_made_alike():
     """4.4 sets its arms against the course UNet (registry.REFERENCES) only where its runs have
-    every seed, the arms' code and their training setup; otherwise the course UNet alone is
+    the arms' seeds, code and training setup (every seed's); otherwise the course UNet alone is
     left out of 4.4's answer, said in one line, and 4.4 is still answered."""
     assert registry.REFERENCES["4.4"] == ("unet",)
     setup = {"crop_size": 0, "image_size": 256, "val_fraction": 0.2, "lr": 1e-4}
@@ -112,7 +112,8 @@ def test_a_reference_of_another_comparison_is_read_only_when_made_alike():
     said = []
     kept = logs.comparable(plan(), "4.4", seeds=(42, 43, 44), say=said.append)
     assert said == [] and all(logs.done(kept[k]) for k in ("unet", "unet_seed43", "unet_seed44"))
-    for runs, why in ((plan(reference_seeds=(42, 43)), "unet lacks seed 44"),
+    for runs, why in ((plan(reference_seeds=(42, 43)), "unet has seeds 42, 43, its arms 42, 43, 44"),
+                      (plan(reference_seeds=(42, 43, 44, 45)), "unet has seeds 42, 43, 44, 45, its arms 42, 43, 44"),
                       (plan(reference_code="bbbb"), "unet was made by other code than 4.4's arms"),
                       (plan(crop_size=128), "unet was trained otherwise than smp_pretrained (crop_size)")):
         said = []

@@ -147,6 +147,12 @@ def test_every_printed_interval_follows_the_stated_rule_from_the_logs(built_from
         for value, text in ((mean, shown["mean"]), (low, shown["low"]), (high, shown["high"])):
             assert abs(value - printed(text)) <= 0.0005 + 1e-9, (weights, text, value)
         assert (shown["rule"] == "upper bound") == dagger, weights
+        # and at the Bonferroni level of its question's family, where the text quotes that interval
+        _, low, high, _ = stated_interval(D, 1 - 0.05 / shown["family"])
+        low = max(low, sum(min(w, 0) for w in weights.values()))
+        high = min(high, sum(max(w, 0) for w in weights.values()))
+        for value, text in ((low, shown["family_low"]), (high, shown["family_high"])):
+            assert abs(value - printed(text)) <= 0.0005 + 1e-9, (weights, shown["family"], text, value)
 
 
 def test_a_comparison_is_answered_exactly_when_its_arms_have_every_seed_from_one_code(built_from_committed_logs):
