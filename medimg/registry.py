@@ -27,6 +27,16 @@ CPU_IMAGE = 256
 # The patch size of the sweep's cpu runs (chosen by the earlier pilot, runs/cpu/pilot/choice.json).
 CPU_PATCH = 128
 
+# Every run's own seed (the scripts' default); a profile's "seeds" are the other seeds its
+# comparisons repeat each run with, as the copies NAME_seedS.
+FIRST_SEED = 42
+
+
+def copy_name(name: str, seed: int) -> str:
+    """The folder of run ``name`` made with ``seed``: ``name`` itself for ``FIRST_SEED``, else ``NAME_seedS``."""
+    return name if seed == FIRST_SEED else f"{name}_seed{seed}"
+
+
 # The arguments of each setting, by profile; a run names its setting.
 PROFILES = {
     # The assignment's hyperparameters (the scripts' defaults), nothing scaled. Only the
@@ -206,10 +216,10 @@ def plan(profile, data, data_dir, seeds=None, dry_run=False):
         if name in arms or not run.problem.startswith("4"):
             planned[name] = made(run)
         if name == "unet":  # the reference UNet's seeds first: they check the profile's patch size
-            planned.update({f"{name}_seed{seed}": made(run, ["--seed", str(seed)]) for seed in seeds})
+            planned.update({copy_name(name, seed): made(run, ["--seed", str(seed)]) for seed in seeds})
     for name in SEED_ORDER:
         for seed in seeds:
-            planned[f"{name}_seed{seed}"] = made(every[name], ["--seed", str(seed)])
+            planned[copy_name(name, seed)] = made(every[name], ["--seed", str(seed)])
     planned.update({name: made(run) for name, run in every.items() if name not in planned})
     return planned
 
@@ -230,7 +240,7 @@ def lease_plan(data, seeds=(43, 44), dry_run=False):
              "smp_pretrained", "smp_scratch", "smp_pretrained_quarter", "smp_scratch_quarter"]
     seeded = [f"aug_{name}" for name in STRATEGIES] + ["unet", "unet_noskip", "smp_pretrained", "smp_scratch"] + \
         list(runs_of("4.2", "gpu"))
-    order = [*first, *(f"{name}_seed{s}" for name in seeded for s in seeds),
+    order = [*first, *(copy_name(name, s) for name in seeded for s in seeds),
              *(f"recipe_{aug}" for aug in RECIPE_AUGMENTATIONS)]
     order += [name for name in every if name not in order and "_seed" not in name]
     return {name: every[name] for name in order}

@@ -101,7 +101,7 @@ def test_every_printed_interval_follows_the_stated_rule_from_the_logs(built_from
     runs, _, numbers = built_from_committed_logs
 
     def dice(name):  # seed -> {image: Dice}
-        return {seed: json.loads((runs / (name if seed == 42 else f"{name}_seed{seed}") / "results.json")
+        return {seed: json.loads((runs / registry.copy_name(name, seed) / "results.json")
                                  .read_text())["final_metrics"]["per_image_dice"] for seed in (42, 43, 44)}
 
     def printed(x):

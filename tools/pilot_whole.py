@@ -37,7 +37,7 @@ from PIL import Image
 
 from medimg.cli import UserError, run_cli
 from medimg.machine import machine_info
-from medimg.registry import CPU_IMAGE, plan
+from medimg.registry import CPU_IMAGE, copy_name, plan
 from medimg.runfiles import read_json, write_json
 from medimg.runner import other_setting
 from report.logs import first_vessel_epoch
@@ -46,10 +46,6 @@ SEEDS = (42, 43)
 EXIT_WITHIN = 0.4       # of the run's epochs (so of its steps: the rate is constant)
 MIN_GAP = 0.05
 FIVE_SEEDS_SPREAD = 0.03
-
-
-def folder(name: str, seed: int) -> str:
-    return name if seed == 42 else f"{name}_seed{seed}"
 
 
 def exit_epoch(results: dict):
@@ -69,11 +65,11 @@ def judge(runs: Path) -> dict:
     planned = plan("cpu", "data/retina", "data")
 
     def load(name, seed):
-        path = runs / folder(name, seed) / "results.json"
+        path = runs / copy_name(name, seed) / "results.json"
         if not path.exists():
             raise UserError(f"{path}: not made yet; make the pilot's runs first (this module's docstring)")
         results = read_json(path)
-        script, arguments = planned[folder(name, seed)]
+        script, arguments = planned[copy_name(name, seed)]
         differs = other_setting(path.parent, script, arguments)
         if differs or results.get("evaluated_on") != "validation":
             raise UserError(f"{path}: made in another setting than the cpu profile's ({differs or 'no held-out eyes'}); "
