@@ -118,8 +118,9 @@ def prediction_panels(runs, out, augmentation_arms):
         top = max(keys, key=lambda k: runs[k]["final_metrics"]["dice"]) if keys else None
         return top if top and has_masks(top) else None
 
+    # (4.4 shows its curves and table only: its page has no room for predictions)
     comparisons = {"skip": registry.COMPARISONS["4.1"], "lr": registry.runs_of("4.2"),
-                   "augmentation": augmentation_arms, "smp": ("smp_scratch", "smp_pretrained")}
+                   "augmentation": augmentation_arms}
     panels = {}
     for key, names in comparisons.items():
         chosen = [k for k in map(best, names) if k]
@@ -127,8 +128,7 @@ def prediction_panels(runs, out, augmentation_arms):
         if len(chosen) < 2 or not learned:
             panels[key] = {"drawn": [], "image": None, "best_of_seeds": False}
             continue
-        drawn, image = plots.prediction_panels(runs, chosen, out / f"panel_{key}.png",
-                                               labels=answers.SMP_LABELS if key == "smp" else None)
+        drawn, image = plots.prediction_panels(runs, chosen, out / f"panel_{key}.png")
         panels[key] = {"drawn": drawn, "image": image, "missing": [n for n in names if not best(n)],
                        "best_of_seeds": any(len(copy_names(runs, n)) > 1 for n in names)}
     return panels
@@ -166,7 +166,8 @@ def figures_for(runs, gpu, root, out, numbers):
     if numbers["p4_4"]["done"]:
         course = ("unet",) if "course" in numbers["p4_4"] else ()  # the course UNet from scratch, beside them
         plots.curves(runs, registry.COMPARISONS["4.4"] + course, out / "smp.png", soft=True, test_loss=True,
-                     labels={**answers.SMP_LABELS, "unet": "course UNet from scratch, all eyes"}, human=human, ncol=2)
+                     labels={**answers.SMP_LABELS, "unet": "course UNet from scratch, all eyes"}, human=human,
+                     ncol=3 if course else 2)
     numbers["panels"] = prediction_panels(runs, out, augmentation_arms)
     if gpu is not None and done(gpu["unet"]) and gpu["unet"].get("train_whole_dice_thresholded"):
         plots.generalisation(gpu["unet"], out / "generalisation.png")
