@@ -260,6 +260,9 @@ def main(argv=None):
         raise UserError("the logs no longer support these claims of the report: " + "; ".join(failed) +
                         ". Rewrite the text in report/*.typ and its claims in report/answers.py")
     numbers = {key: answer["numbers"] for key, answer in per_question.items()}
+    # what each comparison's curves were evaluated on, for its captions ("test" or "held-out")
+    numbers["curves_on"] = {q: logs.evaluated_on([r for name in registry.COMPARISONS[q] for r in logs.copies(arms[q], name)])
+                            for q in registry.COMPARISONS}
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
                    arch=arch, seg_rows=answers.segmentation_table(runs),
                    scale=scale, human=answers.human_numbers(human), level=answers.LEVEL,

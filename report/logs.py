@@ -181,6 +181,16 @@ def evaluation_all_vessel_dice(run):
     return baselines.get("evaluation_all_vessel_dice", baselines.get("all_vessel_dice"))
 
 
+def evaluated_on(runs) -> str:
+    """What the runs' curves were evaluated on, as an axis or caption names it: "test" (the test
+    images) or "held-out" (training eyes held out with ``--val_fraction``); a ValueError where
+    they differ, since one axis cannot hold both."""
+    kinds = {"held-out" if r.get("evaluated_on") == "validation" else "test" for r in runs}
+    if len(kinds) > 1:
+        raise ValueError("one figure mixes curves on the test images with curves on held-out eyes")
+    return kinds.pop() if kinds else "test"
+
+
 def predicts_vessels(dice, all_vessel=None, floor=0.05):
     """A thresholded Dice that shows vessels: above ``floor`` and not what the constant
     all-vessel output scores on the same images (``all_vessel``; None where unknown)."""

@@ -5,7 +5,7 @@ import numpy as np
 
 from medimg import registry
 from medimg.figures import error_image, pyplot, save_figure, vessel_window
-from report.logs import copy_names, done
+from report.logs import copy_names, done, evaluated_on
 
 LOSS_CLIP = 1.2  # DiceCE of a constant prediction is about 0.7-0.9; above this a run has diverged
 WIDTH = 7.2  # inches: a full-width figure printed at the page's 17 cm keeps 9-pt text at about 8 pt
@@ -30,16 +30,6 @@ def _label(name, labels=None):
         return labels.get(name) or labels[base] + (f", seed {seed}" if seed else "")
     run = registry.runs("gpu").get(base) or registry.runs("cpu").get(base)
     return ((run.label if run else None) or base) + (f", seed {seed}" if seed else "")
-
-
-def evaluated_on(runs) -> str:
-    """What the runs' curves were evaluated on, as an axis names it: "test" (the test images) or
-    "held-out" (training eyes held out with ``--val_fraction``); a ValueError where they differ,
-    since one axis cannot hold both."""
-    kinds = {"held-out" if r.get("evaluated_on") == "validation" else "test" for r in runs}
-    if len(kinds) > 1:
-        raise ValueError("one figure mixes curves on the test images with curves on held-out eyes")
-    return kinds.pop() if kinds else "test"
 
 
 def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, test_loss=False):
