@@ -8,7 +8,6 @@ import numpy as np
 
 from medimg import registry
 from report.logs import (
-    SAME_SETUP,
     budget,
     code_version,
     copies,
@@ -18,6 +17,7 @@ from report.logs import (
     first_vessel_epoch,
     fmt,
     predicts_vessels,
+    setup_differences,
 )
 from report.stats import contrast_matrix, difference_interval
 
@@ -500,11 +500,6 @@ def _last_swing(runs, names):
             "from": fmt(d[-2]), "to": fmt(d[-1]), "before": e[-2], "after": e[-1]}
 
 
-def _precision(run):
-    """The number format a run trained in: its autocast dtype, else float32."""
-    return (run.get("execution") or {}).get("autocast") or "float32"
-
-
 def _family(k):
     """How often, with ``k`` comparisons each read at ``LEVEL``, chance
     alone puts at least one interval off zero (intervals taken as independent): about one
@@ -563,8 +558,8 @@ def problem_4_4(runs):
     if course:
         n["course"] = {"row": over_seeds(runs, "unet"),
                        # each run computes in what its network's step measured faster (medimg.execution)
-                       "precision": {"course": sorted({_precision(r) for r in copies(runs, "unet")}),
-                                     "arms": sorted({_precision(r) for name in full for r in copies(runs, name)})},
+                       "precision": {"course": sorted({budget(r)["precision"] for r in copies(runs, "unet")}),
+                                     "arms": sorted({budget(r)["precision"] for name in full for r in copies(runs, name)})},
                        "pretrained": difference(runs, {"smp_pretrained": 1, "unet": -1}, family),
                        "scratch": difference(runs, {"smp_scratch": 1, "unet": -1}, family)}
     # which of the other comparisons leave zero at LEVEL, and which still do once counted together
@@ -585,8 +580,7 @@ def problem_4_4(runs):
     if done(resnet):
         seed = resnet["config"]["seed"]
         same_seed = {name: next((r for r in copies(runs, name) if r["config"]["seed"] == seed and
-                                 code_version(r) == code_version(resnet) and
-                                 all(r["config"].get(k) == resnet["config"].get(k) for k in SAME_SETUP)), None)
+                                 code_version(r) == code_version(resnet) and not setup_differences(r, resnet)), None)
                      for name in ("unet", "smp_scratch")}
         found = {name: r for name, r in same_seed.items() if r is not None}
         n["resnet18_scratch"] = {"dice": fmt(dice(resnet)), "seed": seed, "params_m": fmt(resnet["n_parameters"] / 1e6, 1),

@@ -102,13 +102,23 @@ def comparable(runs, question, seeds=(), say=print):
         return _with_references(runs, question, say)
     say(problem)
     refused = {key for name in registry.COMPARISONS[question] for key in copy_names(runs, name)}
-    return {key: ({"status": "not run", "reason": problem, "command": ""} if key in refused else run)
-            for key, run in runs.items()}
+    return _not_made(runs, refused, problem)
 
 
 # what a reference must share with the arms it is set against: everything but the network
 SAME_SETUP = ("image_size", "crop_size", "crops_per_image", "val_fraction", "train_fraction", "epochs", "batch_size",
               "augmentation", "optimizer", "lr", "weight_decay", "lr_schedule", "final_weights")
+
+
+def setup_differences(run, other):
+    """The ``SAME_SETUP`` options whose values differ between two runs' configurations."""
+    return [k for k in SAME_SETUP if run["config"].get(k) != other["config"].get(k)]
+
+
+def _not_made(runs, keys, reason):
+    """``runs`` with ``keys`` recorded as not made, for ``reason`` (the others as they are)."""
+    return {key: ({"status": "not run", "reason": reason, "command": ""} if key in keys else run)
+            for key, run in runs.items()}
 
 
 def _with_references(runs, question, say):
@@ -122,17 +132,14 @@ def _with_references(runs, question, say):
         made = {runs[key]["config"]["seed"] for key in keys}
         arm_seeds = {runs[key]["config"]["seed"] for key in copy_names(runs, first_arm)}
         other = {code_version(runs[key]) for key in keys} - arms_code
-        setup = sorted({k for key in keys for k in SAME_SETUP
-                        if runs[key]["config"].get(k) != runs[first_arm]["config"].get(k)})
+        setup = sorted({k for key in keys for k in setup_differences(runs[key], runs[first_arm])})
         if made != arm_seeds or other or setup:  # a paired contrast needs the arms' seeds, no more, no fewer
             reason = (f"{name} has seeds {', '.join(map(str, sorted(made))) or 'none'}, its arms "
                       f"{', '.join(map(str, sorted(arm_seeds)))}" if made != arm_seeds else
                       f"{name} was made by other code than {question}'s arms" if other else
                       f"{name} was trained otherwise than {first_arm} ({', '.join(setup)})")
             say(f"{question}: not set against {name}: {reason}")
-            gone = set(keys) | {name}
-            runs = {key: ({"status": "not run", "reason": reason, "command": ""} if key in gone else run)
-                    for key, run in runs.items()}
+            runs = _not_made(runs, set(keys) | {name}, reason)
     return runs
 
 
