@@ -106,23 +106,26 @@ def _block_inputs(model, x):
     return sides
 
 
-def prediction_panels(runs, out, augmentation_arms):
+def prediction_panels(arms, out, augmentation_arms):
     """Each comparison's predictions side by side on one test image (``plots.prediction_panels``),
     drawn where at least two of its configurations wrote their masks and one of them predicts
     vessels. Each configuration is shown by its seed with the highest test Dice that wrote its
-    masks (the caption says so). ``augmentation_arms``: the runs 4.3 compares."""
-    has_masks = lambda key: bool(list(Path(runs.get(key, {}).get("folder", "/none")).glob("example_*")))
-
-    def best(name):  # the seed with the highest test Dice, where that run wrote its masks
-        keys = copy_names(runs, name)
-        top = max(keys, key=lambda k: runs[k]["final_metrics"]["dice"]) if keys else None
-        return top if top and has_masks(top) else None
-
+    masks (the caption says so). ``arms``: each question's runs as it may compare them
+    (``logs.comparable``: a run it may not read is recorded as not made, so never drawn);
+    ``augmentation_arms``: the runs 4.3 compares."""
     # (4.4 shows its curves and table only: its page has no room for predictions)
-    comparisons = {"skip": registry.COMPARISONS["4.1"], "lr": registry.runs_of("4.2"),
-                   "augmentation": augmentation_arms}
+    comparisons = {"skip": ("4.1", registry.COMPARISONS["4.1"]), "lr": ("4.2", registry.runs_of("4.2")),
+                   "augmentation": ("4.3", augmentation_arms)}
     panels = {}
-    for key, names in comparisons.items():
+    for key, (question, names) in comparisons.items():
+        runs = arms[question]
+        has_masks = lambda k: bool(list(Path(runs.get(k, {}).get("folder", "/none")).glob("example_*")))
+
+        def best(name):  # the seed with the highest test Dice, where that run wrote its masks
+            keys = copy_names(runs, name)
+            top = max(keys, key=lambda k: runs[k]["final_metrics"]["dice"]) if keys else None
+            return top if top and has_masks(top) else None
+
         chosen = [k for k in map(best, names) if k]
         learned = [k for k in chosen if runs[k]["final_metrics"]["dice"] >= 0.01]
         if len(chosen) < 2 or not learned:
@@ -134,8 +137,9 @@ def prediction_panels(runs, out, augmentation_arms):
     return panels
 
 
-def figures_for(runs, gpu, root, out, numbers):
-    """Every figure the text shows, redrawn from the logs."""
+def figures_for(runs, arms, gpu, root, out, numbers):
+    """Every figure the text shows, redrawn from the logs: ``runs`` as loaded, ``arms`` each
+    question's runs as it may compare them (``logs.comparable``)."""
     human = (numbers["p4_ref"].get("human") or {}).get("value")
     for stale in out.glob("*.*"):  # a figure whose runs are gone must not linger
         stale.unlink()
@@ -147,7 +151,7 @@ def figures_for(runs, gpu, root, out, numbers):
     plots.blur(image, out / "blur.png")
     plots.edges(image, out / "edges.png")
     if numbers["p4_1"]["done"]:
-        plots.curves(runs, registry.COMPARISONS["4.1"], out / "skip.png", soft=True)
+        plots.curves(arms["4.1"], registry.COMPARISONS["4.1"], out / "skip.png", soft=True)
     if gpu is not None and any(done(gpu[n]) for n in ("unet", "unet_noskip")):
         plots.curves(gpu, ["unet", "unet_noskip"], out / "skip_assignment.png", human=human)
     for question in ("4.2", "4.3", "4.4"):  # the runs of each question made at the assignment's scale
@@ -156,19 +160,19 @@ def figures_for(runs, gpu, root, out, numbers):
             plots.curves(gpu, names, out / f"scale_{question}.png", human=human, ncol=2)
     if numbers["p4_2"]["done"]:  # runs stuck at a Dice of 0 still differ in soft Dice and loss
         names = registry.runs_of("4.2")
-        plots.sweep(runs, names, out / "lr.png", {name: f"lr $10^{{{round(math.log10(float(name[3:])))}}}$" for name in names})
+        plots.sweep(arms["4.2"], names, out / "lr.png", {name: f"lr $10^{{{round(math.log10(float(name[3:])))}}}$" for name in names})
     # augmented crops and a quarter of the eyes are other training data: their test losses are compared
     # 4.3's compared arms: every strategy, or all but one whose seeds are not made yet
     augmentation_arms = [r["name"] for r in numbers["p4_3"]["rows"]] if numbers["p4_3"]["done"] \
         else registry.runs_of("4.3")
     if numbers["p4_3"]["done"]:
-        plots.curves(runs, augmentation_arms, out / "augmentation_curves.png", soft=True, test_loss=True, ncol=3)
+        plots.curves(arms["4.3"], augmentation_arms, out / "augmentation_curves.png", soft=True, test_loss=True, ncol=3)
     if numbers["p4_4"]["done"]:
         course = ("unet",) if "course" in numbers["p4_4"] else ()  # the course UNet from scratch, beside them
-        plots.curves(runs, registry.COMPARISONS["4.4"] + course, out / "smp.png", soft=True, test_loss=True,
+        plots.curves(arms["4.4"], registry.COMPARISONS["4.4"] + course, out / "smp.png", soft=True, test_loss=True,
                      labels={**answers.SMP_LABELS, "unet": "course UNet from scratch, all eyes"}, human=human,
                      ncol=3 if course else 2)
-    numbers["panels"] = prediction_panels(runs, out, augmentation_arms)
+    numbers["panels"] = prediction_panels(arms, out, augmentation_arms)
     if gpu is not None and done(gpu["unet"]) and gpu["unet"].get("train_whole_dice_thresholded"):
         plots.generalisation(gpu["unet"], out / "generalisation.png")
     if numbers["p2_6"]["available"]:
@@ -244,6 +248,9 @@ def main(argv=None):
     human = human_baseline(root)
     arch = architecture_facts()
     reference = answers.problem_4_reference(runs, human)
+    if reference["numbers"].get("seeds_made_otherwise"):
+        print(f"the reference UNet: {', '.join(reference['numbers']['seeds_made_otherwise'])} not read with unet "
+              f"(made by other code or trained otherwise)")
     scale = answers.assignment_scale(gpu)
     # a comparison's arms are compared only when one version of the code made them all
     # (on the CPU, with the three seeds of every arm; at the assignment's scale, with what was made)
@@ -276,7 +283,7 @@ def main(argv=None):
                              "tests": "python -m pytest"})
     figures, generated = HERE / "figures", HERE / "generated"
     figures.mkdir(exist_ok=True)
-    figures_for(runs, gpu, root, figures, numbers)
+    figures_for(runs, arms, gpu, root, figures, numbers)
     write_json(generated / "numbers.json", numbers)
 
     import typst

@@ -200,7 +200,9 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     """The thresholded predictions of several runs on the same test image side by side, the
     whole image above and a zoomed crop of thin vessels below, errors coloured as in
     ``error_image``. Reads the ``example_*`` masks the runs wrote; returns the names of the
-    runs drawn (those without the masks are left out) and the image's name."""
+    runs drawn and the image's name. A run without the masks is left out, and so is one whose
+    truth is not the first drawn run's (another test image, or the image at another size):
+    one ground truth heads the panel and every Dice is against it."""
     from pathlib import Path
 
     import torch
@@ -213,10 +215,15 @@ def prediction_panels(runs, names, path, labels=None, size=96):
         r = runs.get(name, {})
         folder = Path(r.get("folder", "/nonexistent"))
         found = sorted(folder.glob("example_*_prediction.png")) if done(r) else []
-        if found:
-            image_name = found[0].name[len("example_"):-len("_prediction.png")]
-            drawn.append((name, load_mask_png(found[0])))
-            truth = load_mask_png(folder / f"example_{image_name}_truth.png")
+        if not found:
+            continue
+        image = found[0].name[len("example_"):-len("_prediction.png")]
+        own_truth = load_mask_png(folder / f"example_{image}_truth.png")
+        if truth is None:
+            truth, image_name = own_truth, image
+        elif image != image_name or own_truth.shape != truth.shape or (own_truth != truth).any():
+            continue
+        drawn.append((name, load_mask_png(found[0])))
     if not drawn:
         return [], None
     top, left = thin_vessel_window(truth, size)

@@ -9,7 +9,7 @@ import pytest
 
 import experiments
 from medimg import registry
-from report import build, logs
+from report import answers, build, logs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,7 +219,7 @@ def test_every_answer_of_problem_4_compiles_once_the_plan_is_complete(committed_
     rng = np.random.default_rng(0)
     complete_plan(committed_runs, lambda name, seed: differs.get(name, 0) + rng.normal(0, 0.02))
 
-    def stand_ins(runs, gpu, root, out, numbers):
+    def stand_ins(runs, arms, gpu, root, out, numbers):
         for stale in out.glob("*.*"):
             stale.unlink()
         for name in FIGURES:
@@ -492,6 +492,38 @@ def test_prediction_panels_zoom_on_thin_vessels_and_name_the_runs_without_masks(
     assert drawn == ["aug_none", "unet_noskip"] and image == "01_test"
     from conftest import assert_picture
     assert_picture(tmp_path / "panel.png", min_colours=3)
+
+
+def test_prediction_panels_score_each_run_against_one_truth(tmp_path):
+    """A run whose test image is another size (a run of another setting) is left out of the
+    panel, never scored against a truth it did not predict."""
+    from medimg.figures import save_mask_png
+    from report import plots
+    truth = np.zeros((64, 64), bool)
+    truth[20, 5:60] = True
+    runs = {}
+    for name, t in (("unet", truth), ("unet_noskip", np.zeros((128, 128), bool))):
+        save_mask_png(tmp_path / name / "example_01_test_truth.png", t)
+        save_mask_png(tmp_path / name / "example_01_test_prediction.png", t)
+        runs[name] = {"status": "done", "folder": str(tmp_path / name)}
+    drawn, image = plots.prediction_panels(runs, ["unet", "unet_noskip"], tmp_path / "panel.png", size=32)
+    assert drawn == ["unet"] and image == "01_test"
+
+
+def test_the_reference_unet_reads_only_seeds_made_and_trained_alike():
+    """A seed copy of the reference UNet made by other code, or trained in another setting,
+    is not averaged with it."""
+    committed = json.loads((ROOT / "runs" / "cpu" / "unet" / "results.json").read_text())
+
+    def run(seed, code, image_size=256):
+        record = json.loads(json.dumps(committed))
+        record["config"].update(seed=seed, image_size=image_size)
+        return {**record, "status": "done", "code_fingerprint": {"sha256": code * 64}}
+    runs = {"unet": run(42, "a"), "unet_seed43": run(43, "b"), "unet_seed44": run(44, "a", image_size=512),
+            "unet_seed45": run(45, "a")}
+    n = answers.problem_4_reference(runs)["numbers"]
+    assert n["seeds"]["seeds"] == [42, 45]
+    assert n["seeds_made_otherwise"] == ["unet_seed43", "unet_seed44"]
 
 
 def test_runs_at_the_assignment_scale_are_read_over_seeds(committed_runs, tmp_path):
