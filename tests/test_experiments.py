@@ -314,6 +314,11 @@ def test_collect_runs_copies_finished_runs_without_weights(tmp_path, capsys):
     assert sorted(p.name for p in (destination / "done").iterdir()) == ["curves.png", "log.txt", "results.json"]
     assert not (destination / "in_flight").exists() and not (destination / "started").exists()
     assert (destination / "there" / "results.json").read_text() == "committed"
+    for name, code in (("new_code", "b4b9d8dfab2d" + "0" * 52), ("old_code", "0fc2aaec3aa5" + "0" * 52)):
+        (source / name).mkdir()
+        (source / name / "results.json").write_text(json.dumps({"code_fingerprint": {"sha256": code}}))
+    collect_runs.main([str(source), str(destination), "--made_by", "b4b9d8dfab2d"])
+    assert capsys.readouterr().out.split() == ["new_code"] and not (destination / "old_code").exists()
     for missing in ([str(tmp_path / "missing"), str(destination)], [str(source), str(tmp_path / "missing")]):
         with pytest.raises(collect_runs.UserError, match="no such folder"):
             collect_runs.main(missing)

@@ -3,14 +3,17 @@ Copy the finished runs of a plan made elsewhere (a worktree, another machine's f
 checkout's runs folder, as they are committed: the logs and figures, never a checkpoint.
 
     python -m tools.collect_runs /work/exp/runs/cpu runs/cpu
+    python -m tools.collect_runs /work/exp/runs/cpu runs/cpu_whole --made_by b4b9d8dfab2d
 
 A run is finished when its folder holds its results (results.json, or the convolution study's
 convolution_timings.json) and no checkpoint.pt (a run stopped in flight keeps its checkpoint
 where it was made, to resume there). A finished run the destination holds already is left as it
 is; a not_run.json there (the run could not be made on another machine) goes, as when a run is
-made in place. Prints the names of the runs copied.
+made in place. ``--made_by`` copies only the runs of one version of the training code (the
+runs of a plan, not the earlier runs its worktree holds). Prints the names of the runs copied.
 """
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -21,12 +24,21 @@ from medimg.runner import status
 LEFT_BEHIND = ("*.pt", "execution.json", ".*.tmp")
 
 
-def collect(source: Path, destination: Path) -> list:
-    """Copy every finished run under ``source`` that ``destination`` lacks; returns their names."""
+def made_by(folder: Path) -> str:
+    """The code fingerprint a finished run recorded (``results.json``), or "" where it has none."""
+    path = folder / "results.json"
+    return (json.loads(path.read_text()).get("code_fingerprint") or {}).get("sha256", "") if path.exists() else ""
+
+
+def collect(source: Path, destination: Path, fingerprint: str = "") -> list:
+    """Copy every finished run under ``source`` that ``destination`` lacks, and, with
+    ``fingerprint``, whose code fingerprint starts with it; returns their names."""
     copied = []
     for folder in sorted(p for p in source.iterdir() if p.is_dir()):
         target = destination / folder.name
         if status(folder) != "complete" or (folder / "checkpoint.pt").exists() or status(target) == "complete":
+            continue
+        if fingerprint and not made_by(folder).startswith(fingerprint):
             continue
         shutil.copytree(folder, target, ignore=shutil.ignore_patterns(*LEFT_BEHIND), dirs_exist_ok=True)
         (target / "not_run.json").unlink(missing_ok=True)
@@ -38,12 +50,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="the runs folder where the plan is being made")
     parser.add_argument("destination", help="the checkout's runs folder, e.g. runs/cpu")
+    parser.add_argument("--made_by", default="", metavar="FINGERPRINT",
+                        help="only the runs whose code fingerprint (results.json) starts with this, e.g. b4b9d8dfab2d")
     args = parser.parse_args(argv)
     source, destination = Path(args.source), Path(args.destination)
     for path in (source, destination):
         if not path.is_dir():
             raise UserError(f"{path}: no such folder; give the plan's runs folder, then the checkout's (runs/cpu)")
-    for name in collect(source, destination):
+    for name in collect(source, destination, args.made_by):
         print(name)
 
 
