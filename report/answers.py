@@ -155,7 +155,7 @@ def problem_4_reference(runs, human=None):
          "train_minutes": fmt(sum(unet["timings"]["train_seconds_per_epoch"]) / 60, 0),
          "sensitivity": fmt(unet["final_metrics"]["sensitivity"]), "auc": fmt(unet["final_metrics"]["auc"]),
          "vessel_percent": fmt(100 * unet["baselines"]["vessel_fraction"], 1), "human": human_numbers(human),
-         "plateau_first": _on_the_plateau_first(runs)}
+         "plateau_first": _on_the_plateau_first(alike)}
     if done(cosine):
         n["cosine"] = {"dice": fmt(dice(cosine)), "epochs": cosine["config"]["epochs"],
                        "better": dice(cosine) > dice(unet), "budget": budget(cosine)}

@@ -132,6 +132,9 @@ def prediction_panels(arms, out, augmentation_arms):
             panels[key] = {"drawn": [], "image": None, "best_of_seeds": False}
             continue
         drawn, image = plots.prediction_panels(runs, chosen, out / f"panel_{key}.png")
+        if set(chosen) - set(drawn):  # other masks than the first drawn run's: not one panel
+            print(f"panel {key}: {', '.join(sorted(set(chosen) - set(drawn)))} left out (another test image "
+                  f"or size than {drawn[0] if drawn else 'the first run'})")
         panels[key] = {"drawn": drawn, "image": image, "missing": [n for n in names if not best(n)],
                        "best_of_seeds": any(len(copy_names(runs, n)) > 1 for n in names)}
     return panels

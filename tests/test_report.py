@@ -508,6 +508,13 @@ def test_prediction_panels_score_each_run_against_one_truth(tmp_path):
         runs[name] = {"status": "done", "folder": str(tmp_path / name)}
     drawn, image = plots.prediction_panels(runs, ["unet", "unet_noskip"], tmp_path / "panel.png", size=32)
     assert drawn == ["unet"] and image == "01_test"
+    drawn, image = plots.prediction_panels(runs, ["unet_noskip", "unet"], tmp_path / "panel.png", size=32)
+    assert drawn == ["unet_noskip"]
+    # the same size, another test image
+    save_mask_png(tmp_path / "aug_none" / "example_02_test_truth.png", truth)
+    save_mask_png(tmp_path / "aug_none" / "example_02_test_prediction.png", truth)
+    runs["aug_none"] = {"status": "done", "folder": str(tmp_path / "aug_none")}
+    assert plots.prediction_panels(runs, ["unet", "aug_none"], tmp_path / "panel.png", size=32) == (["unet"], "01_test")
 
 
 def test_the_reference_unet_reads_only_seeds_made_and_trained_alike():

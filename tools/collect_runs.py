@@ -10,7 +10,8 @@ convolution_timings.json) and no checkpoint.pt (a run stopped in flight keeps it
 where it was made, to resume there). A finished run the destination holds already is left as it
 is; a not_run.json there (the run could not be made on another machine) goes, as when a run is
 made in place. ``--made_by`` copies only the runs of one version of the training code (the
-runs of a plan, not the earlier runs its worktree holds). Prints the names of the runs copied.
+runs of a plan, not the earlier runs its worktree holds); only segmentation runs record a
+fingerprint, so with it no other run is copied. Prints the names of the runs copied.
 """
 import argparse
 import json
@@ -51,7 +52,8 @@ def main(argv=None):
     parser.add_argument("source", help="the runs folder where the plan is being made")
     parser.add_argument("destination", help="the checkout's runs folder, e.g. runs/cpu")
     parser.add_argument("--made_by", default="", metavar="FINGERPRINT",
-                        help="only the runs whose code fingerprint (results.json) starts with this, e.g. b4b9d8dfab2d")
+                        help="only the runs whose code fingerprint (results.json) starts with this, e.g. b4b9d8dfab2d "
+                             "(segmentation runs: the others record none)")
     args = parser.parse_args(argv)
     source, destination = Path(args.source), Path(args.destination)
     for path in (source, destination):

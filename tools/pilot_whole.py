@@ -6,6 +6,9 @@ is made on it (issue: Problem 4 where its effects can show).
         --only unet unet_seed43 unet_noskip unet_noskip_seed43 aug_none aug_none_seed43
     python -m tools.pilot_whole --runs runs/cpu --data data/retina   # runs/cpu/pilot_whole/choice.json
 
+(``tools/README.md`` makes them across sessions in a worktree, 4.3's ``aug_none`` second, and
+commits each in ``runs/cpu_whole``, which ``--runs runs/cpu_whole`` judges.)
+
 The pilot's runs are the plan's own first runs (the same commands, the same folders), so
 nothing is made twice. It judges them on held-out training eyes, never on the test images:
 
