@@ -9,7 +9,6 @@ import numpy as np
 from medimg import registry
 from report.logs import (
     budget,
-    code_version,
     copies,
     copy_names,
     dice,
@@ -17,7 +16,7 @@ from report.logs import (
     first_vessel_epoch,
     fmt,
     predicts_vessels,
-    setup_differences,
+    trained_alike,
 )
 from report.stats import contrast_matrix, difference_interval
 
@@ -147,8 +146,7 @@ def problem_4_reference(runs, human=None):
     c, b = unet["config"], budget(unet)
     cosine = runs.get("unet_cosine", {})  # the gpu profile only
     # its seeds are read together only where one code made them and trained them alike
-    other = [k for k in copy_names(runs, "unet")
-             if code_version(runs[k]) != code_version(unet) or setup_differences(runs[k], unet)]
+    other = [k for k in copy_names(runs, "unet") if not trained_alike(runs[k], unet)]
     alike = {k: r for k, r in runs.items() if k not in other}
     n = {"done": True, "dice": fmt(dice(unet)), "epochs": c["epochs"], "budget": b, "seeds": over_seeds(alike, "unet"),
          "seeds_made_otherwise": other,
@@ -584,8 +582,8 @@ def problem_4_4(runs):
     resnet = runs.get("smp_resnet18_scratch", {})  # the assignment's encoder, whose ImageNet weights were out of reach
     if done(resnet):
         seed = resnet["config"]["seed"]
-        same_seed = {name: next((r for r in copies(runs, name) if r["config"]["seed"] == seed and
-                                 code_version(r) == code_version(resnet) and not setup_differences(r, resnet)), None)
+        same_seed = {name: next((r for r in copies(runs, name)
+                                 if r["config"]["seed"] == seed and trained_alike(r, resnet)), None)
                      for name in ("unet", "smp_scratch")}
         found = {name: r for name, r in same_seed.items() if r is not None}
         n["resnet18_scratch"] = {"dice": fmt(dice(resnet)), "seed": seed, "params_m": fmt(resnet["n_parameters"] / 1e6, 1),

@@ -115,6 +115,11 @@ def setup_differences(run, other):
     return [k for k in SAME_SETUP if run["config"].get(k) != other["config"].get(k)]
 
 
+def trained_alike(run, other):
+    """Whether two runs were made by one version of the code and trained alike (``SAME_SETUP``)."""
+    return code_version(run) == code_version(other) and not setup_differences(run, other)
+
+
 def _not_made(runs, keys, reason):
     """``runs`` with ``keys`` recorded as not made, for ``reason`` (the others as they are)."""
     return {key: ({"status": "not run", "reason": reason, "command": ""} if key in keys else run)

@@ -221,7 +221,7 @@ def prediction_panels(runs, names, path, labels=None, size=96):
         own_truth = load_mask_png(folder / f"example_{image}_truth.png")
         if truth is None:
             truth, image_name = own_truth, image
-        elif image != image_name or own_truth.shape != truth.shape or (own_truth != truth).any():
+        elif image != image_name or not np.array_equal(own_truth, truth):
             continue
         drawn.append((name, load_mask_png(found[0])))
     if not drawn:

@@ -14,11 +14,11 @@ runs of a plan, not the earlier runs its worktree holds); only segmentation runs
 fingerprint, so with it no other run is copied. Prints the names of the runs copied.
 """
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 from medimg.cli import UserError, run_cli
+from medimg.runfiles import read_json
 from medimg.runner import status
 
 # weights, the execution kept only for a resume, and a file being written (runfiles.atomic_write)
@@ -28,7 +28,7 @@ LEFT_BEHIND = ("*.pt", "execution.json", ".*.tmp")
 def made_by(folder: Path) -> str:
     """The code fingerprint a finished run recorded (``results.json``), or "" where it has none."""
     path = folder / "results.json"
-    return (json.loads(path.read_text()).get("code_fingerprint") or {}).get("sha256", "") if path.exists() else ""
+    return (read_json(path).get("code_fingerprint") or {}).get("sha256", "") if path.exists() else ""
 
 
 def collect(source: Path, destination: Path, fingerprint: str = "") -> list:
