@@ -299,28 +299,30 @@ def main(argv=None):
                         f"(numbers it reads are in report/generated/numbers.json)")
     placed = layout()
     write_json(generated / "layout.json", {**placed, "limit": MAIN_TEXT_PAGES})
-    pages, lone = placed["main_text_pages"], [p for p, k in placed["run_rows_per_page"].items() if k == 1]
+    pages = placed["main_text_pages"]
+    split = [q for q, table in placed["run_tables"].items() if len(table["pages"]) > 1]
     print(f"wrote {out}" + (f" (main text {pages} pages, over the {MAIN_TEXT_PAGES} it may take: shorten it)"
                             if pages > MAIN_TEXT_PAGES else "")
-          + (f" ({'pages' if len(lone) > 1 else 'page'} {', '.join(lone)}: one row of the runs table alone; move the break)"
-             if lone and sum(placed["run_rows_per_page"].values()) > 1 else ""))
+          + (f" (the runs table of {', '.join(split)} is split across pages: shorten it or move the break)"
+             if split else ""))
 
 
 def layout() -> dict:
     """Where the compiled report places things: the page on which the main text (Problems 1-4
-    and the conclusion) ends (its ``<main-text-end>`` label), and how many rows of the appendix's
-    table of runs each page holds (its ``<run-row>`` labels)."""
+    and the conclusion) ends (its ``<main-text-end>`` label), and the pages over which each of
+    the appendix's tables of runs lies (its rows' ``<run-row>`` labels), with its rows' count."""
     import typst
     found = json.loads(typst.query(str(HERE / "report.typ"), "metadata", root=str(HERE)))
-    rows = {}
+    tables = {}
     for element in found:
         if element.get("label") == "<run-row>":
-            rows[str(element["value"])] = rows.get(str(element["value"]), 0) + 1
+            table = tables.setdefault(element["value"]["table"], {"rows": 0, "pages": []})
+            table["rows"] += 1
+            table["pages"] = sorted(set(table["pages"]) | {element["value"]["page"]})
     ends = [int(e["value"]) for e in found if e.get("label") == "<main-text-end>"]
     if len(ends) != 1:
-        raise UserError("report/report.typ: the <main-text-end> label must be placed once, after the conclusion")
-    end = ends[0]
-    return {"main_text_pages": end, "run_rows_per_page": rows}
+        raise UserError("report/report.typ: the <main-text-end> label must be placed once, in the conclusion's last line")
+    return {"main_text_pages": ends[0], "run_tables": tables}
 
 
 if __name__ == "__main__":

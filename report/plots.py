@@ -94,8 +94,9 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
                          fontsize=7.5, color=colour)
     if human is not None and on == "test" and all(
             runs[k]["config"].get("image_size", 0) in (0, 512) for name in names for k in copy_names(runs, name)):
-        ax_dice.axhline(human, color="grey", ls=":", lw=1)  # measured on the 512-px test masks only
-        handles.append((plt.Line2D([], [], color="grey", ls=":"), "second human observer"))
+        # measured on the 512-px test masks only; drawn over the curves, which may run along it
+        ax_dice.axhline(human, color="black", ls=":", lw=1.2, zorder=10)
+        handles.append((plt.Line2D([], [], color="black", ls=":", lw=1.2), "second human observer"))
     ax_dice.set(ylabel=f"{on} Dice (threshold 0.5)", ylim=(0, 0.9), xlabel="epoch")
     if soft:
         axes[1].set(ylabel=f"{on} soft Dice", ylim=(0, 0.9), xlabel="epoch")
