@@ -352,9 +352,12 @@ EDGE_COLOURS = ["#7fd4ff", "#0a6cff", "black", "#ff2a1a", "#ffb37f"]
 EDGE_SATURATION = 97  # percentile of |response| drawn at full colour: the edges, not the flat areas, set the scale
 
 
-def edges(image, path):
-    """Sobel responses (red positive, blue negative, black zero) and the gradient magnitude."""
+def edges(image, path, zoom=96):
+    """Sobel responses (red positive, blue negative, black zero) and the gradient magnitude, above;
+    below, the square of ``zoom`` pixels with the most fine detail (outlined in yellow above) of
+    each, enlarged, where the edges the text points to can be seen at print size."""
     from matplotlib.colors import LinearSegmentedColormap
+    from matplotlib.patches import Rectangle
 
     from medimg.convolution import SOBEL_HORIZONTAL_EDGES, SOBEL_VERTICAL_EDGES, discrete_2d_convolution
     plt = pyplot()
@@ -363,19 +366,26 @@ def edges(image, path):
     magnitude = np.hypot(horizontal, vertical)
     limit = np.percentile(np.abs(np.concatenate([horizontal, vertical])), EDGE_SATURATION)
     signed = LinearSegmentedColormap.from_list("signed_edges", EDGE_COLOURS)
-    fig, axes = plt.subplots(1, 4, figsize=(WIDTH, 2.3))
-    axes[0].imshow(image, cmap="gray")
-    axes[0].set_title("original", fontsize=8)
-    for ax, response, kernel, title in ((axes[1], horizontal, SOBEL_HORIZONTAL_EDGES, "horizontal edges"),
-                                        (axes[2], vertical, SOBEL_VERTICAL_EDGES, "vertical edges")):
-        ax.imshow(response, cmap=signed, vmin=-limit, vmax=limit)
-        # the kernel printed under its panel, not over the response the text points to
-        text = "\n".join(" ".join(f"{v:+.0f}" for v in row) for row in kernel)
-        ax.text(0.5, -0.03, text, transform=ax.transAxes, ha="center", va="top", family="monospace", fontsize=7)
-        ax.set_title(title, fontsize=8)
-    axes[3].imshow(magnitude, cmap="gray", vmin=0, vmax=np.percentile(magnitude, EDGE_SATURATION))
-    axes[3].set_title("gradient magnitude", fontsize=8)
-    for ax in axes:
+    zoom = min(zoom, *image.shape)
+    top, left = detail_window(image, zoom)
+    panels = [(image, dict(cmap="gray"), "original", None),
+              (horizontal, dict(cmap=signed, vmin=-limit, vmax=limit), "horizontal edges", SOBEL_HORIZONTAL_EDGES),
+              (vertical, dict(cmap=signed, vmin=-limit, vmax=limit), "vertical edges", SOBEL_VERTICAL_EDGES),
+              (magnitude, dict(cmap="gray", vmin=0, vmax=np.percentile(magnitude, EDGE_SATURATION)),
+               "gradient magnitude", None)]
+    fig, axes = plt.subplots(2, 4, figsize=(WIDTH, 4.1),
+                             gridspec_kw={"height_ratios": [image.shape[0] / image.shape[1], 1]})
+    for (whole, detail), (shown, style, title, kernel) in zip(axes.T, panels):
+        whole.imshow(shown, **style)
+        whole.add_patch(Rectangle((left - 0.5, top - 0.5), zoom, zoom, fill=False, edgecolor="yellow", lw=0.8))
+        whole.set_title(title, fontsize=8)
+        detail.imshow(shown[top:top + zoom, left:left + zoom], interpolation="nearest", **style)
+        if kernel is not None:
+            # the kernel printed under its enlarged panel, not over the response the text points to
+            text = "\n".join(" ".join(f"{v:+.0f}" for v in row) for row in kernel)
+            detail.text(0.5, -0.03, text, transform=detail.transAxes, ha="center", va="top", family="monospace",
+                        fontsize=7)
+    for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout(w_pad=0.3)
+    fig.tight_layout(w_pad=0.3, h_pad=0.4)
     save(fig, path)
