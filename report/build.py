@@ -151,8 +151,7 @@ def figures_for(runs, arms, gpu, root, out, numbers):
     # blur and edges are cheap, deterministic functions of the run's photograph: redraw them
     photo = runs["convolution"]["config"]["image"]
     image = convolution.load_grayscale(None if photo.startswith("matplotlib") else photo)
-    plots.blur(image, out / "blur.png")
-    plots.edges(image, out / "edges.png")
+    numbers["p2_1"]["detail"] = {"blur": plots.blur(image, out / "blur.png"), "edges": plots.edges(image, out / "edges.png")}
     if numbers["p4_1"]["done"]:
         plots.curves(arms["4.1"], registry.COMPARISONS["4.1"], out / "skip.png", soft=True)
     if gpu is not None and any(done(gpu[n]) for n in ("unet", "unet_noskip")):
@@ -300,25 +299,32 @@ def main(argv=None):
     placed = layout()
     write_json(generated / "layout.json", {**placed, "limit": MAIN_TEXT_PAGES})
     pages = placed["main_text_pages"]
-    split = [q for q, table in placed["run_tables"].items() if len(table["pages"]) > 1]
+    split = [q for q, table in placed["run_tables"].items() if len(table["pages"]) > 1 or table["off_page"]]
     print(f"wrote {out}" + (f" (main text {pages} pages, over the {MAIN_TEXT_PAGES} it may take: shorten it)"
                             if pages > MAIN_TEXT_PAGES else "")
-          + (f" (the runs table of {', '.join(split)} is split across pages: shorten it or move the break)"
+          + (f" (the runs table of {', '.join(split)} does not lie whole on one page: split it)"
              if split else ""))
+
+
+# report.typ's page: A4 with 2 cm margins; a row placed below the bottom margin has run off its page
+TEXT_BOTTOM_PT = 841.89 - 2 / 2.54 * 72
 
 
 def layout() -> dict:
     """Where the compiled report places things: the page on which the main text (Problems 1-4
-    and the conclusion) ends (its ``<main-text-end>`` label), and the pages over which each of
-    the appendix's tables of runs lies (its rows' ``<run-row>`` labels), with its rows' count."""
+    and the conclusion) ends (its ``<main-text-end>`` label), and for each of the appendix's
+    tables of runs (its rows' ``<run-row>`` labels) its rows' count, the pages they lie on and
+    how many of them start below the text's bottom margin (a table too tall for its page)."""
     import typst
     found = json.loads(typst.query(str(HERE / "report.typ"), "metadata", root=str(HERE)))
     tables = {}
     for element in found:
         if element.get("label") == "<run-row>":
-            table = tables.setdefault(element["value"]["table"], {"rows": 0, "pages": []})
+            row = element["value"]
+            table = tables.setdefault(row["table"], {"rows": 0, "pages": [], "off_page": 0})
             table["rows"] += 1
-            table["pages"] = sorted(set(table["pages"]) | {element["value"]["page"]})
+            table["pages"] = sorted(set(table["pages"]) | {row["page"]})
+            table["off_page"] += row["y"] > TEXT_BOTTOM_PT
     ends = [int(e["value"]) for e in found if e.get("label") == "<main-text-end>"]
     if len(ends) != 1:
         raise UserError("report/report.typ: the <main-text-end> label must be placed once, in the conclusion's last line")

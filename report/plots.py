@@ -40,7 +40,7 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
     (augmented, or fewer eyes) and their training losses are not comparable. One colour and
     marker per configuration: with several seeds (its run and its ``NAME_seedS`` copies) each
     seed a thin faint line and their mean over it with markers. ``human``: the second observer's Dice under the
-    same protocol, a grey dotted line. The legend sits below the panels. No figure when none of
+    same protocol, a black dotted line drawn over the curves. The legend sits below the panels. No figure when none of
     ``names`` is finished."""
     if not any(copy_names(runs, name) for name in names):
         return
@@ -299,11 +299,11 @@ def detail_window(image, size=96):
     return max(corners, key=lambda c: energy[c[0]:c[0] + size, c[1]:c[1] + size].sum())
 
 
-def blur(image, path, zoom=96):
+def blur(image, path, zoom=96) -> int:
     """The photograph and its 7x7 box and Gaussian (sigma 2) blurs above, the square of ``zoom``
     pixels with the most fine detail enlarged below them (outlined in yellow above), and the
     magnitude spectrum of each at the bottom: frequency axes in cycles per pixel with zero at
-    the centre, one colour scale."""
+    the centre, one colour scale. Returns the square's side, for the caption."""
     from matplotlib.patches import Rectangle
     from matplotlib.ticker import MultipleLocator
 
@@ -344,6 +344,7 @@ def blur(image, path, zoom=96):
     bar.update_ticks()
     fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.03, hspace=0.03)
     save(fig, path)
+    return zoom
 
 
 # Sobel responses: signed, zero on black so that the edges, a few per cent of the pixels, stand
@@ -352,10 +353,11 @@ EDGE_COLOURS = ["#7fd4ff", "#0a6cff", "black", "#ff2a1a", "#ffb37f"]
 EDGE_SATURATION = 97  # percentile of |response| drawn at full colour: the edges, not the flat areas, set the scale
 
 
-def edges(image, path, zoom=96):
+def edges(image, path, zoom=96) -> int:
     """Sobel responses (red positive, blue negative, black zero) and the gradient magnitude, above;
     below, the square of ``zoom`` pixels with the most fine detail (outlined in yellow above) of
-    each, enlarged, where the edges the text points to can be seen at print size."""
+    each, enlarged, where the edges the text points to can be seen at print size. Returns the
+    square's side (``zoom``, or the image's shorter side if smaller), for the caption."""
     from matplotlib.colors import LinearSegmentedColormap
     from matplotlib.patches import Rectangle
 
@@ -366,7 +368,7 @@ def edges(image, path, zoom=96):
     magnitude = np.hypot(horizontal, vertical)
     limit = np.percentile(np.abs(np.concatenate([horizontal, vertical])), EDGE_SATURATION)
     signed = LinearSegmentedColormap.from_list("signed_edges", EDGE_COLOURS)
-    zoom = min(zoom, *image.shape)
+    zoom = min(zoom, *image.shape[:2])
     top, left = detail_window(image, zoom)
     panels = [(image, dict(cmap="gray"), "original", None),
               (horizontal, dict(cmap=signed, vmin=-limit, vmax=limit), "horizontal edges", SOBEL_HORIZONTAL_EDGES),
@@ -389,3 +391,4 @@ def edges(image, path, zoom=96):
         ax.axis("off")
     fig.tight_layout(w_pad=0.3, h_pad=0.4)
     save(fig, path)
+    return zoom

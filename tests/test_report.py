@@ -62,12 +62,31 @@ def test_the_report_builds_from_the_committed_logs(built_from_committed_logs):
 
 def test_the_main_text_fits_its_pages_and_no_table_of_runs_is_split(built_from_committed_logs):
     """Problems 1-4 and the conclusion end by page MAIN_TEXT_PAGES, and each of the appendix's
-    tables of runs (one a question) lies on one page, as the compiled PDF places them."""
+    tables of runs (one a question) lies whole on one page, none of its rows below the text's
+    bottom margin, as the compiled PDF places them."""
     layout = json.loads((ROOT / "report" / "generated" / "layout.json").read_text())
     assert 5 <= layout["main_text_pages"] <= build.MAIN_TEXT_PAGES
     tables = layout["run_tables"]
     assert sum(t["rows"] for t in tables.values()) == len(built_from_committed_logs[2]["seg_rows"])
-    assert all(len(t["pages"]) == 1 for t in tables.values()), tables
+    assert all(len(t["pages"]) == 1 and t["off_page"] == 0 for t in tables.values()), tables
+
+
+def test_the_layout_check_finds_a_table_that_runs_off_its_page_or_splits(monkeypatch):
+    """layout() reads where the compiled report put each row of the tables of runs: a row that
+    starts below the text's bottom margin, or a table over two pages, is reported."""
+    import typst
+    rows = [{"label": "<run-row>", "value": {"table": "4.1", "page": 15, "y": 700.0}},
+            {"label": "<run-row>", "value": {"table": "4.1", "page": 15, "y": build.TEXT_BOTTOM_PT + 5}},
+            {"label": "<run-row>", "value": {"table": "4.2", "page": 15, "y": 760.0}},
+            {"label": "<run-row>", "value": {"table": "4.2", "page": 16, "y": 60.0}},
+            {"label": "<run-row>", "value": {"table": "4.4", "page": 16, "y": 100.0}},
+            {"label": "<main-text-end>", "value": 13}]
+    monkeypatch.setattr(typst, "query", lambda *args, **kwargs: json.dumps(rows))
+    placed = build.layout()
+    assert placed["main_text_pages"] == 13
+    assert placed["run_tables"]["4.1"] == {"rows": 2, "pages": [15], "off_page": 1}
+    assert placed["run_tables"]["4.2"] == {"rows": 2, "pages": [15, 16], "off_page": 0}
+    assert placed["run_tables"]["4.4"] == {"rows": 1, "pages": [16], "off_page": 0}
 
 
 def stated_interval(D, level=0.95):
@@ -226,6 +245,7 @@ def test_every_answer_of_problem_4_compiles_once_the_plan_is_complete(committed_
             Image.new("RGB", (40, 20), "grey").save(out / name)
         numbers["panels"] = {k: {"drawn": [], "image": None, "best_of_seeds": False}
                              for k in ("skip", "lr", "augmentation")}
+        numbers["p2_1"]["detail"] = {"blur": 96, "edges": 96}  # the enlarged squares' sides, for the captions
     monkeypatch.setattr(build, "figures_for", stand_ins)
     build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
     numbers = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())
