@@ -272,6 +272,10 @@ def main(argv=None):
     # what each comparison's curves were evaluated on, for its captions ("test" or "held-out")
     numbers["curves_on"] = {q: logs.evaluated_on([r for name in registry.COMPARISONS[q] for r in logs.copies(arms[q], name)])
                             for q in registry.COMPARISONS}
+    # how each comparison's runs were trained and scored (whole images or patches), for the protocol's text
+    numbers["settings"] = {q: logs.setting([r for name in registry.COMPARISONS[q] for r in logs.copies(arms[q], name)])
+                           for q in registry.COMPARISONS}
+    numbers["settings"]["reference"] = logs.setting([runs["unet"]]) if done(runs["unet"]) else None
     numbers.update(generated=datetime.datetime.now().astimezone().isoformat(timespec="minutes"), profile=profile,
                    arch=arch, seg_rows=answers.segmentation_table(runs),
                    scale=scale, human=answers.human_numbers(human), level=answers.LEVEL,

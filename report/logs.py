@@ -203,6 +203,25 @@ def evaluated_on(runs) -> str:
     return kinds.pop() if kinds else "test"
 
 
+def setting(runs) -> dict | None:
+    """How runs were trained and scored, as the protocol text states it: on whole images
+    (``whole``, at ``size`` px) or on random ``patch``-px patches of the 512-px images, with
+    ``held_out`` training eyes kept out to score generalisation, the evaluation images scored
+    every ``eval_every`` epochs, the arms trained on ``train_eyes`` eyes; None for no runs, a
+    ValueError where the rest differ (one question, one setting)."""
+    found = {(r["config"].get("crop_size") or 0, r["config"].get("image_size") or 512,
+              len(r["final_metrics"].get("per_image_dice_validation") or {}), r["config"].get("eval_every") or 1)
+             for r in runs}
+    if len(found) > 1:
+        raise ValueError(f"runs compared in one question were trained in different settings: {sorted(found)}")
+    if not found:
+        return None
+    patch, size, held_out, eval_every = found.pop()
+    # the training eyes may differ between arms (4.4 trains some on a quarter of them)
+    return {"whole": not patch, "size": size, "patch": patch, "held_out": held_out, "eval_every": eval_every,
+            "train_eyes": sorted({r.get("n_train_fundi") for r in runs if r.get("n_train_fundi")})}
+
+
 def predicts_vessels(dice, all_vessel=None, floor=0.05):
     """A thresholded Dice that shows vessels: above ``floor`` and not what the constant
     all-vessel output scores on the same images (``all_vessel``; None where unknown)."""

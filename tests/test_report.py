@@ -272,6 +272,31 @@ def test_every_answer_of_problem_4_compiles_once_the_plan_is_complete(committed_
     assert fifth not in [r["name"] for r in numbers["p4_3"]["rows"]] and len(numbers["p4_3"]["rows"]) == 5
 
 
+def test_a_report_with_4_1_on_whole_images_and_4_2_on_patches_states_each_setting(committed_runs, tmp_path):
+    """The plan's state between settings: 4.1's arms (and so the reference UNet) made on whole
+    256-px images with eyes held out (copies of the committed runs/cpu_whole/unet, moved per
+    image), 4.2 and 4.4 still on patches: the report builds, and its protocol reads each
+    question's setting from the runs, never one for all."""
+    whole = json.loads((ROOT / "runs" / "cpu_whole" / "unet" / "results.json").read_text())
+    for name, shift in (("unet", 0.0), ("unet_noskip", -0.1)):
+        for seed in (42, 43, 44):
+            record = json.loads(json.dumps(whole))
+            record["config"].update(seed=seed, model=name)
+            per_image = {k: max(0.0, v + shift - 0.01 * (seed - 42))
+                         for k, v in record["final_metrics"]["per_image_dice"].items()}
+            record["final_metrics"].update(per_image_dice=per_image, dice=float(np.mean(list(per_image.values()))))
+            folder = committed_runs / (name if seed == 42 else f"{name}_seed{seed}")
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            (folder / "results.json").write_text(json.dumps(record))
+    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
+    settings = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())["settings"]
+    assert settings["4.1"] == settings["reference"] == {"whole": True, "size": 256, "patch": 0, "held_out": 4,
+                                                        "eval_every": 5, "train_eyes": [16]}
+    assert settings["4.2"]["patch"] == 128 and not settings["4.2"]["whole"] and settings["4.3"] is None
+    assert (tmp_path / "report.pdf").read_bytes()[:5] == b"%PDF-"
+
+
 def test_an_interval_never_leaves_the_range_of_its_contrast(tmp_path):
     """One seed of one arm stuck at 0 makes the seed spread, and the t interval over three seeds,
     wide; quoted, it is clipped to what a difference of Dice can be."""
