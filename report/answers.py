@@ -9,6 +9,7 @@ import numpy as np
 from medimg import registry
 from report.logs import (
     budget,
+    code_version,
     copies,
     copy_names,
     dice,
@@ -16,6 +17,7 @@ from report.logs import (
     first_vessel_epoch,
     fmt,
     predicts_vessels,
+    setup_differences,
     trained_alike,
 )
 from report.stats import contrast_matrix, difference_interval
@@ -434,6 +436,11 @@ def problem_4_2(runs):
     # decay (the reference's evaluation of the training eyes draws no random number)
     ref = runs["unet"]
     same = next((r for r in rows if r["lr"] == ref["config"]["lr"]), None) if done(ref) else None
+    # ... and only where they differ in nothing else: one version of the code, one setting (not
+    # the reference on whole images beside the sweep on patches)
+    if same is not None and (code_version(runs[same["name"]]) != code_version(ref) or
+                             set(setup_differences(runs[same["name"]], ref)) - {"optimizer", "weight_decay"}):
+        same = None
     if same is not None and ref["config"]["optimizer"] == "adamw":
         n["versus_reference"] = {"lr": same["lr"], "row": same, "reference": over_seeds(runs, "unet"),
                                  "weight_decay": ref["config"]["weight_decay"], "weight_decay_sci": f"{ref['config']['weight_decay']:.0e}",
