@@ -4,6 +4,7 @@ into the numbers the text quotes."""
 from pathlib import Path
 
 from medimg import registry
+from medimg.cli import UserError
 from medimg.runfiles import read_json
 
 HUMAN_BASELINE = "human_baseline.json"  # beside the profiles' folders: runs/human_baseline.json
@@ -206,26 +207,28 @@ def evaluated_on(runs) -> str:
 def setting(runs) -> dict | None:
     """How runs were trained and scored, as the protocol text states it: on whole images
     (``whole``, at ``size`` px) or on random ``patch``-px patches of the 512-px images, with
-    ``held_out`` training eyes kept out to score generalisation; None for no runs, a ValueError
+    ``held_out`` training eyes kept out to score generalisation; None for no runs, a UserError
     where that differs (one question, one setting). Its arms may train on different numbers of
-    eyes (``train_eyes``) for correspondingly many epochs, so the evaluation images are scored
-    every ``eval_every`` epochs, one value per arm, which is every ``eval_steps`` training steps."""
+    eyes (``train_eyes``, the distinct counts) for correspondingly many epochs, so the evaluation
+    images are scored every ``eval_every`` epochs (the distinct values over the arms), which is
+    every ``eval_steps`` training steps (older runs that lack the counts leave those lists short)."""
     found = {(r["config"].get("crop_size") or 0, r["config"].get("image_size") or 512,
               len(r["final_metrics"].get("per_image_dice_validation") or {})) for r in runs}
     if len(found) > 1:
-        raise ValueError(f"runs compared in one question were trained in different settings: {sorted(found)}")
+        raise UserError(f"runs compared in one question were trained in different settings (patch, image "
+                        f"size, eyes held out): {sorted(found)}; move the runs of one setting into the folder")
     if not found:
         return None
     patch, size, held_out = found.pop()
 
-    def steps_per_epoch(r):
+    def eval_steps(r):
         c = r["config"]
         crops = c.get("crops_per_image", 1) if c.get("crop_size") else 1
-        return max(1, r["n_train_images"] * crops // c["batch_size"])
+        return (c.get("eval_every") or 1) * max(1, r["n_train_images"] * crops // c["batch_size"])
     return {"whole": not patch, "size": size, "patch": patch, "held_out": held_out,
             "train_eyes": sorted({r["n_train_fundi"] for r in runs if r.get("n_train_fundi")}),
             "eval_every": sorted({r["config"].get("eval_every") or 1 for r in runs}),
-            "eval_steps": sorted({(r["config"].get("eval_every") or 1) * steps_per_epoch(r) for r in runs})}
+            "eval_steps": sorted({eval_steps(r) for r in runs if r.get("n_train_images")})}
 
 
 def predicts_vessels(dice, all_vessel=None, floor=0.05):

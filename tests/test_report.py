@@ -55,6 +55,9 @@ def test_the_report_builds_from_the_committed_logs(built_from_committed_logs):
         for results in committed_runs.glob("aug_*_seed*/results.json"):
             assert f"{json.loads(results.read_text())['final_metrics']['dice']:.3f}" in by_seed
     # every run at the assignment's scale (runs/gpu, seed copies included) is cited with its Dice
+    # the sweep's 1e-4 is set beside the reference UNet exactly when the two share a setting
+    settings = numbers["settings"]
+    assert ("versus_reference" in numbers["p4_2"]) == (settings["reference"]["whole"] == settings["4.2"]["whole"])
     scale = {row["name"]: row["dice"] for row in numbers["scale"].get("rows", [])}
     for results in (committed_runs.parent / "gpu").glob("*/results.json"):
         assert scale[results.parent.name] == f"{json.loads(results.read_text())['final_metrics']['dice']:.3f}"
@@ -72,8 +75,9 @@ def test_the_main_text_fits_its_pages_and_no_table_of_runs_is_split(built_from_c
 
 
 def test_the_layout_check_finds_a_table_that_runs_off_its_page_or_splits(monkeypatch):
-    """layout() reads where the compiled report put each row of the tables of runs: a row that
-    starts below the text's bottom margin, or a table over two pages, is reported."""
+    """layout() reads where the compiled report put each row of the tables of runs and counts, per
+    table, the rows that start below the text's bottom margin (a table too tall for its page, as
+    an unbreakable figure overflows) and the pages its rows lie on (two, were a table let break)."""
     import typst
     rows = [{"label": "<run-row>", "value": {"table": "4.1", "page": 15, "y": 700.0}},
             {"label": "<run-row>", "value": {"table": "4.1", "page": 15, "y": build.TEXT_BOTTOM_PT + 5}},
