@@ -479,9 +479,14 @@ def problem_4_3(runs):
             row["fit"]["narrows"] = printed(row["fit"]["gap"]) < printed(rows[0]["fit"]["gap_low"])
     ranking = sorted(rows, key=lambda r: -float(r["mean"]))  # by mean test Dice, no augmentation included
     told = [r for r in ranking if r["difference"] and not r["difference"]["holds_zero"]]
+    # told apart once the question's comparisons are counted together (Bonferroni), as 4.2 and 4.4 do
+    family = [r for r in told if r["difference"]["told_apart_in_family"]]
     n = {"done": True, "rows": rows, "none": rows[0], "ranking": ranking,
-         "better": [r for r in told if r["difference"]["value"] > 0],
-         "worse": [r for r in told if r["difference"]["value"] < 0],
+         "better": [r for r in family if r["difference"]["value"] > 0],
+         "worse": [r for r in family if r["difference"]["value"] < 0],
+         # told apart at LEVEL alone, not once the comparisons are counted together
+         "apart_alone": [r for r in told if not r["difference"]["told_apart_in_family"]],
+         "family_level": rows[1]["difference"]["family_level"] if len(rows) > 1 else None,
          "untold": [r["strategy"] for r in ranking if r["difference"] and r["difference"]["holds_zero"]],
          "budget": budget(runs["aug_none"]), "strategies": strategies(),
          # a strategy whose seeds are not all made yet (report.logs.comparable): named, not compared
