@@ -297,6 +297,28 @@ def arms(runs, names, reference, labels=None, family=None):
     return rows
 
 
+def thin_vessels(runs, names, reference, family=1):
+    """Each configuration's thin and thick vessels found (``tools/thin_vessels.py``: the recall
+    of each on the test images, and the precision of all it marks), mean over its seeds, and its
+    difference in thin recall from ``reference`` (``difference`` on the per-image thin recall
+    instead of the Dice; ``family`` as there). None unless every run of ``names`` was measured."""
+    measured = {name: [r.get("thin_vessels") for r in copies(runs, name)] for name in names}
+    if any(not m or None in m for m in measured.values()):
+        return None
+    # the runs as ``difference`` reads them, with each image's thin recall in place of its Dice
+    thin = {key: {**run, "final_metrics": {"per_image_dice": {
+        image: v["thin_recall"] for image, v in run["thin_vessels"]["per_image"].items()}}}
+        for name in names for key, run in zip(copy_names(runs, name), copies(runs, name))}
+    rows = {}
+    for name in names:
+        mean = lambda key: fmt(float(np.mean([m[key] for m in measured[name]])))
+        rows[name] = {"thin": mean("thin_recall"), "thick": mean("thick_recall"), "precision": mean("precision"),
+                      "difference": None if name == reference else
+                      difference(thin, {name: 1, reference: -1}, family=family)}
+    first = measured[reference][0]
+    return {"rows": rows, "share": f"{100 * first['thin_share']:.0f}", "size": first["image_size"] or "full"}
+
+
 def _all_done(runs, names):
     return all(done(runs[name]) for name in names)
 
@@ -323,6 +345,9 @@ def problem_4_1(runs, gpu=None):
              with_all=None not in first["unet"],
              # every seed without skips predicts vessels later than every seed with them, or never
              later=None not in first["unet"] and all(f is None or f > max(first["unet"]) for f in first["unet_noskip"]))
+    thin = thin_vessels(runs, ["unet", "unet_noskip"], "unet")
+    if thin:
+        n["thin"] = thin
     return _answer(n, claims)
 
 
@@ -502,6 +527,9 @@ def problem_4_3(runs):
     # is there overfitting to regularise? Where the runs held eyes out, no augmentation's own fit
     # of its training eyes against those eyes; else the reference UNet's training eyes (whole, as
     # the test eyes are evaluated) against the test eyes at the end, over its seeds
+    thin = thin_vessels(runs, names, "aug_none", family=len(names) - 1)
+    if thin:
+        n["thin"] = thin
     claims = []
     if held_out:
         n["held_out_fit"] = rows[0]["fit"]

@@ -8,6 +8,7 @@ from medimg.cli import UserError
 from medimg.runfiles import read_json
 
 HUMAN_BASELINE = "human_baseline.json"  # beside the profiles' folders: runs/human_baseline.json
+THIN_VESSELS = "thin_vessels.json"  # in a run's folder, written by tools/thin_vessels.py
 
 
 def load_runs(root, profile=None):
@@ -151,7 +152,10 @@ def _with_references(runs, question, say):
 
 def _load(folder):
     if (folder / "results.json").exists():
-        return {"status": "done", "folder": str(folder), **read_json(folder / "results.json")}
+        run = {"status": "done", "folder": str(folder), **read_json(folder / "results.json")}
+        if (folder / THIN_VESSELS).exists():  # measured after the run, from its saved predictions
+            run["thin_vessels"] = read_json(folder / THIN_VESSELS)
+        return run
     if (folder / "convolution_timings.json").exists():
         return {"status": "done", "folder": str(folder), **read_json(folder / "convolution_timings.json")}
     if (folder / "not_run.json").exists():
