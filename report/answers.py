@@ -319,6 +319,50 @@ def thin_vessels(runs, names, reference, family=1):
     return {"rows": rows, "share": f"{100 * first['thin_share']:.0f}", "size": first["image_size"] or "full"}
 
 
+def by_image(runs, names, baseline, reference="unet", family=1):
+    """How each configuration's gain over ``baseline`` varies over the test images: Spearman's
+    rank correlation, over the images, between an image's gain (mean over seeds of its Dice minus
+    the baseline's) and how well ``reference`` segments it (its Dice, mean over its seeds: runs
+    trained apart from these, so that their noise is not shared). A negative correlation: the gain is
+    largest where the reference does worst. Each with its interval at ``LEVEL`` and at the
+    Bonferroni level of ``family`` comparisons, by Fisher's z with the standard error
+    sqrt(1.06 / (n - 3)) of Fieller, Hartley and Pearson (1957) for a rank correlation over n images.
+    None where the reference's runs are not made or were scored at another image size, or where a
+    gain or the reference's Dice is the same on every image."""
+    from scipy.stats import norm, rankdata
+    ref = copies(runs, reference)
+    size = lambda r: r["config"].get("image_size", 0)
+    if not ref or any(size(r) != size(runs[baseline]) for r in ref):
+        return None
+    mean_dice = lambda name: {i: float(np.mean([r["final_metrics"]["per_image_dice"][i] for r in copies(runs, name)]))
+                              for i in runs[baseline]["final_metrics"]["per_image_dice"]}
+    hardness = mean_dice(reference)
+    images = sorted(hardness)
+    base = mean_dice(baseline)
+    n = len(images)
+    se = math.sqrt(1.06 / (n - 3))
+
+    def interval(z, level):
+        q = norm.ppf(1 - (1 - level) / 2)
+        return math.tanh(z - q * se), math.tanh(z + q * se)
+    rows = {}
+    for name in names:
+        if name == baseline:
+            continue
+        arm = mean_dice(name)
+        gain = [arm[i] - base[i] for i in images]
+        if np.ptp(gain) < 1e-12 or np.ptp(list(hardness.values())) < 1e-12:
+            return None  # a correlation with a constant is not defined
+        rho = float(np.corrcoef(rankdata(gain), rankdata([hardness[i] for i in images]))[0, 1])
+        z = math.atanh(max(min(rho, 0.999999), -0.999999))
+        low, high = interval(z, LEVEL)
+        wide = interval(z, 1 - (1 - LEVEL) / family)
+        rows[name] = {"rho": _signed(rho), "low": _signed(low), "high": _signed(high), "value": rho,
+                      "holds_zero": low <= 0 <= high, "told_apart_in_family": not wide[0] <= 0 <= wide[1],
+                      "gain_low": _signed(min(gain)), "gain_high": _signed(max(gain))}
+    return {"rows": rows, "images": n, "family_level": f"{100 * (1 - (1 - LEVEL) / family):.4g}"}
+
+
 def _all_done(runs, names):
     return all(done(runs[name]) for name in names)
 
@@ -530,6 +574,9 @@ def problem_4_3(runs):
     thin = thin_vessels(runs, names, "aug_none", family=len(names) - 1)
     if thin:
         n["thin"] = thin
+    images = by_image(runs, names, "aug_none", family=len(names) - 1)
+    if images:
+        n["by_image"] = images
     claims = []
     if held_out:
         n["held_out_fit"] = rows[0]["fit"]

@@ -305,7 +305,9 @@ def test_the_report_of_the_planned_settings_states_each_and_measures_4_3_on_held
             for key in ("per_image_dice", "per_image_dice_validation", "per_image_dice_train_eyes"):
                 # the strategies that regularise lose more on the training eyes than on the others
                 lose = 0.05 if key.endswith("train_eyes") and name in ("aug_affine", "aug_combined") else 0.0
-                final[key] = {k: min(1.0, max(0.0, v + moved - lose - 0.01 * (seed - 42))) for k, v in final[key].items()}
+                noise = 0.01 if key == "per_image_dice" else 0.0  # test images apart from one another
+                final[key] = {k: min(1.0, max(0.0, v + moved - lose - 0.01 * (seed - 42) + jitter.normal(0, noise)))
+                              for k, v in final[key].items()}
             final["dice"] = float(np.mean(list(final["per_image_dice"].values())))
             folder = committed_runs / (name if seed == 42 else f"{name}_seed{seed}")
             shutil.rmtree(folder, ignore_errors=True)
@@ -333,6 +335,7 @@ def test_the_report_of_the_planned_settings_states_each_and_measures_4_3_on_held
     assert (thin41["share"], thin41["size"]) == ("34", 256) and thin41["rows"]["unet"]["difference"] is None
     assert thin41["rows"]["unet_noskip"]["difference"]["value"] < 0 and not thin41["rows"]["unet_noskip"]["difference"]["holds_zero"]
     assert set(p3["thin"]["rows"]) == {r["name"] for r in p3["rows"]} and p3["thin"]["rows"]["aug_affine"]["difference"]["family"] == 5
+    assert set(p3["by_image"]["rows"]) == {r["name"] for r in p3["rows"][1:]} and p3["by_image"]["images"] == 20
 
 
 def test_an_interval_never_leaves_the_range_of_its_contrast(tmp_path):
@@ -670,3 +673,31 @@ def test_without_the_raw_drive_no_human_number_is_quoted(built_from_committed_lo
     assert not re.search(r"0\.788|0\.907", sources)
     assert not (committed_runs.parent / "human_baseline.json").exists()
     assert numbers["human"] is None
+
+
+def test_which_images_gain_is_spearmans_rho_against_the_reference_with_fishers_interval(tmp_path):
+    """4.3's gain per test image set beside the reference UNet's Dice on it: the rank correlation
+    is SciPy's, the interval tanh(atanh(rho) -+ z * sqrt(1.06 / (n - 3))) (rho kept off +-1); a strategy that gains
+    exactly where the reference fails is told apart, one that gains alike everywhere is not."""
+    from scipy.stats import spearmanr
+    from report import answers
+    runs = _augmentation_runs(tmp_path, {"none": 0, "camera": 0.05, "affine": 0.0})
+    hard = np.linspace(0.3, 0.9, 20)  # the reference's Dice, image by image
+    for seed in (42, 43, 44):
+        runs["unet" if seed == 42 else f"unet_seed{seed}"] = _seg_run(tmp_path, hard + 0.01 * (seed - 42), seed)
+    for seed in (42, 43, 44):  # affine gains most on the images the reference finds hardest
+        key = "aug_affine" if seed == 42 else f"aug_affine_seed{seed}"
+        none = runs["aug_none" if seed == 42 else f"aug_none_seed{seed}"]["final_metrics"]["per_image_dice"]
+        runs[key]["final_metrics"]["per_image_dice"] = {i: none[i] + 0.2 * (1 - h) for i, h in zip(IMAGES, hard)}
+    out = answers.by_image(runs, ["aug_none", "aug_camera", "aug_affine"], "aug_none", family=2)
+    images = sorted(IMAGES)
+    mean = lambda name: np.mean([[r["final_metrics"]["per_image_dice"][i] for i in images]
+                                 for r in answers.copies(runs, name)], axis=0)
+    for name in ("aug_camera", "aug_affine"):
+        rho = spearmanr(mean(name) - mean("aug_none"), mean("unet")).statistic
+        row = out["rows"][name]
+        assert row["value"] == pytest.approx(rho)
+        se = np.sqrt(1.06 / 17)
+        assert float(row["low"].replace("−", "-")) == pytest.approx(np.tanh(np.arctanh(np.clip(rho, -0.999999, 0.999999)) - 1.959964 * se), abs=6e-4)
+    assert out["rows"]["aug_affine"]["value"] == pytest.approx(-1) and out["rows"]["aug_affine"]["told_apart_in_family"]
+    assert not out["rows"]["aug_camera"]["told_apart_in_family"] and out["family_level"] == "97.5"
