@@ -299,24 +299,36 @@ def arms(runs, names, reference, labels=None, family=None):
 
 def thin_vessels(runs, names, reference, family=1):
     """Each configuration's thin and thick vessels found (``tools/thin_vessels.py``: the recall
-    of each on the test images, and the precision of all it marks), mean over its seeds, and its
-    difference in thin recall from ``reference`` (``difference`` on the per-image thin recall
-    instead of the Dice; ``family`` as there). None unless every run of ``names`` was measured."""
+    of each on the test images, and the precision of all it marks), mean over its seeds; its
+    difference in thin recall from ``reference`` and, since a network worse everywhere finds fewer
+    thin pixels too, the difference in thin minus thick recall (``thin_excess``: below zero where
+    it loses more of the thin vessels than of the thick ones), each as ``difference`` computes it on
+    those per-image values instead of the Dice (``family`` as there). None unless every run of
+    ``names`` was measured."""
     measured = {name: [r.get("thin_vessels") for r in copies(runs, name)] for name in names}
     if any(not m or None in m for m in measured.values()):
         return None
-    # the runs as ``difference`` reads them, with each image's thin recall in place of its Dice
-    thin = {key: {**run, "final_metrics": {"per_image_dice": {
-        image: v["thin_recall"] for image, v in run["thin_vessels"]["per_image"].items()}}}
-        for name in names for key, run in zip(copy_names(runs, name), copies(runs, name))}
+
+    def per_image(value):  # the runs as ``difference`` reads them, with value(image) in place of the Dice
+        return {key: {**run, "final_metrics": {"per_image_dice": {
+            image: value(v) for image, v in run["thin_vessels"]["per_image"].items()
+            if v["thin_recall"] is not None and v["thick_recall"] is not None}}}  # images with both kinds
+            for name in names for key, run in zip(copy_names(runs, name), copies(runs, name))}
+    thin = per_image(lambda v: v["thin_recall"])
+    excess = per_image(lambda v: v["thin_recall"] - v["thick_recall"])
     rows = {}
     for name in names:
-        mean = lambda key: fmt(float(np.mean([m[key] for m in measured[name]])))
+        def mean(key):
+            values = [m[key] for m in measured[name]]
+            return "n/a" if None in values else fmt(float(np.mean(values)))
         rows[name] = {"thin": mean("thin_recall"), "thick": mean("thick_recall"), "precision": mean("precision"),
                       "difference": None if name == reference else
-                      difference(thin, {name: 1, reference: -1}, family=family)}
+                      difference(thin, {name: 1, reference: -1}, family=family),
+                      "thin_excess": None if name == reference else
+                      difference(excess, {name: 1, reference: -1}, family=family)}
     first = measured[reference][0]
-    return {"rows": rows, "share": f"{100 * first['thin_share']:.0f}", "size": first["image_size"] or "full"}
+    return {"rows": rows, "share": f"{100 * first['thin_share']:.0f}",
+            "size": f"{first['image_size']} px" if first["image_size"] else "full size"}
 
 
 def by_image(runs, names, baseline, reference="unet", family=1):
@@ -332,7 +344,9 @@ def by_image(runs, names, baseline, reference="unet", family=1):
     from scipy.stats import norm, rankdata
     ref = copies(runs, reference)
     size = lambda r: r["config"].get("image_size", 0)
-    if not ref or any(size(r) != size(runs[baseline]) for r in ref):
+    seeds = lambda name: sorted(r["config"]["seed"] for r in copies(runs, name))
+    if not ref or any(size(r) != size(runs[baseline]) for r in ref) or \
+            any(seeds(name) != seeds(baseline) for name in names):  # a gain is taken seed by seed
         return None
     mean_dice = lambda name: {i: float(np.mean([r["final_metrics"]["per_image_dice"][i] for r in copies(runs, name)]))
                               for i in runs[baseline]["final_metrics"]["per_image_dice"]}
@@ -340,6 +354,8 @@ def by_image(runs, names, baseline, reference="unet", family=1):
     images = sorted(hardness)
     base = mean_dice(baseline)
     n = len(images)
+    if n <= 3:
+        return None  # the standard error needs four images at least
     se = math.sqrt(1.06 / (n - 3))
 
     def interval(z, level):

@@ -332,8 +332,10 @@ def test_the_report_of_the_planned_settings_states_each_and_measures_4_3_on_held
     assert [r["strategy"] for r in p3["rows"] if r["fit"].get("narrows")] == ["affine", "combined"]
     # the thin vessels each arm finds, from the runs' saved predictions: without skips fewer
     thin41 = numbers["p4_1"]["thin"]
-    assert (thin41["share"], thin41["size"]) == ("34", 256) and thin41["rows"]["unet"]["difference"] is None
+    assert thin41["share"] == "34" and thin41["rows"]["unet"]["difference"] is None
     assert thin41["rows"]["unet_noskip"]["difference"]["value"] < 0 and not thin41["rows"]["unet_noskip"]["difference"]["holds_zero"]
+    # its thick vessels unmoved: the loss is on the thin ones (thin less thick recall, against the UNet's)
+    assert thin41["rows"]["unet_noskip"]["thin_excess"]["value"] < 0 and thin41["size"] == "256 px"
     assert set(p3["thin"]["rows"]) == {r["name"] for r in p3["rows"]} and p3["thin"]["rows"]["aug_affine"]["difference"]["family"] == 5
     assert set(p3["by_image"]["rows"]) == {r["name"] for r in p3["rows"][1:]} and p3["by_image"]["images"] == 20
 

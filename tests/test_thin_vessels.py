@@ -71,6 +71,7 @@ def test_a_run_that_misses_the_line_finds_no_thin_vessel_of_that_image(tmp_path)
     assert (second["thin_recall"], second["thick_recall"]) == (1.0, 1.0)
     assert first["precision"] == 1.0 and second["precision"] == pytest.approx(80 / 96)
     assert measured["thin_recall"] == pytest.approx(0.5) and measured["thin_share"] == pytest.approx(16 / 80)
+    assert measured["precision"] == pytest.approx((64 + 80) / (64 + 96))  # pooled: vessel pixels marked / marked
     assert measured["command"].startswith("python -m tools.thin_vessels") and measured["machine"]["cpu_count"] >= 1
     # measured once: a second call leaves the file as it is
     before = (run / "thin_vessels.json").read_bytes()
@@ -88,3 +89,13 @@ def test_predictions_that_do_not_reproduce_the_runs_dice_write_nothing(tmp_path)
     assert not (good / "thin_vessels.json").exists() and not (wrong / "thin_vessels.json").exists()
     with pytest.raises(UserError, match="holds 1 test images"):
         thin_vessels.main([str(good), "--data", str(write_test_split(tmp_path / "other", [truth]))])
+
+
+def test_a_run_that_marks_nothing_finds_nothing_and_has_no_precision(tmp_path):
+    truth = drawn_mask()
+    data = write_test_split(tmp_path / "retina", [truth])
+    run = write_run(tmp_path / "run", [truth], [np.zeros_like(truth)])
+    thin_vessels.main([str(run), "--data", str(data)])
+    measured = json.loads((run / "thin_vessels.json").read_text())
+    assert (measured["thin_recall"], measured["thick_recall"], measured["precision"]) == (0.0, 0.0, None)
+    assert measured["per_image"]["01_test"]["precision"] is None

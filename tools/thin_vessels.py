@@ -11,7 +11,9 @@ size), scaled to the size the run was trained and evaluated at and rounded up, a
 that thin means about the same vessels at either size (a third of the vessel pixels of the DRIVE
 test masks at 256 px, 29% at 512 px). The *recall* of each is the share of its pixels that the
 run's thresholded prediction marks as vessel, per test image; beside them, its *precision*, the
-share of the pixels it marks that are vessel (a recall bought by marking more shows there).
+share of the pixels it marks that are vessel (a recall bought by marking more shows there): per
+image where it marks any (None where it marks none), and pooled over all the images (None where it
+marks no pixel at all).
 
 Writes ``RUN/thin_vessels.json`` beside the run's ``results.json``: per image and averaged
 over the images, each recall and the share of the vessel pixels that are thin, with the
@@ -80,13 +82,14 @@ def measure(run: Path, data: Path) -> dict:
     pages = load_mask_pages(predictions)
     if len(pages) != len(names):
         raise UserError(f"{predictions}: {len(pages)} pages for {len(names)} test images; the run's files are incomplete")
-    per_image = {}
+    per_image, marked, hits = {}, 0, 0
     for name, pred, mask, (h, w) in zip(names, pages, masks, sizes):
         truth = mask[0, :h, :w].numpy().astype(bool)
         if pred.shape != truth.shape or abs(dice(pred, truth) - recorded[name]) > 1e-9:
             raise UserError(f"{predictions}: its prediction of {name} does not reproduce the run's Dice "
                             f"({recorded[name]:.6f}) against {data / 'test'} at {size or 'full'} px; give the "
                             f"data the run was made with")
+        marked, hits = marked + int(pred.sum()), hits + int((pred & truth).sum())
         side = square_side(h, w)
         thin, thick = split_by_width(truth, side)
         per_image[name] = {"square": side, "thin_recall": recall(pred, thin), "thick_recall": recall(pred, thick),
@@ -98,7 +101,7 @@ def measure(run: Path, data: Path) -> dict:
         values = [v[key] for v in per_image.values() if v[key] is not None]
         return float(np.mean(values)) if values else None
     return {"thin_recall": mean("thin_recall"), "thick_recall": mean("thick_recall"),
-            "thin_share": mean("thin_share"), "precision": mean("precision"), "per_image": per_image}
+            "thin_share": mean("thin_share"), "precision": hits / marked if marked else None, "per_image": per_image}
 
 
 def main(argv=None):
@@ -119,6 +122,7 @@ def main(argv=None):
             continue
         start = time.perf_counter()
         todo.append((run, measure(run, args.data), time.perf_counter() - start))
+    shown = lambda x, form: "n/a" if x is None else format(x, form)
     for run, measured, seconds in todo:
         write_json(run / FILE, {
             "definition": f"thick: the vessel pixels that a square of vessel pixels covers (the test mask, at the run's "
@@ -129,8 +133,9 @@ def main(argv=None):
             **measured, "command": command, "machine": machine_info("cpu"),
             "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(seconds, 3)})
-        print(f"{run / FILE}: thin recall {measured['thin_recall']:.3f}, thick {measured['thick_recall']:.3f} "
-              f"(thin: {measured['thin_share']:.0%} of the vessel pixels), precision {measured['precision']:.3f}")
+        print(f"{run / FILE}: thin recall {shown(measured['thin_recall'], '.3f')}, thick "
+              f"{shown(measured['thick_recall'], '.3f')} (thin: {shown(measured['thin_share'], '.0%')} of the vessel "
+              f"pixels), precision {shown(measured['precision'], '.3f')}")
 
 if __name__ == "__main__":
     run_cli(main)
