@@ -338,6 +338,9 @@ def test_the_report_of_the_planned_settings_states_each_and_measures_4_3_on_held
     assert thin41["rows"]["unet_noskip"]["thin_excess"]["value"] < 0 and thin41["size"] == "256 px"
     assert set(p3["thin"]["rows"]) == {r["name"] for r in p3["rows"]} and p3["thin"]["rows"]["aug_affine"]["difference"]["family"] == 5
     assert set(p3["by_image"]["rows"]) == {r["name"] for r in p3["rows"][1:]} and p3["by_image"]["images"] == 20
+    # the plan's final state keeps the main text within its pages too (made-up numbers, the real text's length)
+    layout = json.loads((ROOT / "report" / "generated" / "layout.json").read_text())
+    assert layout["main_text_pages"] <= build.MAIN_TEXT_PAGES
 
 
 def test_an_interval_never_leaves_the_range_of_its_contrast(tmp_path):
