@@ -374,8 +374,7 @@ def by_image(runs, names, baseline, reference="unet", family=1):
         low, high = interval(z, LEVEL)
         wide = interval(z, 1 - (1 - LEVEL) / family)
         rows[name] = {"rho": _signed(rho), "low": _signed(low), "high": _signed(high), "value": rho,
-                      "holds_zero": low <= 0 <= high, "told_apart_in_family": not wide[0] <= 0 <= wide[1],
-                      "gain_low": _signed(min(gain)), "gain_high": _signed(max(gain))}
+                      "holds_zero": low <= 0 <= high, "told_apart_in_family": not wide[0] <= 0 <= wide[1]}
     return {"rows": rows, "images": n, "family_level": f"{100 * (1 - (1 - LEVEL) / family):.4g}"}
 
 
@@ -584,15 +583,15 @@ def problem_4_3(runs):
                     "high": fmt(max(2 * r["difference"]["half_width"] for r in rows if r["difference"])),
                     "sd": max((r["sd"] for r in rows if r["sd"] != "–"), key=float, default=None)},
          "swing": _last_swing(runs, names)}
-    # is there overfitting to regularise? Where the runs held eyes out, no augmentation's own fit
-    # of its training eyes against those eyes; else the reference UNet's training eyes (whole, as
-    # the test eyes are evaluated) against the test eyes at the end, over its seeds
     thin = thin_vessels(runs, names, "aug_none", family=len(names) - 1)
     if thin:
         n["thin"] = thin
     images = by_image(runs, names, "aug_none", family=len(names) - 1)
     if images:
         n["by_image"] = images
+    # is there overfitting to regularise? Where the runs held eyes out, no augmentation's own fit
+    # of its training eyes against those eyes; else the reference UNet's training eyes (whole, as
+    # the test eyes are evaluated) against the test eyes at the end, over its seeds
     claims = []
     if held_out:
         n["held_out_fit"] = rows[0]["fit"]

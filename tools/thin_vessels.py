@@ -37,6 +37,7 @@ from medimg.figures import load_mask_pages
 from medimg.machine import machine_info
 from medimg.retina import load_split
 from medimg.runfiles import read_json, write_json
+from medimg.segmentation_metrics import thresholded_dice
 
 WIDTH_AT_512 = 3  # the side of the square a thick vessel pixel lies under, in pixels of a 512-px image
 FILE = "thin_vessels.json"
@@ -60,12 +61,6 @@ def recall(pred: np.ndarray, truth: np.ndarray):
     return float((pred & truth).sum() / n) if n else None
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Thresholded Dice of two boolean masks, 1 when both are empty (as the runs score it)."""
-    total = int(pred.sum() + truth.sum())
-    return 1.0 if total == 0 else 2.0 * float((pred & truth).sum()) / total
-
-
 def measure(run: Path, data: Path) -> dict:
     """The thin and thick recall of one finished run, per test image and averaged; a
     UserError where its predictions and the data disagree."""
@@ -85,7 +80,7 @@ def measure(run: Path, data: Path) -> dict:
     per_image, marked, hits = {}, 0, 0
     for name, pred, mask, (h, w) in zip(names, pages, masks, sizes):
         truth = mask[0, :h, :w].numpy().astype(bool)
-        if pred.shape != truth.shape or abs(dice(pred, truth) - recorded[name]) > 1e-9:
+        if pred.shape != truth.shape or abs(thresholded_dice(pred, truth) - recorded[name]) > 1e-9:
             raise UserError(f"{predictions}: its prediction of {name} does not reproduce the run's Dice "
                             f"({recorded[name]:.6f}) against {data / 'test'} at {size or 'full'} px; give the "
                             f"data the run was made with")
