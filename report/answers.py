@@ -89,7 +89,7 @@ def problem_2_1(runs):
                    for k in kernels for sizes in [[n for (m, n, kk) in seconds if kk == k and m != ours and
                                                    (ours, n, k) in seconds and seconds[(m, n, k)] < seconds[(ours, n, k)]]]
                    if sizes],
-        "figure_repeats": median_of([r for r in timed if r["kernel_size"] in (min(kernels), kmax)]),  # the panels drawn
+        "figure_repeats": median_of(timed),  # a panel per kernel
         "blur_hf": fmt(100 * conv["blur"]["high_frequency_energy_ratio"], 1),
         "gaussian_size": conv["blur"]["gaussian_size"],
     }, [("the vectorised convolution agrees with SciPy and the loop", conv["all_methods_agree"]),
@@ -354,8 +354,8 @@ def by_image(runs, names, baseline, reference="unet", family=1):
     images = sorted(hardness)
     base = mean_dice(baseline)
     n = len(images)
-    if n <= 3:
-        return None  # the standard error needs four images at least
+    if n <= 3 or np.ptp(list(hardness.values())) < 1e-12:
+        return None  # the standard error needs four images at least; a correlation with a constant is not defined
     se = math.sqrt(1.06 / (n - 3))
 
     def interval(z, level):
@@ -367,8 +367,8 @@ def by_image(runs, names, baseline, reference="unet", family=1):
             continue
         arm = mean_dice(name)
         gain = [arm[i] - base[i] for i in images]
-        if np.ptp(gain) < 1e-12 or np.ptp(list(hardness.values())) < 1e-12:
-            return None  # a correlation with a constant is not defined
+        if np.ptp(gain) < 1e-12:
+            return None
         rho = float(np.corrcoef(rankdata(gain), rankdata([hardness[i] for i in images]))[0, 1])
         z = math.atanh(max(min(rho, 0.999999), -0.999999))
         low, high = interval(z, LEVEL)
@@ -455,6 +455,42 @@ def dead_by_depth(runs, name):
             "deep": share({"encoder_block3", "encoder_block4", "encoder_block5"})}
 
 
+def levels_kept(run):
+    """How many of the UNet's levels, counted from the top (full resolution), still pass the
+    image to the output, judged by the ReLU layers dead in every channel (on the four test
+    images of ``dead_relu_fraction``): a layer that passes nothing leaves the layers after it
+    only their biases. A dead layer in ``encoder_block j`` keeps levels 1 to j - 1, one in
+    ``decoder_block k`` (k = 1 at the bottom) keeps levels 1 to 4 - k, whose skip connections
+    join below it; 0: nothing of the image reaches the output, which is then one value
+    everywhere. None: no layer is dead in every channel."""
+    if not run.get("dead_relu_fraction"):
+        return None
+    kept = []
+    for layer, share in run["dead_relu_fraction"]["per_layer"].items():
+        block = layer.split(".")[0]
+        if share >= 1.0 and block.startswith(("encoder_block", "decoder_block")):
+            depth = int(block[-1])
+            kept.append(depth - 1 if block.startswith("encoder") else 4 - depth)
+    return min(kept) if kept else None
+
+
+def dead_layers(run, block):
+    """The ReLU layers of ``block`` dead in every channel."""
+    return [layer for layer, share in run["dead_relu_fraction"]["per_layer"].items()
+            if share >= 1.0 and layer.split(".")[0] == block] if run.get("dead_relu_fraction") else []
+
+
+def _constant_cut(runs, names):
+    """The seeds that output one value everywhere (an AUC of exactly 0.5) and have a ReLU layer
+    of the top level (encoder block 1 or decoder block 4) dead in every channel: their count,
+    their rates and those layers."""
+    cut = [r for name in names for r in copies(runs, name) if levels_kept(r) == 0 and
+           r["final_metrics"]["auc"] is not None and abs(r["final_metrics"]["auc"] - 0.5) < 1e-9]
+    return {"k": len(cut), "lr": sorted({r["config"]["lr"] for r in cut}, reverse=True),
+            "layers": sorted({layer for r in cut for block in ("encoder_block1", "decoder_block4")
+                              for layer in dead_layers(r, block)})}
+
+
 def problem_4_2(runs):
     """Adam at five learning rates over seeds: each rate against the best one, where each
     rate's seeds end (``end_state``), and what the training losses and dead units show."""
@@ -514,6 +550,12 @@ def problem_4_2(runs):
          "chance_dead_apart": bool(chance) and top["dead"] != "–" and
          all(float(r["dead"]) > 50 and float(r["dead"]) >= float(top["dead"]) + 10 for r in chance),
          # where the dead channels of the segmenting rates are: the first encoder block against the three deepest
+         # the best rate's seeds whose image reaches the output only through the top level
+         # (decoder block 3 cut), and which of its layers is dead
+         "top_level_only": {"k": sum(levels_kept(r) == 1 for r in copies(runs, best)), "n": top["n"],
+                            "layers": sorted({layer for r in copies(runs, best) for layer in dead_layers(r, "decoder_block3")})},
+         # the seeds whose output is one value everywhere with a whole ReLU layer of the top level dead
+         "constant_cut": _constant_cut(runs, names),
          "dead_by_depth": sorted((dead_by_depth(runs, name) for name, r in zip(names, rows) if r["states"]["segments"]),
                                  key=lambda d: -d["lr"])}
     # the sweep's rate that the reference UNet trains at: the two differ only in AdamW's weight
@@ -774,8 +816,13 @@ def assignment_scale(runs, profile="gpu"):
                          "device": r["machine"].get("gpu") or r["machine"]["cpu"],
                          "minutes": fmt(r["timings"]["total_seconds"] / 60, 1), "date": r.get("started", "")[:10],
                          "command": r["command"]})
+    # the runs launched by hand: do their configurations differ only in the network and in where and
+    # how often they log (their commands may differ by options that repeat a default)
+    by_hand = [runs[r["name"]]["config"] for r in rows if "experiments.py" not in r["command"]]
+    differing = {k for config in by_hand for k in config if any(c.get(k) != config[k] for c in by_hand)}
     n = {"exists": bool(rows), "rows": rows, "configurations": configurations,
-         "by_question": sorted({c["problem"] for c in configurations})}
+         "by_question": sorted({c["problem"] for c in configurations}),
+         "by_hand_alike": len(by_hand) > 1 and differing <= {"model", "logdir", "print_every"}}
     unet = runs.get("unet", {})
     if done(unet) and unet.get("train_whole_dice_thresholded"):  # the overfitting question at that scale
         train, test = unet["train_whole_dice_thresholded"][-1], unet["valid_dice_thresholded"][-1]

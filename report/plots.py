@@ -260,23 +260,31 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     return [n for n, _ in drawn], image_name
 
 
+# the methods as the report names them: code names in a monospaced font (mathtext's \mathtt)
+METHOD_LABELS = {
+    "scipy correlate2d": r"$\mathtt{scipy{.}signal{.}correlate2d}$",
+    "scipy convolve2d (flipped kernel)": r"$\mathtt{scipy{.}signal{.}convolve2d}$, flipped kernel",
+    "torch conv2d (CPU)": r"$\mathtt{torch{.}conv2d}$ (CPU)",
+}
+
+
 def convolution_speed(records, path, dpi=150):
-    """Seconds per 2-D cross-correlation against image size, one line per method, for the
-    smallest and the largest kernel measured (log-log)."""
+    """Seconds per 2-D cross-correlation against image size, one line per method, one panel
+    per kernel size measured (log-log)."""
     from medimg.convolution import METHODS
     plt = pyplot()
     kernels = sorted({r["kernel_size"] for r in records})
-    shown = [kernels[0], kernels[-1]] if len(kernels) > 1 else kernels
-    fig, axes = plt.subplots(1, len(shown), figsize=(WIDTH, 2.6), sharey=True, squeeze=False)
-    for ax, k in zip(axes[0], shown):
+    fig, axes = plt.subplots(1, len(kernels), figsize=(WIDTH, 2.4), sharex=True, sharey=True, squeeze=False)
+    for ax, k in zip(axes.flat, kernels):
         for i, (method, marker) in enumerate(zip(METHODS, "osd^v")):
             rows = [r for r in records if r["method"] == method and r["kernel_size"] == k and r.get("seconds")]
             if rows:  # alternate solid and dashed, hollow markers: lines that coincide stay visible
                 ax.loglog([r["image_size"] for r in rows], [r["seconds"] for r in rows], marker=marker, ms=4,
-                          mfc="none", ls="-" if i % 2 == 0 else "--", label=method)
-        ax.set(title=f"{k}×{k} kernel", xlabel="image side (pixels)")
+                          mfc="none", ls="-" if i % 2 == 0 else "--", label=METHOD_LABELS.get(method, method))
+        ax.set_title(f"{k}×{k} kernel")
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel("seconds per call")
+    fig.supxlabel("image side (pixels)", fontsize=plt.rcParams["axes.labelsize"])
     fig.tight_layout()
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
                frameon=False, ncol=3)

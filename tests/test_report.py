@@ -706,3 +706,51 @@ def test_which_images_gain_is_spearmans_rho_against_the_reference_with_fishers_i
         assert float(row["low"].replace("−", "-")) == pytest.approx(np.tanh(np.arctanh(np.clip(rho, -0.999999, 0.999999)) - 1.959964 * se), abs=6e-4)
     assert out["rows"]["aug_affine"]["value"] == pytest.approx(-1) and out["rows"]["aug_affine"]["told_apart_in_family"]
     assert not out["rows"]["aug_camera"]["told_apart_in_family"] and out["family_level"] == "97.5"
+
+
+@pytest.mark.parametrize("dead, kept", [("decoder_block3.conv", 1), ("decoder_block4.conv", 0)])
+def test_a_relu_layer_dead_in_every_channel_cuts_the_levels_below_it(dead, kept):
+    """What 4.2 says of a layer dead in every channel, checked on the graded UNet itself: with
+    decoder block 3's first ReLU silenced, the output does not depend on the deeper encoder
+    blocks and sees a 9x9 window of the image (the top level: two 3x3 convolutions in encoder
+    block 1, two in decoder block 4); with decoder block 4's silenced, it is one value everywhere."""
+    import torch
+    from medimg.diagnostics import dead_relu_fraction
+    from medimg.execution import Execution
+    from unet import UNet
+    torch.manual_seed(0)
+    model = UNet(3, 1, base_channels=4).eval()
+    first_conv = model.get_submodule(dead)[0]
+    with torch.no_grad():  # a first convolution whose output is negative everywhere: its ReLU passes nothing
+        first_conv.weight.zero_()
+        first_conv.bias.fill_(-1.0)
+    images = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
+    measured = dead_relu_fraction(model, images, Execution.plain("cpu"))
+    assert measured["per_layer"][dead + ".1"] == 1.0
+    assert answers.levels_kept({"dead_relu_fraction": measured}) == kept
+
+    x = images[:1].float() / 255
+    with torch.no_grad():
+        out = model(x)
+        if kept == 0:
+            assert out.max() - out.min() < 1e-6  # up to the rounding of the convolutions' sums
+            return
+        for block in ("encoder_block2", "encoder_block5"):  # the deep path changes: the output does not
+            torch.nn.init.normal_(model.get_submodule(block)[0].weight)
+        assert torch.allclose(model(x), out, rtol=0, atol=1e-6)
+        moved = x.clone()
+        moved[..., 24, 29] += 1  # 5 pixels right of (24, 24): outside its 9x9 window, inside (24, 28)'s
+        changed = (model(moved) - out).abs()[0, 0] > 1e-6
+    assert not changed[24, 24] and changed[24, 28]
+    assert not changed[:, :25].any() and changed.sum() <= 81
+
+
+def test_levels_kept_reads_the_deepest_cut_from_the_layer_names():
+    run = lambda **shares: {"dead_relu_fraction": {"overall": 0.5, "per_layer": {
+        "encoder_block1.1": 0.2, "decoder_block4.conv.3": 0.1, **{k.replace("__", "."): v for k, v in shares.items()}}}}
+    assert answers.levels_kept(run()) is None and answers.levels_kept({}) is None
+    assert answers.levels_kept(run(encoder_block3__1=1.0)) == 2
+    assert answers.levels_kept(run(decoder_block2__conv__3=1.0)) == 2
+    assert answers.levels_kept(run(decoder_block1__conv__1=1.0, encoder_block2__3=1.0)) == 1
+    assert answers.levels_kept(run(encoder_block1__3=1.0)) == 0
+    assert answers.levels_kept(run(decoder_block3__conv__1=0.99)) is None
