@@ -56,6 +56,12 @@ def problem_2_1(runs):
     # how each time was measured: the loop's from one call, the others' a median of several (the log's repeats)
     loop_repeats = {r["repeats"] for r in timed if r["method"] == loop}
     median_of = lambda rows: _span([r["repeats"] for r in rows if r["method"] != loop])
+    # where another method beats ours: for each kernel, the largest image side at which it does
+    beaten = [{"k": k, "side": max(sizes), "by": sorted({m for m, n, kk in seconds if kk == k and n in sizes and
+                                                         m != ours and seconds[(m, n, k)] < seconds[(ours, n, k)]})}
+              for k in kernels for sizes in [[n for (m, n, kk) in seconds if kk == k and m != ours and
+                                              (ours, n, k) in seconds and seconds[(m, n, k)] < seconds[(ours, n, k)]]]
+              if sizes]
     return _answer({
         "done": True, "size": big, "kmax": kmax, "cpu": conv["machine"]["cpu"], "agree": conv["all_methods_agree"],
         "ours_over_scipy": fmt(conv["bars"]["ours_over_scipy"], 2),
@@ -83,12 +89,7 @@ def problem_2_1(runs):
                                   "high": f"{max(r.values()):.0f}", "k_high": max(r, key=r.get)})(
             {k: seconds[(loop, big, k)] / seconds[(ours, big, k)] for k in kernels
              if (loop, big, k) in seconds and (ours, big, k) in seconds}),
-        # where another method beats ours: for each kernel, the largest image side at which it does
-        "beaten": [{"k": k, "side": max(sizes), "by": sorted({m for m, n, kk in seconds if kk == k and n in sizes and
-                                                              m != ours and seconds[(m, n, k)] < seconds[(ours, n, k)]})}
-                   for k in kernels for sizes in [[n for (m, n, kk) in seconds if kk == k and m != ours and
-                                                   (ours, n, k) in seconds and seconds[(m, n, k)] < seconds[(ours, n, k)]]]
-                   if sizes],
+        "beaten": beaten,
         "figure_repeats": median_of(timed),  # a panel per kernel
         "blur_hf": fmt(100 * conv["blur"]["high_frequency_energy_ratio"], 1),
         "gaussian_size": conv["blur"]["gaussian_size"],
@@ -99,7 +100,9 @@ def problem_2_1(runs):
         ("at the largest image our vectorised convolution is faster than both SciPy functions with every kernel",
          all(seconds[("ours (vectorised)", big, k)] < min(seconds[(correlate, big, k)], seconds[(convolve, big, k)])
              for k in kernels)),
-        ("the timings ran on one thread", conv["config"]["torch_threads"] == 1)])
+        ("the timings ran on one thread", conv["config"]["torch_threads"] == 1),
+        ("where a method beats ours on a smaller image, it is PyTorch's conv2d",
+         all(b["by"] == [torch_conv] for b in beaten))])
 
 
 def problem_2_6(runs, profile, arch):
@@ -456,13 +459,14 @@ def dead_by_depth(runs, name):
 
 
 def levels_kept(run):
-    """How many of the UNet's levels, counted from the top (full resolution), still pass the
-    image to the output, judged by the ReLU layers dead in every channel (on the four test
-    images of ``dead_relu_fraction``): a layer that passes nothing leaves the layers after it
-    only their biases. A dead layer in ``encoder_block j`` keeps levels 1 to j - 1, one in
-    ``decoder_block k`` (k = 1 at the bottom) keeps levels 1 to 4 - k, whose skip connections
-    join below it; 0: nothing of the image reaches the output, which is then one value
-    everywhere. None: no layer is dead in every channel."""
+    """How many of the UNet's levels (with skip connections), counted from the top (full
+    resolution), still pass the image to the output, judged by the ReLU layers dead in every
+    channel (on the four test images of ``dead_relu_fraction``): the convolution after such a
+    layer outputs only its bias, the same for every image. A dead layer in ``encoder_block j``
+    keeps levels 1 to j - 1, one in ``decoder_block k`` (k = 1 at the bottom) keeps levels 1 to
+    4 - k, whose skip connections join after it; 0: nothing of the image reaches the output
+    (one value everywhere where the cut is in decoder block 4). None: no layer is dead in every
+    channel."""
     if not run.get("dead_relu_fraction"):
         return None
     kept = []
@@ -487,8 +491,8 @@ def _constant_cut(runs, names):
     cut = [r for name in names for r in copies(runs, name) if levels_kept(r) == 0 and
            r["final_metrics"]["auc"] is not None and abs(r["final_metrics"]["auc"] - 0.5) < 1e-9]
     return {"k": len(cut), "lr": sorted({r["config"]["lr"] for r in cut}, reverse=True),
-            "layers": sorted({layer for r in cut for block in ("encoder_block1", "decoder_block4")
-                              for layer in dead_layers(r, block)})}
+            "by_seed": [{"seed": r["config"]["seed"], "layers": [layer for block in ("encoder_block1", "decoder_block4")
+                                                                 for layer in dead_layers(r, block)]} for r in cut]}
 
 
 def problem_4_2(runs):
@@ -549,13 +553,14 @@ def problem_4_2(runs):
          # the rates with a seed at chance have most ReLU channels dead, 10 points or more above the best rate
          "chance_dead_apart": bool(chance) and top["dead"] != "–" and
          all(float(r["dead"]) > 50 and float(r["dead"]) >= float(top["dead"]) + 10 for r in chance),
-         # where the dead channels of the segmenting rates are: the first encoder block against the three deepest
          # the best rate's seeds whose image reaches the output only through the top level
          # (decoder block 3 cut), and which of its layers is dead
-         "top_level_only": {"k": sum(levels_kept(r) == 1 for r in copies(runs, best)), "n": top["n"],
+         "top_level_only": {"k": sum(bool(dead_layers(r, "decoder_block3")) and levels_kept(r) == 1
+                                     for r in copies(runs, best)), "n": top["n"],
                             "layers": sorted({layer for r in copies(runs, best) for layer in dead_layers(r, "decoder_block3")})},
          # the seeds whose output is one value everywhere with a whole ReLU layer of the top level dead
          "constant_cut": _constant_cut(runs, names),
+         # where the dead channels of the segmenting rates are: the first encoder block against the three deepest
          "dead_by_depth": sorted((dead_by_depth(runs, name) for name, r in zip(names, rows) if r["states"]["segments"]),
                                  key=lambda d: -d["lr"])}
     # the sweep's rate that the reference UNet trains at: the two differ only in AdamW's weight

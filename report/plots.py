@@ -260,11 +260,11 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     return [n for n, _ in drawn], image_name
 
 
-# the methods as the report names them: code names in a monospaced font (mathtext's \mathtt)
+# the methods as the report names them: code names in a monospaced font
 METHOD_LABELS = {
-    "scipy correlate2d": r"$\mathtt{scipy{.}signal{.}correlate2d}$",
-    "scipy convolve2d (flipped kernel)": r"$\mathtt{scipy{.}signal{.}convolve2d}$, flipped kernel",
-    "torch conv2d (CPU)": r"$\mathtt{torch{.}conv2d}$ (CPU)",
+    "scipy correlate2d": "scipy.signal.correlate2d",
+    "scipy convolve2d (flipped kernel)": "scipy.signal.convolve2d (flipped)",
+    "torch conv2d (CPU)": "torch.conv2d (CPU)",
 }
 
 
@@ -281,13 +281,15 @@ def convolution_speed(records, path, dpi=150):
             if rows:  # alternate solid and dashed, hollow markers: lines that coincide stay visible
                 ax.loglog([r["image_size"] for r in rows], [r["seconds"] for r in rows], marker=marker, ms=4,
                           mfc="none", ls="-" if i % 2 == 0 else "--", label=METHOD_LABELS.get(method, method))
-        ax.set_title(f"{k}×{k} kernel")
+        ax.set(title=f"{k}×{k} kernel", xlabel="image side (pixels)")
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel("seconds per call")
-    fig.supxlabel("image side (pixels)", fontsize=plt.rcParams["axes.labelsize"])
     fig.tight_layout()
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               frameon=False, ncol=3)
+    legend = fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                        frameon=False, ncol=3)
+    for text in legend.get_texts():
+        if text.get_text() in METHOD_LABELS.values():
+            text.set_fontfamily("monospace")
     save_figure(fig, path, dpi=dpi, bbox_inches="tight")
 
 

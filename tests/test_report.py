@@ -708,8 +708,9 @@ def test_which_images_gain_is_spearmans_rho_against_the_reference_with_fishers_i
     assert not out["rows"]["aug_camera"]["told_apart_in_family"] and out["family_level"] == "97.5"
 
 
-@pytest.mark.parametrize("dead, kept", [("decoder_block3.conv", 1), ("decoder_block4.conv", 0)])
-def test_a_relu_layer_dead_in_every_channel_cuts_the_levels_below_it(dead, kept):
+@pytest.mark.parametrize("dead, conv, kept", [("decoder_block3.conv", 0, 1), ("decoder_block4.conv", 0, 0),
+                                              ("decoder_block4.conv", 2, 0)])
+def test_a_relu_layer_dead_in_every_channel_cuts_the_levels_below_it(dead, conv, kept):
     """What 4.2 says of a layer dead in every channel, checked on the graded UNet itself: with
     decoder block 3's first ReLU silenced, the output does not depend on the deeper encoder
     blocks and sees a 9x9 window of the image (the top level: two 3x3 convolutions in encoder
@@ -720,13 +721,13 @@ def test_a_relu_layer_dead_in_every_channel_cuts_the_levels_below_it(dead, kept)
     from unet import UNet
     torch.manual_seed(0)
     model = UNet(3, 1, base_channels=4).eval()
-    first_conv = model.get_submodule(dead)[0]
-    with torch.no_grad():  # a first convolution whose output is negative everywhere: its ReLU passes nothing
-        first_conv.weight.zero_()
-        first_conv.bias.fill_(-1.0)
+    silenced = model.get_submodule(dead)[conv]
+    with torch.no_grad():  # a convolution whose output is negative everywhere: its ReLU passes nothing
+        silenced.weight.zero_()
+        silenced.bias.fill_(-1.0)
     images = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
     measured = dead_relu_fraction(model, images, Execution.plain("cpu"))
-    assert measured["per_layer"][dead + ".1"] == 1.0
+    assert measured["per_layer"][f"{dead}.{conv + 1}"] == 1.0
     assert answers.levels_kept({"dead_relu_fraction": measured}) == kept
 
     x = images[:1].float() / 255
@@ -753,4 +754,7 @@ def test_levels_kept_reads_the_deepest_cut_from_the_layer_names():
     assert answers.levels_kept(run(decoder_block2__conv__3=1.0)) == 2
     assert answers.levels_kept(run(decoder_block1__conv__1=1.0, encoder_block2__3=1.0)) == 1
     assert answers.levels_kept(run(encoder_block1__3=1.0)) == 0
+    assert answers.levels_kept(run(encoder_block5__1=1.0)) == 4 and answers.levels_kept(run(encoder_block4__3=1.0)) == 3
+    assert answers.levels_kept(run(decoder_block1__conv__3=1.0)) == 3
+    assert answers.levels_kept(run(decoder_block4__conv__3=1.0, encoder_block5__3=1.0)) == 0
     assert answers.levels_kept(run(decoder_block3__conv__1=0.99)) is None
