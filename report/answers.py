@@ -8,6 +8,7 @@ import numpy as np
 
 from medimg import registry
 from report.logs import (
+    CONVOLUTION_METHODS,
     budget,
     code_version,
     copies,
@@ -73,8 +74,10 @@ def problem_2_1(runs):
             for k in kernels if (convolve, big, k) in seconds and (correlate, big, k) in seconds],
         "max_abs_diff": f"{max(r['max_abs_diff_vs_ours'] for r in timed):.1e}",
         "kernels": kernels,
-        "table": [{"method": m, "ms": [fmt(1000 * seconds[(m, big, k)], 2) if seconds.get((m, big, k)) else "skipped"
-                                       for k in kernels]}
+        # each method as the logs name it, and a library call's own name with its note
+        "table": [{"method": m, **dict(zip(("code", "note"), CONVOLUTION_METHODS.get(m, (None, "")))),
+                   "ms": [fmt(1000 * seconds[(m, big, k)], 2) if seconds.get((m, big, k)) else "skipped"
+                          for k in kernels]}
                   for m in dict.fromkeys(r["method"] for r in records)],
         "table_repeats": _span([r["repeats"] for r in timed if r["image_size"] == big and r["method"] != loop]),
         # the loop's time hardly grows with the kernel's taps: the cost is per pixel, not per multiply
@@ -467,21 +470,16 @@ def levels_kept(run):
     4 - k, whose skip connections join after it; 0: nothing of the image reaches the output
     (one value everywhere where the cut is in decoder block 4). None: no layer is dead in every
     channel."""
-    if not run.get("dead_relu_fraction"):
-        return None
-    kept = []
-    for layer, share in run["dead_relu_fraction"]["per_layer"].items():
-        block = layer.split(".")[0]
-        if share >= 1.0 and block.startswith(("encoder_block", "decoder_block")):
-            depth = int(block[-1])
-            kept.append(depth - 1 if block.startswith("encoder") else 4 - depth)
+    blocks = [layer.split(".")[0] for layer in dead_layers(run)]
+    kept = [int(block[-1]) - 1 if block.startswith("encoder") else 4 - int(block[-1])
+            for block in blocks if block.startswith(("encoder_block", "decoder_block"))]
     return min(kept) if kept else None
 
 
-def dead_layers(run, block):
-    """The ReLU layers of ``block`` dead in every channel."""
+def dead_layers(run, block=None):
+    """The ReLU layers (of ``block``, or of the whole network) dead in every channel."""
     return [layer for layer, share in run["dead_relu_fraction"]["per_layer"].items()
-            if share >= 1.0 and layer.split(".")[0] == block] if run.get("dead_relu_fraction") else []
+            if share >= 1.0 and block in (None, layer.split(".")[0])] if run.get("dead_relu_fraction") else []
 
 
 def _constant_cut(runs, names):

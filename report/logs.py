@@ -11,6 +11,15 @@ HUMAN_BASELINE = "human_baseline.json"  # beside the profiles' folders: runs/hum
 THIN_VESSELS = "thin_vessels.json"  # in a run's folder, written by tools/thin_vessels.py
 
 
+# the convolution log's method names as the report prints them: the code's own name (set in a
+# monospaced font) and a note, for the methods that are library calls
+CONVOLUTION_METHODS = {
+    "scipy correlate2d": ("scipy.signal.correlate2d", ""),
+    "scipy convolve2d (flipped kernel)": ("scipy.signal.convolve2d", "(flipped kernel)"),
+    "torch conv2d (CPU)": ("torch.conv2d", "(CPU)"),
+}
+
+
 def load_runs(root, profile=None):
     """Every run of the registry, by name: ``{"status": "done", **results}``, or the
     not-run record (``status``, ``reason``, ``command``); and every finished copy of a run

@@ -5,7 +5,7 @@ import numpy as np
 
 from medimg import registry
 from medimg.figures import error_image, pyplot, save_figure, vessel_window
-from report.logs import copy_names, done, evaluated_on
+from report.logs import CONVOLUTION_METHODS, copy_names, done, evaluated_on
 
 LOSS_CLIP = 1.2  # DiceCE of a constant prediction is about 0.7-0.9; above this a run has diverged
 WIDTH = 7.2  # inches: a full-width figure printed at the page's 17 cm keeps 9-pt text at about 8 pt
@@ -260,12 +260,9 @@ def prediction_panels(runs, names, path, labels=None, size=96):
     return [n for n, _ in drawn], image_name
 
 
-# the methods as the report names them: code names in a monospaced font
-METHOD_LABELS = {
-    "scipy correlate2d": "scipy.signal.correlate2d",
-    "scipy convolve2d (flipped kernel)": "scipy.signal.convolve2d (flipped)",
-    "torch conv2d (CPU)": "torch.conv2d (CPU)",
-}
+def method_label(method):
+    """A convolution method as the figure's legend names it (``logs.CONVOLUTION_METHODS``)."""
+    return " ".join(filter(None, CONVOLUTION_METHODS[method])) if method in CONVOLUTION_METHODS else method
 
 
 def convolution_speed(records, path, dpi=150):
@@ -280,7 +277,7 @@ def convolution_speed(records, path, dpi=150):
             rows = [r for r in records if r["method"] == method and r["kernel_size"] == k and r.get("seconds")]
             if rows:  # alternate solid and dashed, hollow markers: lines that coincide stay visible
                 ax.loglog([r["image_size"] for r in rows], [r["seconds"] for r in rows], marker=marker, ms=4,
-                          mfc="none", ls="-" if i % 2 == 0 else "--", label=METHOD_LABELS.get(method, method))
+                          mfc="none", ls="-" if i % 2 == 0 else "--", label=method_label(method))
         ax.set(title=f"{k}×{k} kernel", xlabel="image side (pixels)")
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel("seconds per call")
@@ -288,7 +285,7 @@ def convolution_speed(records, path, dpi=150):
     legend = fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
                         frameon=False, ncol=3)
     for text in legend.get_texts():
-        if text.get_text() in METHOD_LABELS.values():
+        if text.get_text() in map(method_label, CONVOLUTION_METHODS):
             text.set_fontfamily("monospace")
     save_figure(fig, path, dpi=dpi, bbox_inches="tight")
 
