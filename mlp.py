@@ -23,8 +23,9 @@ class Linear(nn.Module):
         weight: trainable, shape ``(out_features, in_features)``
         bias: trainable, shape ``(out_features,)``
 
-    Same numbers as ``torch.nn.Linear`` holding the same weight and bias; the
-    parameters are left uninitialised here (``MLP`` initialises them).
+    Same numbers as ``torch.nn.Linear`` holding the same weight and bias. The
+    parameters start at zero (``MLP`` initialises them): finite and deterministic,
+    and drawing no random numbers, so a seeded ``MLP`` draws the template's weights.
 
         >>> m = Linear(20, 30)
         >>> m(torch.randn(128, 20)).size()
@@ -35,8 +36,8 @@ class Linear(nn.Module):
         super(Linear, self).__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.bias = nn.Parameter(torch.empty(out_features))
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """

@@ -46,6 +46,13 @@ def test_linear_is_written_from_tensor_operations(monkeypatch):
     assert not any(isinstance(m, nn.Linear) for m in Linear(4, 3).modules())
 
 
+def test_a_fresh_linear_holds_finite_numbers_and_draws_no_random_numbers():
+    state = torch.random.get_rng_state()
+    layers = [Linear(37, 41) for _ in range(50)]  # torch.empty would leave whatever memory held
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.isfinite(p).all() for layer in layers for p in layer.parameters())
+
+
 def test_mlp_layers_and_attributes():
     model = MLP(12, [8, 6, 5], 3, activation="tanh")
     assert (model.input_size, model.hidden_sizes, model.num_classes, model.activation) == (12, [8, 6, 5], 3, "tanh")
@@ -403,6 +410,15 @@ def test_dice_loss_matches_monai(monai_losses, channels, smooth):
     ours = DiceLoss()(logits, targets, smooth=smooth)
     assert ours.dim() == 0
     torch.testing.assert_close(ours, reference(logits, targets), atol=1e-5, rtol=0)
+
+
+def test_the_losses_keep_float64_as_monai_does(monai_losses):
+    logits = torch.randn(2, 1, 10, 10, dtype=torch.float64) * 2
+    targets = (torch.rand(2, 1, 10, 10) > 0.6).double()
+    monai_dice = monai_losses.DiceLoss(sigmoid=True, batch=True, smooth_nr=1, smooth_dr=1)(logits, targets)
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    torch.testing.assert_close(DiceLoss()(logits, targets), monai_dice)  # dtype checked too
+    torch.testing.assert_close(DiceCELoss()(logits, targets.bool()), 0.5 * monai_dice + 0.5 * bce)
 
 
 def test_dice_loss_accepts_the_templates_squeezed_targets():

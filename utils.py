@@ -85,8 +85,8 @@ class DiceLoss(nn.Module):
     so the template's ``[B, H, W]`` targets work with ``[B, 1, H, W]`` logits.
 
     Returns a scalar. Same value as ``monai.losses.DiceLoss(sigmoid=True, batch=True,
-    smooth_nr=smooth, smooth_dr=smooth)``. Computed in float32 whatever the logits'
-    dtype, so that bf16/fp16 autocast does not round the sums.
+    smooth_nr=smooth, smooth_dr=smooth)``. Computed in float32, or float64 for float64
+    logits (as MONAI returns), so that bf16/fp16 autocast does not round the sums.
     """
 
     def __init__(self):
@@ -99,8 +99,9 @@ class DiceLoss(nn.Module):
         """
         if logits.dim() < 2:
             raise ValueError(f"logits must be [B, C, *spatial], got shape {tuple(logits.shape)}")
-        inputs = torch.sigmoid(logits.float())
-        targets = targets.reshape(logits.shape).float()
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        inputs = torch.sigmoid(logits.to(dtype))
+        targets = targets.reshape(logits.shape).to(dtype)
 
         reduce_dims = [0, *range(2, logits.dim())]  # everything but the channel
         intersection = (inputs * targets).sum(dim=reduce_dims)
@@ -118,7 +119,7 @@ class BinaryCELoss(nn.Module):
     def forward(self, logits, targets):
         if targets.shape != logits.shape:
             targets = targets.view(logits.shape)
-        return self.bce(logits, targets.float())
+        return self.bce(logits, targets.to(torch.promote_types(logits.dtype, torch.float32)))
 
 
 class DiceCELoss(nn.Module):
