@@ -268,6 +268,8 @@ def method_label(method):
 def convolution_speed(records, path, dpi=150):
     """Seconds per 2-D cross-correlation against image size, one line per method, one panel
     per kernel size measured (log-log)."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+
     from medimg.convolution import METHODS
     plt = pyplot()
     kernels = sorted({r["kernel_size"] for r in records})
@@ -279,6 +281,11 @@ def convolution_speed(records, path, dpi=150):
                 ax.loglog([r["image_size"] for r in rows], [r["seconds"] for r in rows], marker=marker, ms=4,
                           mfc="none", ls="-" if i % 2 == 0 else "--", label=method_label(method))
         ax.set(title=f"{k}×{k} kernel", xlabel="image side (pixels)")
+        # the sides measured as ticks, in plain numbers (log ticks would read 10² and 10³)
+        sides = sorted({r["image_size"] for r in records})
+        ax.xaxis.set_major_locator(FixedLocator(sides))
+        ax.xaxis.set_major_formatter(FixedFormatter([str(s) for s in sides]))
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel("seconds per call")
     fig.tight_layout()
