@@ -224,7 +224,10 @@ def setting(runs) -> dict | None:
     where that differs (one question, one setting). Its arms may train on different numbers of
     eyes (``train_eyes``, the distinct counts) for correspondingly many epochs, so the evaluation
     images are scored every ``eval_every`` epochs (the distinct values over the arms), which is
-    every ``eval_steps`` training steps (older runs that lack the counts leave those lists short)."""
+    every ``eval_steps`` training steps (older runs that lack the counts leave those lists short).
+    ``precision``: the arithmetic the runs trained in (each its step's fastest on its CPU:
+    float32, or bfloat16 autocast where the CPU has bf16 natively), and ``mixed_seeds`` the
+    seeds whose runs differ in it, so that a paired difference there includes its effect."""
     found = {(r["config"].get("crop_size") or 0, r["config"].get("image_size") or 512,
               len(r["final_metrics"].get("per_image_dice_validation") or {})) for r in runs}
     if len(found) > 1:
@@ -238,7 +241,12 @@ def setting(runs) -> dict | None:
         c = r["config"]
         crops = c.get("crops_per_image", 1) if c.get("crop_size") else 1
         return (c.get("eval_every") or 1) * max(1, r["n_train_images"] * crops // c["batch_size"])
+    by_seed = {}
+    for r in runs:
+        by_seed.setdefault(r["config"]["seed"], set()).add(budget(r)["precision"])
     return {"whole": not patch, "size": size, "patch": patch, "held_out": held_out,
+            "precision": sorted(set().union(*by_seed.values())),
+            "mixed_seeds": sorted(seed for seed, found in by_seed.items() if len(found) > 1),
             "train_eyes": sorted({r["n_train_fundi"] for r in runs if r.get("n_train_fundi")}),
             "eval_every": sorted({r["config"].get("eval_every") or 1 for r in runs}),
             "eval_steps": sorted({eval_steps(r) for r in runs if r.get("n_train_images")})}
