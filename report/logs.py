@@ -243,7 +243,7 @@ def setting(runs) -> dict | None:
         return (c.get("eval_every") or 1) * max(1, r["n_train_images"] * crops // c["batch_size"])
     by_seed = {}
     for r in runs:
-        by_seed.setdefault(r["config"]["seed"], set()).add(budget(r)["precision"])
+        by_seed.setdefault(r["config"]["seed"], set()).add(precision(r))
     return {"whole": not patch, "size": size, "patch": patch, "held_out": held_out,
             "precision": sorted(set().union(*by_seed.values())),
             "mixed_seeds": sorted(seed for seed, found in by_seed.items() if len(found) > 1),
@@ -269,17 +269,22 @@ def first_vessel_epoch(run, all_vessel=None, floor=0.05):
     return None
 
 
+def precision(run) -> str:
+    """The arithmetic a run trained in: 'float32', or its autocast dtype ('bfloat16')."""
+    dtype = (run.get("execution") or {}).get("autocast")
+    if dtype is None and "execution" not in run:  # older runs: bf16 where the CPU had it natively
+        dtype = "bfloat16" if run["machine"].get("cpu_bf16") and not run["config"].get("plain") else None
+    return dtype or "float32"
+
+
 def budget(run):
     """What a caption must say of a run's budget: image size, crops, epochs, steps, precision."""
     c = run["config"]
     images = run["n_train_images"]
     crops = c.get("crops_per_image", 1) if c.get("crop_size") else 1
     steps = max(1, images * crops // c["batch_size"])  # the loader drops the last partial batch
-    precision = (run.get("execution") or {}).get("autocast")
-    if precision is None and "execution" not in run:  # older runs: bf16 where the CPU had it natively
-        precision = "bfloat16" if run["machine"].get("cpu_bf16") and not c.get("plain") else None
     what = (f"{c['crop_size']}-px crops of {images} images, {crops} per image per epoch" if c.get("crop_size")
             else f"whole {c.get('image_size') or 512}-px images, {images} of them")
     return {"what": what, "batch": c["batch_size"], "epochs": run["epochs_completed"],
-            "steps": steps * run["epochs_completed"], "precision": precision or "float32",
+            "steps": steps * run["epochs_completed"], "precision": precision(run),
             "lr": c["lr"], "optimizer": c["optimizer"]}
