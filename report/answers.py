@@ -17,6 +17,7 @@ from report.logs import (
     done,
     first_vessel_epoch,
     fmt,
+    precision,
     predicts_vessels,
     setup_differences,
     trained_alike,
@@ -742,8 +743,8 @@ def problem_4_4(runs):
     if course:
         n["course"] = {"row": over_seeds(runs, "unet"),
                        # each run computes in what its network's step measured faster (medimg.execution)
-                       "precision": {"course": sorted({budget(r)["precision"] for r in copies(runs, "unet")}),
-                                     "arms": sorted({budget(r)["precision"] for name in full for r in copies(runs, name)})},
+                       "precision": {"course": sorted({precision(r) for r in copies(runs, "unet")}),
+                                     "arms": sorted({precision(r) for name in full for r in copies(runs, name)})},
                        "pretrained": difference(runs, {"smp_pretrained": 1, "unet": -1}, family),
                        "scratch": difference(runs, {"smp_scratch": 1, "unet": -1}, family)}
     # which of the other comparisons leave zero at LEVEL, and which still do once counted together
@@ -846,6 +847,5 @@ def cpu_runs_made(runs):
             "cpus": sorted({r["machine"]["cpu"] for r in made}),
             "threads": sorted({r["machine"].get("torch_threads") for r in made} - {None}),
             # each run's arithmetic, as its measured execution chose it (autocast None: float32)
-            "precision": sorted({"bfloat16 autocast" if (r.get("execution") or {}).get("autocast") == "bfloat16"
-                                 else "float32" for r in made}),
+            "precision": sorted({"bfloat16 autocast" if precision(r) == "bfloat16" else precision(r) for r in made}),
             "patch": registry.CPU_PATCH}

@@ -273,6 +273,7 @@ def convolution_speed(records, path, dpi=150):
     from medimg.convolution import METHODS
     plt = pyplot()
     kernels = sorted({r["kernel_size"] for r in records})
+    sides = sorted({r["image_size"] for r in records})
     fig, axes = plt.subplots(1, len(kernels), figsize=(WIDTH, 2.4), sharex=True, sharey=True, squeeze=False)
     for ax, k in zip(axes.flat, kernels):
         for i, (method, marker) in enumerate(zip(METHODS, "osd^v")):
@@ -282,7 +283,6 @@ def convolution_speed(records, path, dpi=150):
                           mfc="none", ls="-" if i % 2 == 0 else "--", label=method_label(method))
         ax.set(title=f"{k}×{k} kernel", xlabel="image side (pixels)")
         # the sides measured as ticks, in plain numbers (log ticks would read 10² and 10³)
-        sides = sorted({r["image_size"] for r in records})
         ax.xaxis.set_major_locator(FixedLocator(sides))
         ax.xaxis.set_major_formatter(FixedFormatter([str(s) for s in sides]))
         ax.xaxis.set_minor_locator(NullLocator())
