@@ -37,7 +37,7 @@ def main(argv=None):
     parser.add_argument("--no_estimate", action="store_true", help="start at once, without measuring step times")
     parser.add_argument("--seeds", nargs="*", type=int, default=None, metavar="S",
                         help="repeat every run of a Problem 4 comparison with these seeds too (runs NAME_seedS); "
-                             "default: the profile's (cpu: 43 44, gpu: none); --seeds alone: none")
+                             "default: the profile's (cpu: 43 44, and 45 46 for 4.3; gpu: none); --seeds alone: none")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="make N runs at once, spread over the visible GPUs (default: %(default)s)")
     parser.add_argument("--dry_run", action="store_true",

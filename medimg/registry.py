@@ -52,6 +52,7 @@ PROFILES = {
                          "--eval_every", "20", "--train_eval", "every", "--final_weights", "last"],
         "long_unet": ["--lr_schedule", "cosine"],
         "seeds": (),
+        "more_seeds": {},
         "convolution": [],
     },
     # Two CPU cores: whole images at CPU_IMAGE px; 16 training eyes (64 images, 50 epochs of 32
@@ -67,6 +68,9 @@ PROFILES = {
                   "--eval_every", "4", "--train_eval", "never"],
         "augmentation": ["--train_fraction", "0.25", "--epochs", "200", "--eval_every", "20"],
         "seeds": (43, 44),
+        # the pilot on whole images (runs/cpu_whole/pilot_whole/choice.json): without augmentation
+        # the held-out Dice spreads across seeds by more than 0.03, so 4.3 takes five seeds
+        "more_seeds": {"4.3": (45, 46)},
         "convolution": [],
     },
 }
@@ -178,6 +182,7 @@ COMPARISONS = {
     "4.4": ("smp_pretrained", "smp_scratch", "smp_pretrained_quarter", "smp_scratch_quarter"),
     "4.2": tuple(f"lr_{lr}" for lr in LEARNING_RATES),
 }
+QUESTION_OF = {name: question for question, names in COMPARISONS.items() for name in names}
 SEED_ORDER = (*COMPARISONS["4.1"], *COMPARISONS["4.3"][:-1], *COMPARISONS["4.4"], COMPARISONS["4.3"][-1],
               "smp_resnet18_scratch", *COMPARISONS["4.2"])
 # The arms a comparison is answered without while their seeds are not all made: 4.3's fifth
@@ -190,15 +195,22 @@ LEFT_OUT_UNTIL_SEEDED = {"4.3": (COMPARISONS["4.3"][-1],)}
 REFERENCES = {"4.4": ("unet",)}
 
 
+def seeds_of(profile, question, seeds=None):
+    """The seeds besides ``FIRST_SEED`` that ``question``'s arms are made with: the profile's
+    ``seeds`` and its ``more_seeds`` of that question, or exactly ``seeds`` where given."""
+    p = PROFILES[profile]
+    return (*p["seeds"], *p["more_seeds"].get(question, ())) if seeds is None else tuple(seeds)
+
+
 def plan(profile, data, data_dir, seeds=None, dry_run=False):
     """The runs of a profile, in the order they are made: name -> (script, arguments).
     A run's own arguments come last, so they override the profile's. ``seeds`` (default: the
-    profile's) adds a copy of every run of a Problem 4 comparison for each other seed
-    (``NAME_seedS``). The order: the runs of the other problems and one seed of every arm (the
-    reference UNet's three seeds at once), then the seed copies in ``SEED_ORDER``, then the
-    Problem 4 runs that are no comparison's arm. ``dry_run`` shrinks every run."""
+    profile's, with its ``more_seeds``: ``seeds_of``) adds a copy of every run of a Problem 4
+    comparison for each other seed (``NAME_seedS``). The order: the runs of the other problems
+    and one seed of every arm (the reference UNet's three seeds at once), then the seed copies in
+    ``SEED_ORDER``, then the Problem 4 runs that are no comparison's arm. ``dry_run`` shrinks
+    every run."""
     p = PROFILES[profile]
-    seeds = p["seeds"] if seeds is None else seeds
     common = {"main_segmentation.py": ["--dataset", data, *p["segmentation"]],
               "main_classification.py": ["--data_dir", data_dir, *p["classification"]],
               "convolution.py": []}
@@ -216,9 +228,10 @@ def plan(profile, data, data_dir, seeds=None, dry_run=False):
         if name in arms or not run.problem.startswith("4"):
             planned[name] = made(run)
         if name == "unet":  # the reference UNet's seeds first: they check the profile's patch size
-            planned.update({copy_name(name, seed): made(run, ["--seed", str(seed)]) for seed in seeds})
+            planned.update({copy_name(name, seed): made(run, ["--seed", str(seed)])
+                            for seed in seeds_of(profile, "4.1", seeds)})
     for name in SEED_ORDER:
-        for seed in seeds:
+        for seed in seeds_of(profile, QUESTION_OF.get(name), seeds):
             planned[copy_name(name, seed)] = made(every[name], ["--seed", str(seed)])
     planned.update({name: made(run) for name, run in every.items() if name not in planned})
     return planned

@@ -255,9 +255,9 @@ def main(argv=None):
               f"(made by other code or trained otherwise)")
     scale = answers.assignment_scale(gpu)
     # a comparison's arms are compared only when one version of the code made them all
-    # (on the CPU, with the three seeds of every arm; at the assignment's scale, with what was made)
-    seeds = (registry.FIRST_SEED, *registry.PROFILES[profile]["seeds"])
-    arms = {question: logs.comparable(runs, question, seeds) for question in registry.COMPARISONS}
+    # (on the CPU, with every seed its arms are planned with; at the assignment's scale, with what was made)
+    arms = {question: logs.comparable(runs, question, (registry.FIRST_SEED, *registry.seeds_of(profile, question)))
+            for question in registry.COMPARISONS}
     gpu_41 = logs.comparable(gpu, "4.1") if gpu is not None else None
     per_question = {"p2_1": answers.problem_2_1(runs), "p2_6": answers.problem_2_6(runs, profile, arch),
                     "p4_ref": reference, "p4_1": answers.problem_4_1(arms["4.1"], gpu_41),

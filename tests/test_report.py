@@ -202,15 +202,15 @@ def test_a_comparison_is_answered_exactly_when_its_arms_have_every_seed_from_one
         assert numbers[key]["done"] == answerable, (question, seeds, fingerprints)
 
 
-def complete_plan(committed_runs, shift, seeds=(42, 43, 44)):
+def complete_plan(committed_runs, shift, seeds=None):
     """``committed_runs`` (a copy of runs/cpu) with every Problem 4 comparison's runs made up,
-    whichever of them have been made: each seed a copy of the reference UNet's seed-42 log whose
-    per-image test Dice are moved by ``shift(name, seed)`` (clipped to [0, 1]); one code
-    fingerprint throughout."""
+    whichever of them have been made, with ``seeds`` (default: the cpu plan's seeds of each
+    comparison): each seed a copy of the reference UNet's seed-42 log whose per-image test Dice
+    are moved by ``shift(name, seed)`` (clipped to [0, 1]); one code fingerprint throughout."""
     reference = json.loads((committed_runs / "unet" / "results.json").read_text())
     for question, names in registry.COMPARISONS.items():
         for name in names:
-            for seed in seeds:
+            for seed in seeds or (registry.FIRST_SEED, *registry.seeds_of("cpu", question)):
                 folder = committed_runs / (name if seed == 42 else f"{name}_seed{seed}")
                 record = json.loads(json.dumps(reference))
                 record["config"]["seed"] = seed
@@ -289,7 +289,7 @@ def test_the_report_of_the_planned_settings_states_each_and_measures_4_3_on_held
              "aug_color": -0.07, "aug_camera": -0.06, "aug_combined": -0.05, "smp_pretrained": 0.08,
              "smp_scratch": -0.02, "smp_pretrained_quarter": 0.05, "smp_scratch_quarter": -0.1}
     for name, moved in shift.items():
-        for seed in (42, 43, 44, 45, 46) if name.startswith("aug_") else (42, 43, 44):  # 4.3 with five (the pilot)
+        for seed in (registry.FIRST_SEED, *registry.seeds_of("cpu", registry.QUESTION_OF[name])):  # 4.3: five
             record = json.loads(json.dumps(whole))
             record["config"].update(seed=seed, model=name if name.startswith("unet") else "unet")
             if name.startswith("aug_") or name.endswith("quarter"):  # 4 eyes, the same steps
