@@ -307,11 +307,10 @@ def arms(runs, names, reference, labels=None, family=None):
 def thin_vessels(runs, names, reference, family=1):
     """Each configuration's thin and thick vessels found (``tools/thin_vessels.py``: the recall
     of each on the test images, and the precision of all it marks), mean over its seeds; its
-    difference in thin recall from ``reference`` and, since a network worse everywhere finds fewer
-    thin pixels too, the difference in thin minus thick recall (``thin_excess``: below zero where
-    it loses more of the thin vessels than of the thick ones), each as ``difference`` computes it on
-    those per-image values instead of the Dice (``family`` as there). None unless every run of
-    ``names`` was measured."""
+    difference in thin and in thick recall from ``reference``, as ``difference`` computes it on
+    those per-image values instead of the Dice (``family`` as there), and ``kept_less``: whether it
+    loses more of the thin vessels than of the thick ones (``share_kept_difference``). None unless
+    every run of ``names`` was measured."""
     measured = {name: [r.get("thin_vessels") for r in copies(runs, name)] for name in names}
     if any(not m or None in m for m in measured.values()):
         return None
@@ -322,7 +321,7 @@ def thin_vessels(runs, names, reference, family=1):
             if v["thin_recall"] is not None and v["thick_recall"] is not None}}}  # images with both kinds
             for name in names for key, run in zip(copy_names(runs, name), copies(runs, name))}
     thin = per_image(lambda v: v["thin_recall"])
-    excess = per_image(lambda v: v["thin_recall"] - v["thick_recall"])
+    thick = per_image(lambda v: v["thick_recall"])
     rows = {}
     for name in names:
         def mean(key):
@@ -331,11 +330,42 @@ def thin_vessels(runs, names, reference, family=1):
         rows[name] = {"thin": mean("thin_recall"), "thick": mean("thick_recall"), "precision": mean("precision"),
                       "difference": None if name == reference else
                       difference(thin, {name: 1, reference: -1}, family=family),
-                      "thin_excess": None if name == reference else
-                      difference(excess, {name: 1, reference: -1}, family=family)}
+                      "thick_difference": None if name == reference else
+                      difference(thick, {name: 1, reference: -1}, family=family),
+                      "kept_less": None if name == reference else share_kept_difference(runs, name, reference)}
     first = measured[reference][0]
     return {"rows": rows, "share": f"{100 * first['thin_share']:.0f}",
             "size": f"{first['image_size']} px" if first["image_size"] else "full size"}
+
+
+def share_kept_difference(runs, name, reference):
+    """How much more of the thin vessels than of the thick ones ``name`` loses against
+    ``reference``, as shares of what ``reference`` finds: per test image and seed (each seed's
+    run against the reference's run of that seed), ``D[s, i] = thin_name / thin_reference -
+    thick_name / thick_reference`` of the recalls (``tools/thin_vessels.py``), below zero where the
+    thin vessels lose the larger share; its mean and interval by ``stats.difference_interval`` (the
+    rule of every interval), not clipped. A share and not a difference of recalls: a network finds
+    far fewer of the thin pixels than of the thick ones, so one worse by the same proportion
+    everywhere loses more thick than thin recall. Images where the reference finds none
+    of a kind in some seed are left out (``images``: how many are read)."""
+    mine, theirs = by_seed(runs, name), by_seed(runs, reference)
+    if sorted(mine) != sorted(theirs):
+        raise ValueError(f"{name} has seeds {sorted(mine)}, {reference} {sorted(theirs)}: a paired contrast needs the same")
+    seeds = sorted(mine)
+
+    def recall(run, image, kind):
+        return (run["thin_vessels"]["per_image"].get(image) or {}).get(f"{kind}_recall")
+    images = sorted(image for image in theirs[seeds[0]]["thin_vessels"]["per_image"]
+                    if all(recall(theirs[s], image, kind) and recall(mine[s], image, kind) is not None
+                           for s in seeds for kind in ("thin", "thick")))
+    D = np.array([[recall(mine[s], i, "thin") / recall(theirs[s], i, "thin") -
+                   recall(mine[s], i, "thick") / recall(theirs[s], i, "thick") for i in images] for s in seeds])
+    iv = difference_interval(D, LEVEL)
+    kept = {kind: fmt(float(np.mean([[recall(mine[s], i, kind) / recall(theirs[s], i, kind) for i in images]
+                                     for s in seeds]))) for kind in ("thin", "thick")}
+    return {"mean": _signed(iv.mean), "low": _signed(iv.low), "high": _signed(iv.high), "value": iv.mean,
+            "holds_zero": iv.holds_zero, "rule": iv.rule, "thin": kept["thin"], "thick": kept["thick"],
+            "images": len(images)}
 
 
 def by_image(runs, names, baseline, reference="unet", family=1):
@@ -848,4 +878,23 @@ def cpu_runs_made(runs):
             "threads": sorted({r["machine"].get("torch_threads") for r in made} - {None}),
             # each run's arithmetic, as its measured execution chose it (autocast None: float32)
             "precision": sorted({"bfloat16 autocast" if precision(r) == "bfloat16" else precision(r) for r in made}),
-            "patch": registry.CPU_PATCH}
+            "patch": registry.CPU_PATCH, "whole": whole_runs_made(runs)}
+
+
+def whole_runs_made(runs):
+    """What the Problem 4 runs on whole images cost so far, from their logs: for each kind of
+    CPU and arithmetic (``machine``: ``cpu``, ``cpu_capability``; ``precision``) how many runs,
+    and the shortest and longest ``timings.total_seconds`` among them, as recorded."""
+    made = [r for name, run in registry.runs("cpu").items() if run.problem.startswith("4")
+            for r in copies(runs, name) if not r["config"].get("crop_size")]
+
+    def span(seconds):
+        return f"{seconds / 60:.0f} minutes" if seconds < 5400 else f"{seconds / 3600:.1f} hours"
+    kinds = {}
+    for r in made:
+        key = (r["machine"]["cpu"], r["machine"].get("cpu_capability") or "", precision(r))
+        kinds.setdefault(key, []).append(r["timings"]["total_seconds"])
+    return {"n": len(made), "hours": fmt(sum(sum(t) for t in kinds.values()) / 3600, 1),
+            "kinds": [{"cpu": cpu.replace("(R)", "").replace(" Processor", ""), "capability": capability, "precision": arithmetic,
+                       "n": len(t), "shortest": span(min(t)), "longest": span(max(t))}
+                      for (cpu, capability, arithmetic), t in sorted(kinds.items())]}
