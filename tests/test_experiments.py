@@ -321,6 +321,14 @@ def test_collect_runs_copies_finished_runs_without_weights(tmp_path, capsys):
         (source / name / "results.json").write_text(json.dumps({"code_fingerprint": {"sha256": code}}))
     collect_runs.main([str(source), str(destination), "--made_by", "b4b9d8dfab2d"])
     assert capsys.readouterr().out.split() == ["new_code"] and not (destination / "old_code").exists()
+    # a run moved on to runs/cpu is not copied back; a namesake there made by other code does not stop it
+    moved, new_code = tmp_path / "cpu", json.dumps({"code_fingerprint": {"sha256": "b4b9d8dfab2d" + "0" * 52}})
+    for name, record in (("moved", new_code), ("patch_namesake", json.dumps({"code_fingerprint": {"sha256": "0" * 64}}))):
+        for root in (source, moved):
+            (root / name).mkdir(parents=True)
+            (root / name / "results.json").write_text(new_code if root == source else record)
+    collect_runs.main([str(source), str(destination), "--made_by", "b4b9d8dfab2d", "--moved_to", str(moved)])
+    assert capsys.readouterr().out.split() == ["patch_namesake"] and not (destination / "moved").exists()
     for missing in ([str(tmp_path / "missing"), str(destination)], [str(source), str(tmp_path / "missing")]):
         with pytest.raises(collect_runs.UserError, match="no such folder"):
             collect_runs.main(missing)

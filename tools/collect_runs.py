@@ -11,7 +11,11 @@ where it was made, to resume there). A finished run the destination holds alread
 is; a not_run.json there (the run could not be made on another machine) goes, as when a run is
 made in place. ``--made_by`` copies only the runs of one version of the training code (the
 runs of a plan, not the earlier runs its worktree holds); only segmentation runs record a
-fingerprint, so with it no other run is copied. Prints the names of the runs copied.
+fingerprint, so with it no other run is copied. ``--moved_to`` names a folder the destination's
+runs move on to (``runs/cpu``, once their question is complete): a run found there, complete and
+made by the same code, is not copied back. Prints the names of the runs copied.
+
+    python -m tools.collect_runs /work/exp/runs/cpu runs/cpu_whole --made_by b4b9d8dfab2d --moved_to runs/cpu
 """
 import argparse
 import shutil
@@ -31,15 +35,19 @@ def made_by(folder: Path) -> str:
     return (read_json(path).get("code_fingerprint") or {}).get("sha256", "") if path.exists() else ""
 
 
-def collect(source: Path, destination: Path, fingerprint: str = "") -> list:
+def collect(source: Path, destination: Path, fingerprint: str = "", moved_to: Path | None = None) -> list:
     """Copy every finished run under ``source`` that ``destination`` lacks, and, with
-    ``fingerprint``, whose code fingerprint starts with it; returns their names."""
+    ``fingerprint``, whose code fingerprint starts with it; with ``moved_to``, not one that folder
+    holds finished and made by the same code (moved on there); returns their names."""
     copied = []
     for folder in sorted(p for p in source.iterdir() if p.is_dir()):
         target = destination / folder.name
         if status(folder) != "complete" or (folder / "checkpoint.pt").exists() or status(target) == "complete":
             continue
         if fingerprint and not made_by(folder).startswith(fingerprint):
+            continue
+        moved = moved_to / folder.name if moved_to else None
+        if moved and status(moved) == "complete" and made_by(moved) == made_by(folder):
             continue
         shutil.copytree(folder, target, ignore=shutil.ignore_patterns(*LEFT_BEHIND), dirs_exist_ok=True)
         (target / "not_run.json").unlink(missing_ok=True)
@@ -54,12 +62,15 @@ def main(argv=None):
     parser.add_argument("--made_by", default="", metavar="FINGERPRINT",
                         help="only the runs whose code fingerprint (results.json) starts with this, e.g. b4b9d8dfab2d "
                              "(segmentation runs: the others record none)")
+    parser.add_argument("--moved_to", default=None, metavar="FOLDER",
+                        help="a folder the destination's runs move on to: a run found there, made by the same code, "
+                             "is not copied again (e.g. runs/cpu)")
     args = parser.parse_args(argv)
     source, destination = Path(args.source), Path(args.destination)
-    for path in (source, destination):
+    for path in (source, destination, *([Path(args.moved_to)] if args.moved_to else [])):
         if not path.is_dir():
             raise UserError(f"{path}: no such folder; give the plan's runs folder, then the checkout's (runs/cpu)")
-    for name in collect(source, destination, args.made_by):
+    for name in collect(source, destination, args.made_by, Path(args.moved_to) if args.moved_to else None):
         print(name)
 
 
