@@ -792,7 +792,8 @@ def problem_4_4(runs):
     sds = [r["sd"] for r in (*n["rows"], *quarter_rows, *([n["course"]["row"]] if "course" in n else [])) if r["sd"] != "–"]
     n["seed_sd"] = max(sds, key=float) if sds else None
     resnet = runs.get("smp_resnet18_scratch", {})  # the assignment's encoder, whose ImageNet weights were out of reach
-    if done(resnet):
+    # read only beside arms it was trained alike with (one code, one setting): never a patch run beside whole images
+    if done(resnet) and any(trained_alike(resnet, r) for r in copies(runs, "smp_scratch")):
         seed = resnet["config"]["seed"]
         same_seed = {name: next((r for r in copies(runs, name)
                                  if r["config"]["seed"] == seed and trained_alike(r, resnet)), None)

@@ -810,3 +810,18 @@ def test_a_network_worse_in_the_same_proportion_everywhere_loses_no_larger_share
         assert kept["value"] == pytest.approx(expected, abs=1e-12) and kept["images"] == 20
         assert (kept["thin"], kept["thick"]) == (f"{thin_factor:.3f}", "0.500")
         assert kept["holds_zero"] == (expected == 0.0)
+
+
+def test_the_resnet18_unet_is_read_only_beside_arms_trained_alike(built_from_committed_logs, committed_runs, tmp_path):
+    """4.4 cites its one ResNet-18 UNet from scratch beside the arms only when it was trained in
+    their setting by their code: a run in another setting (a patch run beside whole images) is not read."""
+    _, _, numbers = built_from_committed_logs
+    resnet = committed_runs / "smp_resnet18_scratch" / "results.json"
+    if not numbers["p4_4"]["done"] or not resnet.exists():
+        pytest.skip("4.4 or its ResNet-18 UNet not made")
+    assert "resnet18_scratch" in numbers["p4_4"]
+    record = json.loads(resnet.read_text())
+    record["config"]["image_size"] = 2 * (record["config"].get("image_size") or 256)
+    resnet.write_text(json.dumps(record))
+    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
+    assert "resnet18_scratch" not in json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())["p4_4"]
