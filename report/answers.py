@@ -791,17 +791,21 @@ def problem_4_4(runs):
                                   for what, d in compared if not d["holds_zero"] and not d["told_apart_in_family"]]}
     sds = [r["sd"] for r in (*n["rows"], *quarter_rows, *([n["course"]["row"]] if "course" in n else [])) if r["sd"] != "–"]
     n["seed_sd"] = max(sds, key=float) if sds else None
-    resnet = runs.get("smp_resnet18_scratch", {})  # the assignment's encoder, whose ImageNet weights were out of reach
-    # read only beside arms it was trained alike with (one code, one setting): never a patch run beside whole images
-    if done(resnet) and any(trained_alike(resnet, r) for r in copies(runs, "smp_scratch")):
-        seed = resnet["config"]["seed"]
-        same_seed = {name: next((r for r in copies(runs, name)
-                                 if r["config"]["seed"] == seed and trained_alike(r, resnet)), None)
+    # the assignment's encoder, whose ImageNet weights were out of reach: read only beside arms it was trained
+    # alike with (one code, one setting), never a patch run beside whole images
+    resnets = [r for r in copies(runs, "smp_resnet18_scratch")
+               if any(trained_alike(r, other) for other in copies(runs, "smp_scratch"))]
+    if resnets:
+        resnets.sort(key=lambda r: r["config"]["seed"])
+        same_seed = {name: [next((r for r in copies(runs, name) if r["config"]["seed"] == resnet["config"]["seed"]
+                                  and trained_alike(r, resnet)), None) for resnet in resnets]
                      for name in ("unet", "smp_scratch")}
-        found = {name: r for name, r in same_seed.items() if r is not None}
-        n["resnet18_scratch"] = {"dice": fmt(dice(resnet)), "seed": seed, "params_m": fmt(resnet["n_parameters"] / 1e6, 1),
-                                 "same_seed": {name: fmt(dice(r)) for name, r in found.items()},
-                                 "above_both": len(found) == 2 and all(dice(resnet) > dice(r) for r in found.values())}
+        found = {name: rs for name, rs in same_seed.items() if None not in rs}
+        n["resnet18_scratch"] = {"seeds": [r["config"]["seed"] for r in resnets],
+                                 "dice": [fmt(dice(r)) for r in resnets], "params_m": fmt(resnets[0]["n_parameters"] / 1e6, 1),
+                                 "same_seed": {name: [fmt(dice(r)) for r in rs] for name, rs in found.items()},
+                                 "above_both": len(found) == 2 and all(dice(resnet) > dice(rs[i]) for rs in found.values()
+                                                                       for i, resnet in enumerate(resnets))}
     claims = [("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
 

@@ -821,6 +821,14 @@ def test_the_resnet18_unet_is_read_only_beside_arms_trained_alike(built_from_com
         pytest.skip("4.4 or its ResNet-18 UNet not made")
     assert "resnet18_scratch" in numbers["p4_4"]
     record = json.loads(resnet.read_text())
+    # a second seed is read beside the first, and the text names both
+    twin = committed_runs / "smp_resnet18_scratch_seed43"
+    twin.mkdir()
+    (twin / "results.json").write_text(json.dumps({**record, "config": {**record["config"], "seed": 43}}))
+    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
+    r18 = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())["p4_4"]["resnet18_scratch"]
+    assert r18["seeds"] == [42, 43] and len(r18["dice"]) == 2
+    shutil.rmtree(twin)
     record["config"]["image_size"] = 2 * (record["config"].get("image_size") or 256)
     resnet.write_text(json.dumps(record))
     build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
