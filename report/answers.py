@@ -806,6 +806,10 @@ def problem_4_4(runs):
                                  "same_seed": {name: [fmt(dice(r)) for r in rs] for name, rs in found.items()},
                                  "above_both": len(found) == 2 and all(dice(resnet) > dice(rs[i]) for rs in found.values()
                                                                        for i, resnet in enumerate(resnets))}
+    # where the gain lies: the thin and thick vessels each arm finds on all the eyes (tools/thin_vessels.py)
+    thin = thin_vessels(runs, ["smp_scratch", "smp_pretrained"], "smp_scratch")
+    if thin:
+        n["thin"] = thin
     claims = [("every encoder tensor was loaded", weights["tensors_loaded"] == 240)]
     return _answer(n, claims)
 

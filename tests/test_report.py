@@ -165,8 +165,8 @@ def test_every_printed_interval_follows_the_stated_rule_from_the_logs(built_from
                 for name, w in weights.items())
         return D, (sum(min(w, 0) for w in weights.values()), sum(max(w, 0) for w in weights.values()))
     checks = [(shown, *matrix(weights)) for shown, weights in contrasts]
-    # the thin-vessel measures (4.1 and 4.3): differences of recall, and 4.1's shares kept (not clipped)
-    for key, reference in (("p4_1", "unet"), ("p4_3", "aug_none")):
+    # the thin-vessel measures (4.1, 4.3, 4.4): differences of recall, and the shares kept (not clipped)
+    for key, reference in (("p4_1", "unet"), ("p4_3", "aug_none"), ("p4_4", "smp_scratch")):
         for name, row in (numbers[key].get("thin") or {"rows": {}})["rows"].items():
             if name == reference:
                 continue
@@ -365,6 +365,8 @@ def test_the_report_of_the_planned_settings_states_each_and_measures_4_3_on_held
     kept_less = thin41["rows"]["unet_noskip"]["kept_less"]
     assert kept_less["value"] < 0 and not kept_less["holds_zero"] and thin41["size"] == "256 px"
     assert set(p3["thin"]["rows"]) == {r["name"] for r in p3["rows"]} and p3["thin"]["rows"]["aug_affine"]["difference"]["family"] == 5
+    # 4.4 tests its reason on the thin vessels too: the pretrained network finds more of them than its twin from scratch
+    assert numbers["p4_4"]["thin"]["rows"]["smp_pretrained"]["difference"]["value"] > 0
     assert set(p3["by_image"]["rows"]) == {r["name"] for r in p3["rows"][1:]} and p3["by_image"]["images"] == 20
     # the plan's final state keeps the main text within its pages too (made-up numbers, the real text's length)
     layout = json.loads((ROOT / "report" / "generated" / "layout.json").read_text())
