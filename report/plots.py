@@ -40,11 +40,22 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
     (augmented, or fewer eyes) and their training losses are not comparable. One colour and
     marker per configuration: with several seeds (its run and its ``NAME_seedS`` copies) each
     seed a thin faint line and their mean over it with markers. ``human``: the second observer's Dice under the
-    same protocol, a black dotted line drawn over the curves. The legend sits below the panels. No figure when none of
-    ``names`` is finished."""
+    same protocol, a black dotted line drawn over the curves. Where the configurations' epochs differ in length
+    (trained on fewer eyes: more, shorter epochs), the x axis counts training steps instead of epochs. The legend
+    sits below the panels. No figure when none of ``names`` is finished."""
     if not any(copy_names(runs, name) for name in names):
         return
     on = evaluated_on([runs[k] for name in names for k in copy_names(runs, name)])
+
+    def steps_per_epoch(r):
+        c = r["config"]
+        crops = c.get("crops_per_image", 1) if c.get("crop_size") else 1
+        return max(1, r.get("n_train_images", c["batch_size"]) * crops // c["batch_size"])
+    # configurations whose epochs differ in length (fewer eyes: more, shorter epochs) share an axis of steps
+    per_epoch = {k: steps_per_epoch(runs[k]) for name in names for k in copy_names(runs, name)}
+    by_steps = len(set(per_epoch.values())) > 1
+    scale = per_epoch if by_steps else dict.fromkeys(per_epoch, 1)
+    x_label = "training step" if by_steps else "epoch"
     plt = pyplot()
     fig, axes = plt.subplots(1, 3 if soft else 2, figsize=(WIDTH, 2.5 if soft else 2.7))
     ax_dice, ax_loss = axes[0], axes[-1]
@@ -63,12 +74,12 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
         curves_of_seeds = []
         for k, key in enumerate(keys):
             r = runs[key]
-            ev = np.array(r["evaluated_epochs"])
+            ev = np.array(r["evaluated_epochs"]) * scale[key]
             if test_loss:
                 loss, epochs = np.array(r["valid_losses"]), ev
             else:
                 loss = np.array(r["train_losses"])
-                epochs = np.arange(1, len(loss) + 1)
+                epochs = np.arange(1, len(loss) + 1) * scale[key]
             panels = [(ax_dice, ev, np.array(r["valid_dice_thresholded"]))] + \
                 ([(axes[1], ev, np.array(r["valid_accs"]))] if soft else []) + \
                 [(ax_loss, epochs, np.minimum(loss, LOSS_CLIP))]
@@ -97,11 +108,11 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
         # measured on the 512-px test masks only; drawn over the curves, which may run along it
         ax_dice.axhline(human, color="black", ls=":", lw=1.2, zorder=10)
         handles.append((plt.Line2D([], [], color="black", ls=":", lw=1.2), "second human observer"))
-    ax_dice.set(ylabel=f"{on} Dice (threshold 0.5)", ylim=(0, 0.9), xlabel="epoch")
+    ax_dice.set(ylabel=f"{on} Dice (threshold 0.5)", ylim=(0, 0.9), xlabel=x_label)
     if soft:
-        axes[1].set(ylabel=f"{on} soft Dice", ylim=(0, 0.9), xlabel="epoch")
+        axes[1].set(ylabel=f"{on} soft Dice", ylim=(0, 0.9), xlabel=x_label)
     # the losses' own range, or room above the clip line for the notes of the runs drawn at it
-    ax_loss.set(ylabel=f"{on if test_loss else 'training'} DiceCE loss", xlabel="epoch",
+    ax_loss.set(ylabel=f"{on if test_loss else 'training'} DiceCE loss", xlabel=x_label,
                 ylim=(0, LOSS_CLIP * 1.6 if clipped else (highest or LOSS_CLIP) * 1.1))
     for ax in axes:
         ax.grid(alpha=0.3)
