@@ -814,24 +814,27 @@ def test_a_network_worse_in_the_same_proportion_everywhere_loses_no_larger_share
         assert kept["holds_zero"] == (expected == 0.0)
 
 
-def test_the_resnet18_unet_is_read_only_beside_arms_trained_alike(built_from_committed_logs, committed_runs, tmp_path):
-    """4.4 cites its one ResNet-18 UNet from scratch beside the arms only when it was trained in
-    their setting by their code: a run in another setting (a patch run beside whole images) is not read."""
-    _, _, numbers = built_from_committed_logs
-    resnet = committed_runs / "smp_resnet18_scratch" / "results.json"
-    if not numbers["p4_4"]["done"] or not resnet.exists():
-        pytest.skip("4.4 or its ResNet-18 UNet not made")
-    assert "resnet18_scratch" in numbers["p4_4"]
-    record = json.loads(resnet.read_text())
-    # a second seed is read beside the first, and the text names both
-    twin = committed_runs / "smp_resnet18_scratch_seed43"
-    twin.mkdir()
-    (twin / "results.json").write_text(json.dumps({**record, "config": {**record["config"], "seed": 43}}))
-    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
-    r18 = json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())["p4_4"]["resnet18_scratch"]
+def test_the_resnet18_unet_is_read_only_beside_arms_trained_alike(committed_runs, tmp_path):
+    """4.4 cites the ResNet-18 UNet from scratch beside its arms only when it was trained in their
+    setting by their code, every such seed of it: a run in another setting (a patch run beside
+    whole images) is not read. Made up from the committed smp_scratch run (its twin in all but the encoder)."""
+    twin = json.loads((committed_runs / "smp_scratch" / "results.json").read_text())
+
+    def resnet(seed, **config):
+        folder = committed_runs / registry.copy_name("smp_resnet18_scratch", seed)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(
+            {**twin, "config": {**twin["config"], "encoder": "resnet18", "seed": seed, **config}}))
+
+    def cited():
+        build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
+        return json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())["p4_4"].get("resnet18_scratch")
+    resnet(42)
+    resnet(43)
+    r18 = cited()
     assert r18["seeds"] == [42, 43] and len(r18["dice"]) == 2
-    shutil.rmtree(twin)
-    record["config"]["image_size"] = 2 * (record["config"].get("image_size") or 256)
-    resnet.write_text(json.dumps(record))
-    build.main(["--runs", str(committed_runs), "--out", str(tmp_path / "report.pdf")])
-    assert "resnet18_scratch" not in json.loads((ROOT / "report" / "generated" / "numbers.json").read_text())["p4_4"]
+    resnet(42, image_size=2 * (twin["config"].get("image_size") or 256))  # another setting: not read
+    assert cited()["seeds"] == [43]
+    resnet(43, image_size=2 * (twin["config"].get("image_size") or 256))
+    assert cited() is None
