@@ -358,14 +358,12 @@ def share_kept_difference(runs, name, reference):
     images = sorted(image for image in theirs[seeds[0]]["thin_vessels"]["per_image"]
                     if all(recall(theirs[s], image, kind) and recall(mine[s], image, kind) is not None
                            for s in seeds for kind in ("thin", "thick")))
-    D = np.array([[recall(mine[s], i, "thin") / recall(theirs[s], i, "thin") -
-                   recall(mine[s], i, "thick") / recall(theirs[s], i, "thick") for i in images] for s in seeds])
-    iv = difference_interval(D, LEVEL)
-    kept = {kind: fmt(float(np.mean([[recall(mine[s], i, kind) / recall(theirs[s], i, kind) for i in images]
-                                     for s in seeds]))) for kind in ("thin", "thick")}
+    share = {kind: np.array([[recall(mine[s], i, kind) / recall(theirs[s], i, kind) for i in images] for s in seeds])
+             for kind in ("thin", "thick")}
+    iv = difference_interval(share["thin"] - share["thick"], LEVEL)
     return {"mean": _signed(iv.mean), "low": _signed(iv.low), "high": _signed(iv.high), "value": iv.mean,
-            "holds_zero": iv.holds_zero, "rule": iv.rule, "thin": kept["thin"], "thick": kept["thick"],
-            "images": len(images)}
+            "holds_zero": iv.holds_zero, "rule": iv.rule, "thin": fmt(float(share["thin"].mean())),
+            "thick": fmt(float(share["thick"].mean())), "images": len(images)}
 
 
 def by_image(runs, names, baseline, reference="unet", family=1):
@@ -876,12 +874,16 @@ def assignment_scale(runs, profile="gpu"):
     return n
 
 
+def problem_4_runs(runs):
+    """Every finished Problem 4 run of the cpu plan, seed copies included."""
+    return [r for name, run in registry.runs("cpu").items() if run.problem.startswith("4") for r in copies(runs, name)]
+
+
 def cpu_runs_made(runs):
     """What the Problem 4 runs of the earlier CPU protocol (128-px patches) cost, from their logs:
     how many are finished (seed copies included), their hours in all (``timings.total_seconds``),
     and the machines, thread counts and executions they record."""
-    made = [r for name, run in registry.runs("cpu").items() if run.problem.startswith("4")
-            for r in copies(runs, name) if r["config"].get("crop_size")]
+    made = [r for r in problem_4_runs(runs) if r["config"].get("crop_size")]
     return {"n": len(made), "hours": fmt(sum(r["timings"]["total_seconds"] for r in made) / 3600, 1),
             "cpus": sorted({r["machine"]["cpu"] for r in made}),
             "threads": sorted({r["machine"].get("torch_threads") for r in made} - {None}),
@@ -894,8 +896,7 @@ def whole_runs_made(runs):
     """What the Problem 4 runs on whole images cost so far, from their logs: for each kind of
     CPU and arithmetic (``machine``: ``cpu``, ``cpu_capability``; ``precision``) how many runs,
     and the shortest and longest ``timings.total_seconds`` among them, as recorded."""
-    made = [r for name, run in registry.runs("cpu").items() if run.problem.startswith("4")
-            for r in copies(runs, name) if not r["config"].get("crop_size")]
+    made = [r for r in problem_4_runs(runs) if not r["config"].get("crop_size")]
 
     def span(seconds):
         return f"{seconds / 60:.0f} minutes" if seconds < 5400 else f"{seconds / 3600:.1f} hours"

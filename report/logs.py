@@ -238,9 +238,7 @@ def setting(runs) -> dict | None:
     patch, size, held_out = found.pop()
 
     def eval_steps(r):
-        c = r["config"]
-        crops = c.get("crops_per_image", 1) if c.get("crop_size") else 1
-        return (c.get("eval_every") or 1) * max(1, r["n_train_images"] * crops // c["batch_size"])
+        return (r["config"].get("eval_every") or 1) * steps_per_epoch(r)
     by_seed = {}
     for r in runs:
         by_seed.setdefault(r["config"]["seed"], set()).add(precision(r))
@@ -250,6 +248,14 @@ def setting(runs) -> dict | None:
             "train_eyes": sorted({r["n_train_fundi"] for r in runs if r.get("n_train_fundi")}),
             "eval_every": sorted({r["config"].get("eval_every") or 1 for r in runs}),
             "eval_steps": sorted({eval_steps(r) for r in runs if r.get("n_train_images")})}
+
+
+def steps_per_epoch(run) -> int:
+    """Training steps in one epoch of a run: its training images (times the patches cut from each,
+    on patches) over the batch size, the last short batch dropped."""
+    c = run["config"]
+    crops = c.get("crops_per_image", 1) if c.get("crop_size") else 1
+    return max(1, run["n_train_images"] * crops // c["batch_size"])
 
 
 def predicts_vessels(dice, all_vessel=None, floor=0.05):

@@ -5,7 +5,7 @@ import numpy as np
 
 from medimg import registry
 from medimg.figures import error_image, pyplot, save_figure, vessel_window
-from report.logs import CONVOLUTION_METHODS, copy_names, done, evaluated_on
+from report.logs import CONVOLUTION_METHODS, copy_names, done, evaluated_on, steps_per_epoch
 
 LOSS_CLIP = 1.2  # DiceCE of a constant prediction is about 0.7-0.9; above this a run has diverged
 WIDTH = 7.2  # inches: a full-width figure printed at the page's 17 cm keeps 9-pt text at about 8 pt
@@ -46,13 +46,10 @@ def curves(runs, names, path, labels=None, human=None, ncol=None, soft=False, te
     if not any(copy_names(runs, name) for name in names):
         return
     on = evaluated_on([runs[k] for name in names for k in copy_names(runs, name)])
-
-    def steps_per_epoch(r):
-        c = r["config"]
-        crops = c.get("crops_per_image", 1) if c.get("crop_size") else 1
-        return max(1, r.get("n_train_images", c["batch_size"]) * crops // c["batch_size"])
-    # configurations whose epochs differ in length (fewer eyes: more, shorter epochs) share an axis of steps
-    per_epoch = {k: steps_per_epoch(runs[k]) for name in names for k in copy_names(runs, name)}
+    # configurations whose epochs differ in length (fewer eyes: more, shorter epochs) share an axis of steps;
+    # older runs that lack their image count are read as one step an epoch (so drawn by epoch)
+    per_epoch = {k: steps_per_epoch(runs[k]) if "n_train_images" in runs[k] else 1
+                 for name in names for k in copy_names(runs, name)}
     by_steps = len(set(per_epoch.values())) > 1
     scale = per_epoch if by_steps else dict.fromkeys(per_epoch, 1)
     x_label = "training step" if by_steps else "epoch"
