@@ -201,14 +201,15 @@ def test_every_printed_interval_follows_the_stated_rule_from_the_logs(built_from
 
 def test_a_comparison_is_answered_exactly_when_its_arms_have_every_seed_from_one_code(built_from_committed_logs):
     """Read from the results.json files themselves, not through report.logs: the report answers
-    a Problem 4 comparison on the CPU if and only if every arm has seeds 42, 43 and 44 and all
-    its runs carry one code fingerprint (4.3's fifth strategy may wait for its seeds: it is
+    a Problem 4 comparison on the CPU if and only if every arm has the cpu plan's seeds of that
+    question (42, 43 and 44; 4.3 also 45 and 46) and all its runs carry one code fingerprint (4.3's fifth strategy may wait for its seeds: it is
     then left out, and its one run is not read)."""
     committed_runs, _, numbers = built_from_committed_logs
     for question, key in (("4.1", "p4_1"), ("4.2", "p4_2"), ("4.3", "p4_3"), ("4.4", "p4_4")):
         arms, seeds, fingerprints = registry.COMPARISONS[question], {}, set()
+        planned = {registry.FIRST_SEED, *registry.seeds_of("cpu", question)}
         fifth = registry.LEFT_OUT_UNTIL_SEEDED.get(question, ())
-        if fifth and len(list(committed_runs.glob(f"{fifth[0]}*/results.json"))) < 3:
+        if fifth and len(list(committed_runs.glob(f"{fifth[0]}*/results.json"))) < len(planned):
             arms = [name for name in arms if name not in fifth]
             assert not numbers[key]["done"] or [l["strategy"] for l in numbers[key]["left_out"]] == [fifth[0][4:]]
         elif fifth:
@@ -219,7 +220,7 @@ def test_a_comparison_is_answered_exactly_when_its_arms_have_every_seed_from_one
                     record = json.loads(results.read_text())
                     seeds.setdefault(name, set()).add(record["config"]["seed"])
                     fingerprints.add((record.get("code_fingerprint") or {}).get("sha256"))
-        answerable = all(seeds.get(name) == {42, 43, 44} for name in arms) and len(fingerprints) == 1
+        answerable = all(seeds.get(name) == planned for name in arms) and len(fingerprints) == 1
         assert numbers[key]["done"] == answerable, (question, seeds, fingerprints)
 
 
