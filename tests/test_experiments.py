@@ -300,7 +300,7 @@ def test_collect_runs_copies_finished_runs_without_weights(tmp_path, capsys):
     from tools import collect_runs
     source, destination = tmp_path / "exp", tmp_path / "runs"
     for name, files in {"done": ["results.json", "log.txt", "model.pt", "execution.json", "curves.png",
-                                 ".model.pt.x1.tmp"],
+                                 ".model.pt.x1.tmp", "augmentations.png"],
                         "convolution": ["convolution_timings.json"],
                         "in_flight": ["results.json", "log.txt", "checkpoint.pt", "execution.json"],
                         "started": ["log.txt"],

@@ -25,8 +25,11 @@ from medimg.cli import UserError, run_cli
 from medimg.runfiles import read_json
 from medimg.runner import status
 
-# weights, the execution kept only for a resume, and a file being written (runfiles.atomic_write)
-LEFT_BEHIND = ("*.pt", "execution.json", ".*.tmp")
+# weights, the execution kept only for a resume, a file being written (runfiles.atomic_write), and
+# the draws of every strategy that 4.3's elastic runs made at b632cc1 (--show_augmentations): the
+# report draws its own (tools/augmentation_examples.py), and at 350 kB a run they would eat the
+# room a GPU lease needs (tools/lease_carry.py)
+LEFT_BEHIND = ("*.pt", "execution.json", ".*.tmp", "augmentations.png")
 
 
 def made_by(folder: Path) -> str:
