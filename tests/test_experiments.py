@@ -314,6 +314,15 @@ def test_collect_runs_copies_finished_runs_without_weights(tmp_path, capsys):
     collect_runs.main([str(source), str(destination)])
     assert capsys.readouterr().out.split() == ["convolution", "done"]
     assert sorted(p.name for p in (destination / "done").iterdir()) == ["curves.png", "log.txt", "results.json"]
+    # a seed copy's panel of test predictions stays behind (the first seed's shows the configuration)
+    for name in ("panel", "panel_seed43"):
+        (source / name).mkdir()
+        for f in ("results.json", "predictions.png", "example_01_test_prediction.png"):
+            (source / name / f).write_text(f)
+    collect_runs.main([str(source), str(destination)])
+    assert capsys.readouterr().out.split() == ["panel", "panel_seed43"]
+    assert (destination / "panel" / "predictions.png").exists() and not (destination / "panel_seed43" / "predictions.png").exists()
+    assert (destination / "panel_seed43" / "example_01_test_prediction.png").exists()
     assert not (destination / "in_flight").exists() and not (destination / "started").exists()
     assert (destination / "there" / "results.json").read_text() == "committed"
     for name, code in (("new_code", "b4b9d8dfab2d" + "0" * 52), ("old_code", "0fc2aaec3aa5" + "0" * 52)):

@@ -1,6 +1,7 @@
 """
 Copy the finished runs of a plan made elsewhere (a worktree, another machine's folder) into the
-checkout's runs folder, as they are committed: the logs and figures, never a checkpoint.
+checkout's runs folder, as they are committed: the logs and figures, never a checkpoint (nor a
+seed copy's panel of test predictions: the first seed's shows the configuration).
 
     python -m tools.collect_runs /work/exp/runs/cpu runs/cpu
     python -m tools.collect_runs /work/exp/runs/cpu runs/cpu_whole --made_by b4b9d8dfab2d
@@ -30,6 +31,10 @@ from medimg.runner import status
 # report draws its own (tools/augmentation_examples.py), and at 350 kB a run they would eat the
 # room a GPU lease needs (tools/lease_carry.py)
 LEFT_BEHIND = ("*.pt", "execution.json", ".*.tmp", "augmentations.png")
+# and of a seed copy (NAME_seedS) its panel of test predictions, as a GPU lease packs runs
+# (tools/lease.py): the first seed's panel shows the configuration, and the report's panels
+# are drawn from every run's example masks, which stay
+LEFT_BEHIND_BY_SEED_COPIES = ("predictions.png",)
 
 
 def made_by(folder: Path) -> str:
@@ -52,7 +57,8 @@ def collect(source: Path, destination: Path, fingerprint: str = "", moved_to: Pa
         moved = moved_to / folder.name if moved_to else None
         if moved and status(moved) == "complete" and made_by(moved) == made_by(folder):
             continue
-        shutil.copytree(folder, target, ignore=shutil.ignore_patterns(*LEFT_BEHIND), dirs_exist_ok=True)
+        left_behind = (*LEFT_BEHIND, *(LEFT_BEHIND_BY_SEED_COPIES if "_seed" in folder.name else ()))
+        shutil.copytree(folder, target, ignore=shutil.ignore_patterns(*left_behind), dirs_exist_ok=True)
         (target / "not_run.json").unlink(missing_ok=True)
         copied.append(folder.name)
     return copied
