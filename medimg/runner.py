@@ -25,6 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent  # where the scripts are
 COMPLETE_MARKERS = ("results.json", "convolution_timings.json")  # a run folder holding one is a finished run
 
 
+def seed_copy_panel(folder_name: str, file_name: str) -> bool:
+    """Whether a run's file is a seed copy's (``NAME_seedS``) panel of test predictions, which
+    the runs kept (committed, packed by a GPU lease) leave out: the first seed's shows the
+    configuration, and the report draws its panels from every run's example masks."""
+    return file_name == "predictions.png" and "_seed" in folder_name
+
+
 def command(script, arguments, logdir, out_flag):
     return [sys.executable, str(ROOT / script), *arguments, out_flag, str(logdir)]
 

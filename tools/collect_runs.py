@@ -24,17 +24,15 @@ from pathlib import Path
 
 from medimg.cli import UserError, run_cli
 from medimg.runfiles import read_json
-from medimg.runner import status
+from medimg.runner import seed_copy_panel, status
 
 # weights, the execution kept only for a resume, a file being written (runfiles.atomic_write), and
 # the draws of every strategy that 4.3's elastic runs made at b632cc1 (--show_augmentations): the
 # report draws its own (tools/augmentation_examples.py), and at 350 kB a run they would eat the
 # room a GPU lease needs (tools/lease_carry.py)
+# (and a seed copy's panel of test predictions: runner.seed_copy_panel)
 LEFT_BEHIND = ("*.pt", "execution.json", ".*.tmp", "augmentations.png")
-# and of a seed copy (NAME_seedS) its panel of test predictions, as a GPU lease packs runs
-# (tools/lease.py): the first seed's panel shows the configuration, and the report's panels
-# are drawn from every run's example masks, which stay
-LEFT_BEHIND_BY_SEED_COPIES = ("predictions.png",)
+left_behind = shutil.ignore_patterns(*LEFT_BEHIND)
 
 
 def made_by(folder: Path) -> str:
@@ -57,8 +55,8 @@ def collect(source: Path, destination: Path, fingerprint: str = "", moved_to: Pa
         moved = moved_to / folder.name if moved_to else None
         if moved and status(moved) == "complete" and made_by(moved) == made_by(folder):
             continue
-        left_behind = (*LEFT_BEHIND, *(LEFT_BEHIND_BY_SEED_COPIES if "_seed" in folder.name else ()))
-        shutil.copytree(folder, target, ignore=shutil.ignore_patterns(*left_behind), dirs_exist_ok=True)
+        shutil.copytree(folder, target, ignore=lambda path, names: left_behind(path, names) | {
+            name for name in names if seed_copy_panel(folder.name, name)}, dirs_exist_ok=True)
         (target / "not_run.json").unlink(missing_ok=True)
         copied.append(folder.name)
     return copied

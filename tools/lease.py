@@ -118,7 +118,7 @@ def pack(root: Path, out: Path, members: dict) -> tuple:
     for folder in folders:
         for path in sorted(folder.iterdir()):
             if not path.is_file() or path.is_symlink() or path.suffix in (".pt", ".pth", ".ckpt", ".tmp") \
-                    or path.name.startswith(".") or (path.name == "predictions.png" and "_seed" in folder.name):
+                    or path.name.startswith(".") or runner.seed_copy_panel(folder.name, path.name):
                 continue
             stat = path.stat()
             key = (str(path), stat.st_mtime_ns, stat.st_size)
