@@ -882,14 +882,16 @@ def problem_4_runs(runs):
 def cpu_runs_made(runs):
     """What the Problem 4 runs of the earlier CPU protocol (128-px patches) cost, from their logs:
     how many are finished (seed copies included), their hours in all (``timings.total_seconds``),
-    and the machines, thread counts and executions they record."""
+    the machines, thread counts and executions they record, and the commits that made them."""
     made = [r for r in problem_4_runs(runs) if r["config"].get("crop_size")]
     return {"n": len(made), "hours": fmt(sum(r["timings"]["total_seconds"] for r in made) / 3600, 1),
             "cpus": sorted({r["machine"]["cpu"] for r in made}),
             "threads": sorted({r["machine"].get("torch_threads") for r in made} - {None}),
             # each run's arithmetic, as its measured execution chose it (autocast None: float32)
             "precision": sorted({"bfloat16 autocast" if precision(r) == "bfloat16" else precision(r) for r in made}),
-            "patch": registry.CPU_PATCH, "whole": whole_runs_made(runs)}
+            "patch": registry.CPU_PATCH, "whole": whole_runs_made(runs),
+            # the commits of the code that made them (short hashes, as each run recorded it)
+            "commits": sorted({r["project_version"] for r in made})}
 
 
 def whole_runs_made(runs):
