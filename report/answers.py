@@ -853,8 +853,9 @@ def assignment_scale(runs, profile="gpu"):
             r = runs[key]
             rows.append({"name": key, "problem": run.problem, "label": run.label, "dice": fmt(dice(r)),
                          "seed": r["config"]["seed"], "budget": budget(r),
-                         "sensitivity": fmt(r["final_metrics"]["sensitivity"]), "auc": fmt(r["final_metrics"]["auc"]),
-                         "device": r["machine"].get("gpu") or r["machine"]["cpu"],
+                         "sensitivity": fmt(r["final_metrics"]["sensitivity"]),
+                         "specificity": fmt(r["final_metrics"]["specificity"]), "auc": fmt(r["final_metrics"]["auc"]),
+                         "epochs": r["epochs_completed"], "device": r["machine"].get("gpu") or r["machine"]["cpu"],
                          "minutes": fmt(r["timings"]["total_seconds"] / 60, 1), "date": r.get("started", "")[:10],
                          "command": r["command"]})
     # the runs launched by hand: do their configurations differ only in the network and in where and
