@@ -127,3 +127,20 @@ def _execution_cache(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = previous
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _report_build_products(tmp_path_factory):
+    """Tests build the report from made-up runs into report/generated and report/figures (the
+    Typst source reads them from there); the user's build products are put back afterwards, so
+    that compiling report.typ after the tests still shows the real runs' numbers."""
+    import shutil
+    saved = tmp_path_factory.mktemp("report_build")
+    kept = [name for name in ("generated", "figures") if (ROOT / "report" / name).is_dir()]
+    for name in kept:
+        shutil.copytree(ROOT / "report" / name, saved / name)
+    yield
+    for name in ("generated", "figures"):
+        shutil.rmtree(ROOT / "report" / name, ignore_errors=True)
+        if name in kept:
+            shutil.copytree(saved / name, ROOT / "report" / name)
