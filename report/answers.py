@@ -161,19 +161,11 @@ def problem_4_reference(runs, human=None):
          "seeds_made_otherwise": other,
          "train_minutes": fmt(sum(unet["timings"]["train_seconds_per_epoch"]) / 60, 0),
          "sensitivity": fmt(unet["final_metrics"]["sensitivity"]), "auc": fmt(unet["final_metrics"]["auc"]),
-         "vessel_percent": fmt(100 * unet["baselines"]["vessel_fraction"], 1), "human": human_numbers(human),
-         "plateau_first": _on_the_plateau_first(alike)}
+         "vessel_percent": fmt(100 * unet["baselines"]["vessel_fraction"], 1), "human": human_numbers(human)}
     if done(cosine):
         n["cosine"] = {"dice": fmt(dice(cosine)), "epochs": cosine["config"]["epochs"],
                        "better": dice(cosine) > dice(unet), "budget": budget(cosine)}
     return _answer(n)
-
-
-def _on_the_plateau_first(runs):
-    """How many of the finished UNet runs (the graded network, with or without skips) predict
-    no vessel at their first evaluation, by ``first_vessel_epoch``'s rule, of how many."""
-    unets = [r for r in runs.values() if done(r) and r["config"].get("model") in ("unet", "unet_noskip")]
-    return {"k": sum(first_vessel_epoch(r) != r["evaluated_epochs"][0] for r in unets), "n": len(unets)}
 
 
 def over_seeds(runs, name):
